@@ -1,0 +1,240 @@
+"""Job ids and the job folder's layout."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import posixpath
+import re
+import secrets
+import time
+
+
+JOB_ID_PATTERN = re.compile(r"^rx-\d{8}-\d{6}-[0-9a-f]{4}$")
+
+
+def new_job_id(now: _dt.datetime | None = None) -> str:
+    """A sortable, unique job id such as ``rx-20261123-141502-3fa9`` (UTC)."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"rx-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ValueError(f"{job_id!r} is not an rx_magic job id (they look like rx-20261123-141502-3fa9)")
+    return job_id
+
+
+class JobPaths:
+    """Every file name in a job folder and the target's shared ``.rx`` folder."""
+
+    def __init__(self, workdir: str, job_id: str):
+        self.workdir = workdir.rstrip("/") or "/"
+        self.job_id = check_job_id(job_id)
+        self.folder = posixpath.join(self.workdir, job_id)
+
+    def _in_folder(name: str) -> property:  # noqa: N805 - a property factory
+        return property(lambda self: posixpath.join(self.folder, name))
+
+    job_json = _in_folder("job.json")
+    cell_py = _in_folder("cell.py")
+    job_sh = _in_folder("job.sh")
+    status_json = _in_folder("status.json")
+    stdout = _in_folder("stdout.log")
+    stderr = _in_folder("stderr.log")
+    scheduler_log = _in_folder("scheduler.log")
+    exit_code = _in_folder("exit_code")
+    outputs = _in_folder("outputs.dill")
+    display = _in_folder("display.json")
+    error = _in_folder("error.json")
+    exception = _in_folder("exception.dill")
+    del _in_folder
+
+    @property
+    def rx_dir(self) -> str:
+        return posixpath.join(self.workdir, ".rx")
+
+    @property
+    def blobs_dir(self) -> str:
+        return posixpath.join(self.rx_dir, "blobs")
+
+    def blob(self, file_name: str) -> str:
+        return posixpath.join(self.blobs_dir, file_name)
+
+    def runtime_dir(self, version: str) -> str:
+        return posixpath.join(self.rx_dir, f"runtime-{version}")
+
+    @property
+    def staging_folder(self) -> str:
+        """Where the folder is written before it is renamed into place."""
+        return posixpath.join(self.rx_dir, f"staging-{self.job_id}")
+
+
+class Job:
+    """A submitted job: watch it, wait for it, pull its results, cancel it.
+
+    ``Job`` objects are cheap handles on a registry row; ``rx_magic.jobs()``
+    and ``%rx attach`` rebuild them in a new kernel.
+    """
+
+    def __init__(self, record, registry=None):
+        from .registry import default_registry
+        self._registry = registry or default_registry()
+        self.record = record
+        self.results = None         # Results, once pulled
+        self.notebook_path = None   # the local job.ipynb, once pulled
+        self.warnings: list[str] = []  # what the pull could not do, for the user
+
+    def __repr__(self) -> str:
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"<Job {self.id} on {self.record.target}: {self.state}{reason}>"
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def state(self):
+        return self.record.state
+
+    @property
+    def reason(self) -> str:
+        return self.record.reason
+
+    @property
+    def target(self):
+        from .targets import get_target
+        return get_target(self.record.target)
+
+    @property
+    def paths(self) -> JobPaths:
+        return JobPaths(self.record.workdir, self.id)
+
+    def refresh(self, ask_scheduler: bool = True):
+        """Look at the job once more; return its state."""
+        from .monitor import observe
+        from .states import decide_state
+        if self.state.is_final:
+            return self.state
+        seen = observe(self.target, [self.record], ask_scheduler)[self.id]
+        state, reason = decide_state(seen, self.record.cancel_requested)
+        if state != self.state or (reason or "") != self.reason:
+            changes = {"state": state, "reason": reason or ""}
+            if state.is_final:
+                changes["ended_at"] = (seen.status or {}).get("ended") or time.time()
+            self.record = self._registry.update(self.id, **changes)
+        return self.state
+
+    def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0):
+        """Block until the job ends (or ``timeout`` seconds pass); return its state.
+
+        With ``echo``, the job's stdout and stderr are printed here as they arrive.
+        """
+        from .states import State
+        started = time.monotonic()
+        streams = _Echo(self) if echo else None
+        nap, last_asked = 0.005, time.monotonic()
+        while True:
+            now = time.monotonic()
+            # the folder is read every round; the scheduler is asked every few seconds
+            ask = now - last_asked > max(2.0, poll_interval * 2) or self.state is State.UNKNOWN
+            if ask:
+                last_asked = now
+            state = self.refresh(ask_scheduler=ask)
+            if streams:
+                streams.pump()
+            if state.is_final or (timeout is not None and now - started > timeout):
+                if streams:
+                    streams.pump(final=state.is_final)
+                return state
+            time.sleep(nap)
+            nap = min(nap * 1.5, poll_interval)
+
+    def pull(self, namespace: dict | None = None, *, raise_error: bool = True):
+        """Fetch the results of a finished job and put its pulled values into ``namespace``.
+
+        A failed job applies nothing but its outputs and raises its error (the
+        cell's own exception when it can be rebuilt here, else ``RemoteError``);
+        a killed or cancelled one raises ``JobFailed`` or ``JobCancelled``.
+        Returns the names set. Waits for the job first if it is still running.
+        """
+        from .results import apply_values, fetch_results
+        from .states import State
+        if not self.state.is_final:
+            self.wait()
+        transport = self.target.transport
+        results = fetch_results(transport, self.paths, values=self.state is State.DONE)
+        self.results = results
+        self.notebook_path = self._write_notebook(results)
+        names, warnings = [], []
+        if self.state is State.DONE and namespace is not None:
+            names, warnings = apply_values(results, namespace)
+            self.record = self._registry.update(self.id, pulled=True)
+        self.warnings = warnings
+        if raise_error:
+            self.raise_for_state()
+        return names
+
+    def raise_for_state(self) -> None:
+        """Raise what a job that did not end ``done`` should raise in the notebook."""
+        __tracebackhide__ = True
+        from .errors import JobCancelled, JobFailed
+        from .results import remote_exception
+        from .states import State
+        if self.state is State.FAILED:
+            if self.results and self.results.error and self.results.error.get("type"):
+                raise remote_exception(self.results, self.id)
+            raise JobFailed(f"job {self.id} failed: {self.reason}", self.id)
+        if self.state is State.CANCELLED:
+            raise JobCancelled(f"job {self.id} was cancelled", self.id)
+
+    def cancel(self) -> None:
+        """Stop the job; cancelling one that already ended does nothing."""
+        if self.state.is_final:
+            return
+        self.record = self._registry.update(self.id, cancel_requested=True)
+        self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
+
+    def log(self, stream: str = "stdout") -> str:
+        """The job's ``stdout`` or ``stderr`` so far."""
+        path = self.paths.stdout if stream == "stdout" else self.paths.stderr
+        try:
+            return self.target.transport.read_bytes(path).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _write_notebook(self, results):
+        from .registry import cache_home
+        from .results import write_notebook
+        try:
+            spec = json.loads(self.target.transport.read_bytes(self.paths.job_json))
+        except (FileNotFoundError, ValueError):
+            return None
+        source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
+        path = cache_home() / "jobs" / self.id / "job.ipynb"
+        return write_notebook(path, source, self.log("stdout"), self.log("stderr"), results)
+
+
+class _Echo:
+    """Prints what a job writes to stdout and stderr, as it arrives."""
+
+    def __init__(self, job: Job):
+        import codecs
+        import sys
+        self.job = job
+        self.sources = [(job.paths.stdout, sys.stdout), (job.paths.stderr, sys.stderr)]
+        self.offsets = [0, 0]
+        self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in self.sources]
+
+    def pump(self, final: bool = False) -> None:
+        transport = self.job.target.transport
+        for index, (path, stream) in enumerate(self.sources):
+            try:
+                data = transport.read_bytes(path, self.offsets[index])
+            except FileNotFoundError:
+                continue
+            self.offsets[index] += len(data)
+            text = self.decoders[index].decode(data, final=final)
+            if text:
+                stream.write(text)
+                stream.flush()

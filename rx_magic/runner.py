@@ -1,0 +1,487 @@
+"""Runs one rx_magic job on the target: ``python runner.py JOB_FOLDER``.
+
+It imports nothing from rx_magic. It is copied to ``{workdir}/.rx/runtime-*/``
+beside ``wire.py`` (the pickle format) and needs only the standard library and
+dill; IPython and matplotlib are used when the cell uses them.
+
+Two processes share the work. The *supervisor* (this process, standard
+library only) records ``status.json``, enforces walltime and memory, and
+always writes the job's ending, whatever happens to the cell. The *cell
+process*, forked from it in its own process group, loads the pushed values,
+runs the cell with stdout/stderr going to the folder, and writes the pulled
+values, the rich outputs and any exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+CELL_FILENAME = "<remote cell>"
+
+# exit codes of the cell process
+CELL_OK, CELL_RAISED, RUNNER_ERROR = 0, 1, 3
+
+
+def _write_json(path: str, data) -> None:
+    temporary = f"{path}.part"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        json.dump(data, file)
+    os.replace(temporary, path)
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: str, lines: int = 8) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - 4096))
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc; 0 elsewhere)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as file:
+                for line in file:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            with open(f"/proc/{current}/task/{current}/children") as file:
+                pending.extend(int(child) for child in file.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class Supervisor:
+    """Starts the cell process, watches it, and writes the job's ending."""
+
+    def __init__(self, folder: str, spec: dict):
+        self.folder = folder
+        self.spec = spec
+        limits = spec.get("limits") or {}
+        self.walltime = limits.get("walltime")
+        self.mem = limits.get("mem")
+        self.signalled: int | None = None
+        self.started = time.time()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signalled = signum
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        self.write_status("running")
+        pid = os.fork()
+        if pid == 0:  # the cell process
+            code = RUNNER_ERROR
+            try:
+                code = CellProcess(self.folder, self.spec).run()
+            finally:
+                os._exit(code)
+        killed_for, peak, status = self.watch(pid)
+        usage = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)
+        peak = max(peak, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        state, reason, exit_code = self.outcome(status, killed_for)
+        self.write_status(state, reason=reason, exit_code=exit_code, peak_memory=peak)
+        with open(self.path("exit_code"), "w") as file:
+            file.write(f"{exit_code}\n")
+        return exit_code
+
+    def watch(self, pid: int) -> tuple[str | None, int, int]:
+        """Wait for the cell process; kill it on walltime, memory or a signal."""
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        killed_for, peak, kill_sent, nap = None, 0, None, 0.01
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                if pidfd is not None:
+                    os.close(pidfd)
+                return killed_for, peak, status
+            now = time.time()
+            if self.mem:
+                peak = max(peak, _tree_rss(pid))
+            if killed_for is None:
+                if self.signalled is not None:
+                    killed_for = f"signal:{self.signalled}"
+                elif self.walltime and now - self.started > self.walltime:
+                    killed_for = "walltime"
+                elif self.mem and peak > self.mem:
+                    killed_for = "memory"
+            if killed_for is not None:
+                if kill_sent is None:
+                    self._kill(pid, signal.SIGTERM)
+                    kill_sent = now
+                elif now - kill_sent > 5:
+                    self._kill(pid, signal.SIGKILL)
+            timeout = nap if self.mem or pidfd is None else 0.25
+            if pidfd is not None:
+                try:
+                    select.select([pidfd], [], [], timeout)
+                except InterruptedError:
+                    pass
+            else:
+                time.sleep(timeout)
+            nap = min(nap * 2, 0.1 if self.mem else 0.2)
+
+    @staticmethod
+    def _kill(pid: int, signum: int) -> None:
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def outcome(self, status: int, killed_for: str | None) -> tuple[str, str | None, int]:
+        if killed_for == "walltime":
+            return "failed", f"walltime exceeded ({_clock(self.walltime)})", 124
+        if killed_for == "memory":
+            return "failed", f"memory limit exceeded ({_size(self.mem)})", 125
+        if killed_for and killed_for.startswith("signal:"):
+            signum = int(killed_for.split(":")[1])
+            return "failed", f"terminated by signal {signal.Signals(signum).name}", 128 + signum
+        if os.WIFSIGNALED(status):
+            name = signal.Signals(os.WTERMSIG(status)).name
+            hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+            tail = _tail(self.path("stderr.log"))
+            return "failed", f"the cell's process was killed by {name}{hint}" + (f": {tail}" if tail else ""), \
+                128 + os.WTERMSIG(status)
+        code = os.WEXITSTATUS(status)
+        if code == CELL_OK:
+            return "done", None, 0
+        error = _read_json(self.path("error.json")) or {}
+        if code == CELL_RAISED and error.get("type"):
+            message = error.get("message", "")
+            return "failed", f"the cell raised {error['type']}" + (f": {message}" if message else ""), 1
+        reason = error.get("runner_error") or "the runner failed: " + (_tail(self.path("stderr.log")) or f"exit code {code}")
+        return "failed", reason, code
+
+    def write_status(self, state: str, **extra) -> None:
+        now = time.time()
+        status = {
+            "state": state, "reason": None, "started": self.started,
+            "ended": now if state != "running" else None,
+            "elapsed": now - self.started, "host": socket.gethostname(), "pid": os.getpid(),
+            "python": "%d.%d.%d" % sys.version_info[:3],
+        }
+        status.update(extra)
+        _write_json(self.path("status.json"), status)
+
+
+# ----------------------------------------------------------------------------- cell process
+
+class RunnerError(Exception):
+    """Something outside the cell stopped it from running: the message says what and how to fix it."""
+
+
+class Outputs:
+    """Rich outputs as nbformat output dicts, in the order the cell produced them."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+        self.formatter = None           # IPython's DisplayFormatter, when IPython runs the show
+
+    def bundle(self, obj) -> tuple[dict, dict]:
+        if self.formatter is not None:
+            data, metadata = self.formatter.format(obj)
+            return data, metadata
+        data, metadata = {"text/plain": repr(obj)}, {}
+        mimebundle = getattr(obj, "_repr_mimebundle_", None)
+        if callable(mimebundle) and not isinstance(obj, type):
+            found = mimebundle()
+            if isinstance(found, tuple):
+                found, metadata = found[0], found[1] or {}
+            data.update(found or {})
+        for method, mime in (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+                             ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+                             ("_repr_jpeg_", "image/jpeg"), ("_repr_latex_", "text/latex"),
+                             ("_repr_json_", "application/json")):
+            render = getattr(obj, method, None)
+            if callable(render) and not isinstance(obj, type) and mime not in data:
+                value = render()
+                if isinstance(value, tuple):
+                    value, metadata[mime] = value
+                if value is not None:
+                    data[mime] = value
+        return data, metadata
+
+    def add(self, output_type: str, data: dict, metadata: dict | None = None) -> None:
+        import base64
+        clean = {}
+        for mime, value in data.items():
+            if isinstance(value, (bytes, bytearray)):
+                value = base64.b64encode(value).decode("ascii")
+            clean[mime] = value
+        output = {"output_type": output_type, "data": clean, "metadata": metadata or {}}
+        if output_type == "execute_result":
+            output["execution_count"] = None
+        self.items.append(output)
+
+    def display(self, *objs, raw: bool = False, **_ignored) -> None:
+        """``display()`` for cells that run without IPython."""
+        sys.stdout.flush()
+        for obj in objs:
+            self.add("display_data", *((obj, {}) if raw else self.bundle(obj)))
+
+    def publish(self, data, metadata=None, *args, **kwargs) -> None:
+        """Stands in for IPython's DisplayPublisher.publish."""
+        sys.stdout.flush()
+        self.add("display_data", data, metadata)
+
+    def flush_figures(self) -> None:
+        """Open matplotlib figures become PNG outputs, as the inline backend does."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        import io
+        for number in pyplot.get_fignums():
+            figure = pyplot.figure(number)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", bbox_inches="tight")
+            self.add("display_data", {"image/png": buffer.getvalue(), "text/plain": repr(figure)})
+        pyplot.close("all")
+
+
+class _PyplotHook:
+    """After ``matplotlib.pyplot`` is imported, make ``show()`` emit figures as outputs."""
+
+    def __init__(self, outputs: Outputs):
+        self.outputs = outputs
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "matplotlib.pyplot":
+            return None
+        import importlib.machinery
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, outputs = spec.loader.exec_module, self.outputs
+
+        def exec_and_patch(module):
+            exec_module(module)
+            module.show = lambda *args, **kwargs: outputs.flush_figures()
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+class CellProcess:
+    """Loads the pushed values, runs the cell, and writes what it produced."""
+
+    def __init__(self, folder: str, spec: dict):
+        self.folder = folder
+        self.spec = spec
+        self.outputs = Outputs()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def run(self) -> int:
+        os.setpgid(0, 0)
+        self._die_with_supervisor()
+        self._redirect_streams()
+        try:
+            namespace = self.prepare()
+        except RunnerError as exc:
+            print(f"rx_magic runner: {exc}", file=sys.stderr)
+            _write_json(self.path("error.json"), {"runner_error": str(exc)})
+            return RUNNER_ERROR
+        try:
+            self.execute(namespace)
+        except BaseException as exc:  # the cell's own exception, whatever it is
+            self.outputs.flush_figures()
+            self.write_error(exc)
+            self.write_display()
+            return CELL_RAISED
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self.outputs.flush_figures()
+        self.write_display()
+        self.write_pulled(namespace)
+        return CELL_OK
+
+    @staticmethod
+    def _die_with_supervisor() -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except Exception:
+                pass
+
+    def _redirect_streams(self) -> None:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        for fd, name in ((1, "stdout.log"), (2, "stderr.log")):
+            target = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        os.environ.setdefault("MPLBACKEND", "Agg")
+
+    def prepare(self) -> dict:
+        runtime = os.path.dirname(os.path.abspath(__file__))
+        try:
+            import dill  # noqa: F401 - blobs of notebook functions need it
+            import wire
+        except ImportError as exc:
+            raise RunnerError(
+                f"{exc.name or exc} is not importable by {sys.executable} (Python {sys.version.split()[0]}) "
+                f"on {socket.gethostname()}: install it there with `{sys.executable} -m pip install dill`, "
+                "or point the target's `python` at an environment that has it") from exc
+        self.wire = wire
+        sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
+        sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
+
+        import types
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+        namespace = main.__dict__
+        if self.spec.get("use_ipython"):
+            self._start_ipython(main)
+        else:
+            namespace["display"] = self.outputs.display
+        for name, line in self.spec.get("imports", {}).items():
+            try:
+                exec(line, namespace)
+            except ImportError as exc:
+                raise RunnerError(f"the cell uses the module {name!r} ({line!r}), which {sys.executable} on "
+                                  f"{socket.gethostname()} cannot import: {exc}") from exc
+        blobs_dir = self.spec["blobs_dir"]
+        for name, digest in self.spec.get("push", {}).items():
+            try:
+                with open(os.path.join(blobs_dir, f"{digest}.dill"), "rb") as file:
+                    namespace[name] = wire.load(file)
+            except Exception as exc:
+                raise RunnerError(f"could not load the value of {name!r} on the target: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        sys.meta_path.insert(0, _PyplotHook(self.outputs))
+        return namespace
+
+    def _start_ipython(self, main) -> None:
+        try:
+            from IPython.core.interactiveshell import InteractiveShell
+        except ImportError as exc:
+            raise RunnerError(f"the cell uses IPython (magics or IPython.display), which {sys.executable} on "
+                              f"{socket.gethostname()} cannot import: install ipython there") from exc
+        shell = InteractiveShell.instance(user_module=main)
+        shell.display_pub.publish = self.outputs.publish
+        self.outputs.formatter = shell.display_formatter
+
+    def execute(self, namespace: dict) -> None:
+        import ast
+        import linecache
+        code = self.spec["code"]
+        first_line = self.spec.get("first_line", 1)
+        lines = [f"{line}\n" for line in self.spec.get("header", [])][: first_line - 1]
+        lines += [""] * (first_line - 1 - len(lines)) + code.splitlines(keepends=True)
+        linecache.cache[CELL_FILENAME] = (len("".join(lines)), None, lines, CELL_FILENAME)
+        tree = ast.parse(code, CELL_FILENAME)
+        ast.increment_lineno(tree, first_line - 1)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, CELL_FILENAME, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(last, CELL_FILENAME, "eval"), namespace)
+            if value is not None:
+                sys.stdout.flush()
+                self.outputs.add("execute_result", *self.outputs.bundle(value))
+
+    def write_error(self, exc: BaseException) -> None:
+        import traceback
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+        error = {"type": type(exc).__qualname__, "module": type(exc).__module__,
+                 "message": str(exc), "traceback": text}
+        try:
+            with open(self.path("exception.dill.part"), "wb") as file:
+                self.wire.dump(exc, file)
+            os.replace(self.path("exception.dill.part"), self.path("exception.dill"))
+        except Exception as pickling_error:
+            error["unpicklable"] = f"{type(pickling_error).__name__}: {pickling_error}"
+        _write_json(self.path("error.json"), error)
+
+    def write_display(self) -> None:
+        _write_json(self.path("display.json"), self.outputs.items)
+
+    def write_pulled(self, namespace: dict) -> None:
+        """Each pulled value as its own pickle frame; one that does not pickle is listed instead."""
+        import types
+        missing, unpicklable, modules = [], {}, {}
+        with open(self.path("outputs.dill.part"), "wb") as file:
+            for name in self.spec.get("pull", []):
+                if name not in namespace:
+                    missing.append(name)
+                    continue
+                value = namespace[name]
+                if isinstance(value, types.ModuleType):
+                    modules[name] = value.__name__
+                    continue
+                start = file.tell()
+                try:
+                    self.wire.dump((name, value), file)
+                except Exception as exc:
+                    file.seek(start)
+                    file.truncate()
+                    unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
+            self.wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules}), file)
+        os.replace(self.path("outputs.dill.part"), self.path("outputs.dill"))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: runner.py JOB_FOLDER", file=sys.stderr)
+        return 2
+    folder = os.path.abspath(argv[1])
+    spec = _read_json(os.path.join(folder, "job.json"))
+    if spec is None:
+        print(f"rx_magic runner: cannot read {folder}/job.json", file=sys.stderr)
+        return 2
+    return Supervisor(folder, spec).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

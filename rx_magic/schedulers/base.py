@@ -1,0 +1,81 @@
+"""The scheduler interface: how a job folder becomes a running job, and what state it is in.
+
+Each scheduler fills the same four hooks: render the job script (pure, no
+cluster needed), submit it, read many jobs' states in one query, cancel.
+Every one works over every transport.
+"""
+
+from __future__ import annotations
+
+import abc
+import shlex
+from dataclasses import dataclass
+
+from ..resources import Resources
+from ..states import SchedulerState
+from ..transport import Transport
+
+
+@dataclass(frozen=True)
+class JobScript:
+    """What a job script needs to know; every path is on the submit host."""
+
+    job_id: str
+    folder: str
+    runner: str
+    python: str = "python3"
+    setup: tuple[str, ...] = ()
+    resources: Resources = Resources()
+    cwd: str = ""                   # where the cell runs; the job folder when empty
+
+    @property
+    def job_sh(self) -> str:
+        return f"{self.folder}/job.sh"
+
+    @property
+    def scheduler_log(self) -> str:
+        return f"{self.folder}/scheduler.log"
+
+
+def render_body(script: JobScript) -> str:
+    """The part of every job script after the scheduler's directives."""
+    q = shlex.quote
+    lines = [
+        "umask 077",
+        f"cd {q(script.cwd or script.folder)} || exit 96",
+        *script.setup,
+        # if the interpreter cannot start, record why before the shell exits
+        "shopt -s execfail",
+        f"exec {q(script.python)} {q(script.runner)} {q(script.folder)}",
+        "code=$?",
+        f"printf '%s\\n' \"$code\" > {q(script.folder + '/exit_code')}",
+        "exit \"$code\"",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Scheduler(abc.ABC):
+    """One batch system (or none): render, submit, query, cancel."""
+
+    name: str = ""
+    #: Whether the batch system itself enforces walltime and memory; if not, the runner does.
+    enforces_limits: bool = False
+
+    @abc.abstractmethod
+    def render(self, script: JobScript) -> str:
+        """The job script, as text; pure."""
+
+    @abc.abstractmethod
+    def submit(self, transport: Transport, script: JobScript) -> str:
+        """Submit the already-written ``job.sh``; return the scheduler's job id."""
+
+    @abc.abstractmethod
+    def query(self, transport: Transport, jobs: dict[str, str]) -> dict[str, SchedulerState]:
+        """States of many jobs in one query; ``jobs`` maps scheduler id to job folder.
+
+        A job the scheduler no longer knows maps to ``SchedulerState(None)``.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, transport: Transport, scheduler_id: str, folder: str) -> None:
+        """Stop a job; cancelling one that already ended is not an error."""

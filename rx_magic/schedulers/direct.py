@@ -1,0 +1,56 @@
+"""The direct scheduler: the job is a detached process in its own session.
+
+It survives the kernel (and, over SSH, the connection) dying. The runner's
+supervisor enforces walltime and memory, since no batch system does.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ..errors import SchedulerError
+from ..states import SchedulerState, State
+from ..transport import Transport
+from .base import JobScript, Scheduler, render_body
+
+
+class DirectScheduler(Scheduler):
+    name = "direct"
+
+    def render(self, script: JobScript) -> str:
+        return f"#!/bin/bash\n# rx_magic job {script.job_id} (direct)\n" + render_body(script)
+
+    def submit(self, transport: Transport, script: JobScript) -> str:
+        job_sh, log = shlex.quote(script.job_sh), shlex.quote(script.scheduler_log)
+        detach = (f"if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
+                  f" else nohup bash {job_sh} </dev/null >>{log} 2>&1 & fi; echo $!")
+        result = transport.run(["bash", "-c", detach], check=False, timeout=60)
+        pid = result.stdout.strip()
+        if result.returncode != 0 or not pid.isdigit():
+            raise SchedulerError(f"could not start job {script.job_id} on {transport.description}:\n{result.tail()}")
+        return pid
+
+    def query(self, transport: Transport, jobs: dict[str, str]) -> dict[str, SchedulerState]:
+        if not jobs:
+            return {}
+        pids = [pid for pid in jobs if pid.isdigit()]
+        alive: dict[str, str] = {}
+        if pids:
+            result = transport.run(["ps", "-o", "pid=,args=", "-p", ",".join(pids)], check=False, timeout=60)
+            for line in result.stdout.splitlines():
+                pid, _, args = line.strip().partition(" ")
+                alive[pid] = args
+        states = {}
+        for pid, folder in jobs.items():
+            # a pid is reused once its process ends: only ours mention the job folder
+            ours = pid in alive and folder in alive[pid]
+            states[pid] = SchedulerState(State.RUNNING if ours else None)
+        return states
+
+    def cancel(self, transport: Transport, scheduler_id: str, folder: str) -> None:
+        if not scheduler_id.isdigit():
+            return
+        if self.query(transport, {scheduler_id: folder})[scheduler_id].state is None:
+            return
+        # the runner's supervisor takes SIGTERM, stops the cell's process group and records the end
+        transport.run(["kill", "-TERM", scheduler_id], check=False, timeout=30)

@@ -1,0 +1,191 @@
+"""Submitting a cell: capture, package, write the job folder, submit, record.
+
+Every check that can fail on the user's input (target, resources, syntax,
+pickling, payload size) runs before the first byte is written, and a job
+folder appears under its final name only once it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import posixpath
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
+from .capture import Capture, capture_cell
+from .errors import InputError
+from .jobs import Job, JobPaths, new_job_id
+from .registry import JobRecord, default_registry
+from .resources import Resources
+from .schedulers import JobScript
+from .states import State
+from .targets import Target, get_target
+from .transport import Transport
+
+RUNTIME_FILES = ("wire.py", "runner.py")
+
+
+def runtime_version() -> str:
+    digest = hashlib.sha256()
+    for name in RUNTIME_FILES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    """Everything a submission will send, worked out before anything is written."""
+
+    target: Target
+    job_id: str
+    paths: JobPaths
+    capture: Capture
+    blobs: list[BlobRef]
+    resources: Resources
+    script: JobScript
+    script_text: str
+    spec: dict
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        """What ``--dry-run`` shows: what would be sent, and the job script."""
+        c = self.capture
+        lines = [f"target {self.target.name!r}: {self.target.config.scheduler} scheduler on "
+                 f"{self.target.transport.description}, job folder {self.paths.folder}"]
+        if self.resources.describe():
+            lines.append(f"resources: {self.resources.describe()}")
+        lines.append("push:" if self.blobs else "push: nothing")
+        if self.blobs:
+            lines.extend("  " + line for line in size_report(self.blobs).splitlines())
+        if c.imports:
+            lines.append("imports: " + "; ".join(c.imports.values()))
+        lines.append("pull: " + (", ".join(c.pull) if c.pull else "nothing"))
+        if c.held_back:
+            lines.append("held back: " + ", ".join(f"{name} ({why})" for name, why in c.held_back.items()))
+        lines.extend(f"note: {warning}" for warning in self.warnings)
+        lines += ["", "job script (job.sh):", self.script_text.rstrip()]
+        return "\n".join(lines)
+
+
+def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
+              resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
+              source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1) -> Plan:
+    """Check and package a cell for a target, writing nothing."""
+    chosen = get_target(target)
+    resources = (resources or Resources()).over(chosen.config.defaults)
+    if chosen.config.project and not resources.project:
+        resources = Resources.from_json({**resources.to_json(), "project": chosen.config.project})
+    captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
+                            no_pull=no_pull, first_line=first_line)
+    blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)
+    job_id = new_job_id()
+    paths = JobPaths(chosen.workdir, job_id)
+    runtime = paths.runtime_dir(runtime_version())
+    scheduler = chosen.scheduler
+    script = JobScript(
+        job_id=job_id, folder=paths.folder, runner=posixpath.join(runtime, "runner.py"),
+        python=chosen.config.python, setup=chosen.config.setup, resources=resources,
+        cwd=os.getcwd() if chosen.is_local else "",
+    )
+    enforce = {} if scheduler.enforces_limits else {"walltime": resources.walltime, "mem": resources.mem}
+    spec = {
+        "format": 1, "job_id": job_id, "target": chosen.name,
+        "source": source if source is not None else code, "code": code,
+        "header": list(header), "first_line": first_line,
+        "push": {ref.name: ref.digest for ref in blobs}, "imports": captured.imports, "pull": captured.pull,
+        "blobs_dir": paths.blobs_dir, "limits": enforce, "resources": resources.to_json(),
+        "use_ipython": "get_ipython" in code or "IPython" in code,
+        "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
+                   "host": socket.gethostname()},
+    }
+    return Plan(chosen, job_id, paths, captured, blobs, resources, script, scheduler.render(script), spec,
+                list(captured.warnings))
+
+
+def _dill_version() -> str:
+    import dill
+    return dill.__version__
+
+
+class _BlobStore:
+    """The target's blob folder, as ``blobs.write_blobs`` sees it."""
+
+    def __init__(self, transport: Transport, folder: str):
+        self.transport, self.folder = transport, folder
+
+    def exists(self, name: str) -> bool:
+        return self.transport.exists(posixpath.join(self.folder, name))
+
+    def open_atomic(self, name: str):
+        return self.transport.open_atomic(posixpath.join(self.folder, name))
+
+
+def install_runtime(transport: Transport, paths: JobPaths) -> str:
+    """Copy runner.py and wire.py to the target once per version; return the folder."""
+    folder = paths.runtime_dir(runtime_version())
+    if not transport.exists(posixpath.join(folder, "runner.py")):
+        transport.makedirs(folder)
+        for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
+            transport.write_bytes(posixpath.join(folder, name), (Path(__file__).parent / name).read_bytes())
+    return folder
+
+
+def submit_plan(plan: Plan) -> Job:
+    """Write the job folder, submit it, and record the job."""
+    import json
+    transport, paths = plan.target.transport, plan.paths
+    transport.makedirs(plan.paths.workdir)
+    transport.makedirs(paths.blobs_dir)
+    install_runtime(transport, paths)
+    blobs_written, bytes_written = write_blobs(plan.capture.push, plan.blobs,
+                                               _BlobStore(transport, paths.blobs_dir))
+    staging = paths.staging_folder
+    transport.makedirs(staging)
+    try:
+        files = {"job.json": json.dumps(plan.spec, indent=1).encode(), "cell.py": plan.spec["source"].encode(),
+                 "job.sh": plan.script_text.encode()}
+        for name, data in files.items():
+            transport.write_bytes(posixpath.join(staging, name), data)
+        transport.rename(staging, paths.folder)
+    except BaseException:
+        transport.remove_tree(staging)
+        raise
+    try:
+        scheduler_id = plan.target.scheduler.submit(transport, plan.script)
+    except BaseException:
+        transport.remove_tree(paths.folder)
+        raise
+    source_lines = [line for line in plan.spec["source"].splitlines() if line.strip()]
+    record = JobRecord(
+        id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=paths.workdir,
+        scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
+        pull=tuple(plan.capture.pull), session=f"{os.getpid()}@{socket.gethostname()}",
+    )
+    registry = default_registry()
+    registry.add(record)
+    job = Job(record, registry)
+    job.bytes_sent = bytes_written
+    job.blobs_sent = blobs_written
+    return job
+
+
+def submit(code: str, target: str = "local", namespace: dict | None = None, *, push=(), pull=None,
+           no_pull: bool = False, **resources) -> Job:
+    """Run ``code`` as a job on ``target``; return the ``Job`` at once.
+
+    ``namespace`` is where the cell's inputs are read from (nothing is read
+    when it is None); keyword arguments are resources as the magic takes them:
+    ``submit(code, "gadi", ns, mem="8GB", ncpus=4, walltime="2:00:00")``.
+    """
+    try:
+        parsed = Resources.parse(**resources)
+    except TypeError as exc:
+        valid = ", ".join(Resources.__dataclass_fields__)
+        raise InputError(f"{exc}; the resources are {valid}") from None
+    return submit_plan(plan_cell(code, target, namespace=namespace, resources=parsed, push=push, pull=pull,
+                                 no_pull=no_pull))

@@ -1,0 +1,83 @@
+"""The transport interface: run a command and move files on the machine that submits jobs.
+
+A transport knows nothing about jobs or schedulers. Paths are POSIX strings on
+the submit host; every command is an argv list, never a shell string, so that
+the SSH transport can quote each word exactly once.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Sequence
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def tail(self, lines: int = 10) -> str:
+        """The last lines of stderr (or stdout when stderr is empty), for messages."""
+        text = (self.stderr or self.stdout).rstrip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Transport(abc.ABC):
+    """How rx_magic runs commands and moves files on a submit host."""
+
+    #: Short description used in messages: "this machine", "gadi (ssh)".
+    description: str = ""
+
+    @abc.abstractmethod
+    def run(self, argv: Sequence[str], *, input: bytes | None = None,
+            timeout: float | None = 120, check: bool = True) -> CommandResult:
+        """Run ``argv``; with ``check``, a non-zero exit raises ``TransportError``."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+        """The file's bytes from ``offset``; ``FileNotFoundError`` when it is missing."""
+
+    @abc.abstractmethod
+    def open_read(self, path: str) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def open_atomic(self, path: str, mode: int = 0o600) -> AbstractContextManager[BinaryIO]:
+        """A writable file that appears at ``path`` only if the block completes."""
+
+    @abc.abstractmethod
+    def makedirs(self, path: str, mode: int = 0o700) -> None: ...
+
+    @abc.abstractmethod
+    def rename(self, source: str, destination: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_tree(self, path: str) -> int:
+        """Remove a file or folder; return the bytes freed (0 when it was missing)."""
+
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Entry names in ``path``; an empty list when it is missing."""
+
+    @abc.abstractmethod
+    def expand_home(self, path: str) -> str:
+        """``path`` with a leading ``~`` replaced by the submit host's home."""
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        with self.open_atomic(path, mode) as file:
+            file.write(data)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,96 @@
+"""The local transport: this machine's files and processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator, Sequence
+
+from ..errors import TransportError
+from .base import CommandResult, Transport
+
+
+class LocalTransport(Transport):
+    """Runs commands with ``subprocess`` and moves files with the file system."""
+
+    description = "this machine"
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None,
+            timeout: float | None = 120, check: bool = True) -> CommandResult:
+        argv = tuple(argv)
+        try:
+            done = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TransportError(f"could not run {argv[0]!r} on this machine: {exc}") from exc
+        result = CommandResult(argv, done.returncode,
+                               done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+        if check and done.returncode != 0:
+            raise TransportError(f"{argv[0]} exited with code {done.returncode} on this machine:\n{result.tail()}")
+        return result
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+        with open(path, "rb") as file:
+            if offset:
+                file.seek(offset)
+            return file.read()
+
+    def open_read(self, path: str) -> BinaryIO:
+        return open(path, "rb")
+
+    @contextmanager
+    def open_atomic(self, path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
+        folder, name = os.path.split(path)
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as file:
+                yield file
+            os.replace(temporary, path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def makedirs(self, path: str, mode: int = 0o700) -> None:
+        os.makedirs(path, mode=mode, exist_ok=True)
+
+    def rename(self, source: str, destination: str) -> None:
+        os.rename(source, destination)
+
+    def remove_tree(self, path: str) -> int:
+        freed = _tree_size(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        return freed
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    def expand_home(self, path: str) -> str:
+        return os.path.expanduser(path)
+
+
+def _tree_size(path: str) -> int:
+    if os.path.islink(path) or os.path.isfile(path):
+        return os.lstat(path).st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
