@@ -81,6 +81,7 @@ class Job:
         from .registry import default_registry
         self._registry = registry or default_registry()
         self.record = record
+        self._target = None
         self.results = None         # Results, once pulled
         self.notebook_path = None   # the local job.ipynb, once pulled
         self.warnings: list[str] = []  # what the pull could not do, for the user
@@ -104,7 +105,9 @@ class Job:
     @property
     def target(self):
         from .targets import get_target
-        return get_target(self.record.target)
+        if self._target is None:
+            self._target = get_target(self.record.target)
+        return self._target
 
     @property
     def paths(self) -> JobPaths:

@@ -147,10 +147,11 @@ class RemoteMagics(Magics):
                 except Exception as exc:  # an unreachable target must not hide the others
                     _note(f"could not check {record.id}: {exc}")
             record = job.record
-            mark = "" if record.session == here else "  (other kernel)"
-            reason = f": {record.reason}" if record.reason and record.state is not State.DONE else ""
-            print(f"{record.id}  {record.target:<10} {str(record.state) + reason:<24.60} "
-                  f"{_age(record.age):>4}  {record.first_line[:50]}{mark}")
+            mark = "" if record.session == here else "  (from another kernel)"
+            print(f"{record.id}  {record.target:<10} {record.state.value:<9} {_age(record.age):>4}  "
+                  f"{record.first_line[:60]}{mark}")
+            if record.reason and record.state is not State.DONE:
+                print(f"{'':25}{record.reason[:200]}")
 
     def _rx_attach(self, args):
         __tracebackhide__ = True

@@ -1,0 +1,23 @@
+# The two commands of the README: `make quickstart` and `make test`.
+# Each sets up its own environment in .venv the first time.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: quickstart test bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(PY) notebooks/run.py notebooks/01-quickstart.ipynb
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_local.py
