@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import os
+import socket
 import sys
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -138,7 +139,7 @@ class RemoteMagics(Magics):
         if not records:
             print("no jobs yet")
             return
-        here = f"{__import__('os').getpid()}@{__import__('socket').gethostname()}"
+        here = f"{os.getpid()}@{socket.gethostname()}"
         for record in records:
             job = Job(record)
             if not record.state.is_final:
@@ -213,5 +214,3 @@ def find_job(text: str | None) -> Job:
     raise InputError(f"{text!r} matches {len(matches)} jobs ({shown}{', ...' if len(matches) > 5 else ''}): "
                      "give more of the id")
 
-
-_ = time  # the module is imported for its side effects in tests

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
+from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell
 from .errors import InputError
 from .jobs import Job, JobPaths, new_job_id
