@@ -83,6 +83,8 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
                             no_pull=no_pull, first_line=first_line)
     blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)
+    if not chosen.is_local:
+        chosen.environment()
     job_id = new_job_id()
     paths = JobPaths(chosen.workdir, job_id)
     runtime = paths.runtime_dir(runtime_version())

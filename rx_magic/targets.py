@@ -18,7 +18,10 @@ file), merged with ``rx_targets.toml`` in the working directory::
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import platform
+import shlex
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +58,7 @@ class TargetConfig:
     defaults: Resources = Resources()
     host_key_policy: str = "strict"
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    allow_version_mismatch: bool = False
     source: str = "built in"
 
     @property
@@ -126,12 +130,18 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
                 values[key] = value
             elif key == "max_payload":
                 values[key] = parse_size(value, "max_payload")
+            elif key == "allow_version_mismatch":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}: allow_version_mismatch must be true or false")
+                values[key] = value
             elif key == "scheduler" and value not in SCHEDULERS:
                 raise ConfigError(f"{where}: unknown scheduler {value!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
             elif key == "host_key_policy" and value not in HOST_KEY_POLICIES:
                 raise ConfigError(f"{where}: host_key_policy must be one of {', '.join(HOST_KEY_POLICIES)}")
             elif not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, not {value!r}")
+            elif any(ch in value for ch in "\n\r\0"):
+                raise ConfigError(f"{where}: {key} must be one line")
             else:
                 values[key] = value
     except TypeError as exc:
@@ -150,6 +160,7 @@ class Target:
     config: TargetConfig
     scheduler: Scheduler = field(init=False)
     _transport: Transport | None = field(default=None, init=False, repr=False)
+    _environment: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scheduler = scheduler_named(self.config.scheduler)
@@ -166,10 +177,26 @@ class Target:
     def transport(self) -> Transport:
         if self._transport is None:
             if self.config.host:
-                raise ConfigError(f"target {self.name!r} ({self.config.source}) reaches {self.config.host} over "
-                                  "SSH, which this version of rx_magic cannot do yet; use a target without `host`")
-            self._transport = LocalTransport()
+                from .transport.ssh import SSHTransport
+                self._transport = SSHTransport(
+                    self.config.host, user=self.config.user, port=self.config.port,
+                    identity_file=self.config.identity_file, host_key_policy=self.config.host_key_policy)
+            else:
+                self._transport = LocalTransport()
         return self._transport
+
+    def environment(self) -> dict:
+        """The target's Python, after its setup lines: versions of Python, dill, IPython, matplotlib.
+
+        Asked once per connection. Raises ``ConfigError`` when Python's major.minor
+        differs from this kernel's (unless ``allow_version_mismatch``) or dill is missing.
+        """
+        key = id(self.transport), getattr(self.transport, "info", None) and id(self.transport.info)
+        if self._environment is None or self._environment[0] != key:
+            self._environment = key, probe_environment(self)
+        found = self._environment[1]
+        check_environment(self, found)
+        return found
 
     @property
     def workdir(self) -> str:
@@ -185,9 +212,59 @@ class Target:
         return path
 
     def close(self) -> None:
+        self._environment = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+PROBE = """
+import json, sys
+from importlib import metadata
+def version(name):
+    try:
+        return metadata.version(name)
+    except Exception:
+        return None
+try:
+    import dill
+    dill_version = dill.__version__
+except Exception as exc:
+    dill_version = None
+print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
+                  "dill": dill_version, "ipython": version("ipython"), "matplotlib": version("matplotlib"),
+                  "numpy": version("numpy")}))
+"""
+
+
+def probe_environment(target: Target) -> dict:
+    """Run the target's Python after its setup lines and report what it has."""
+    script = "\n".join([*target.config.setup, f"exec {shlex.quote(target.config.python)} -c {shlex.quote(PROBE)}"])
+    result = target.transport.run(["bash", "-c", script], check=False, timeout=120)
+    lines = result.stdout.strip().splitlines()
+    try:
+        found = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise ConfigError(
+            f"target {target.name!r}: could not run {target.config.python!r} on {target.transport.description} "
+            f"after the setup lines (exit code {result.returncode}): {result.tail(5) or 'no output'}. "
+            "Check `python` and `setup` in the target's configuration") from None
+    return found
+
+
+def check_environment(target: Target, found: dict) -> None:
+    here = "%d.%d" % sys.version_info[:2]
+    there = ".".join(found["python"].split(".")[:2])
+    if there != here and not target.config.allow_version_mismatch:
+        raise ConfigError(
+            f"target {target.name!r} runs Python {found['python']} ({found['executable']}) but this kernel runs "
+            f"{platform.python_version()}: values pickled here may not load there. Point the target's `python` "
+            f"(or its `setup` lines, e.g. `module load python3/{here}`) at Python {here}, or set "
+            "allow_version_mismatch = true for the target to try anyway")
+    if not found.get("dill"):
+        raise ConfigError(
+            f"dill is not installed for {found['executable']} on target {target.name!r}: install it there "
+            f"(`{target.config.python} -m pip install --user dill`) or point `python` at an environment that has it")
 
 
 _open_targets: dict[str, Target] = {}
