@@ -5,14 +5,17 @@
 Prints, for a dict of 10^6 small tuples and a 100 MB float64 array, the time
 of ``pickle.dump(protocol=5)``, ``wire.dump`` (both into a file in a temporary
 folder) and ``wire.digest``, with ratios to pickle (goal: within 1.2x), and
-``dill.dump`` of the dict for comparison. Then the peak memory (VmHWM, read in
-a child process per method) of serializing a 500 MB array, as a multiple of
-the array's size (goal for ``wire.dump``: under 1.3x).
+``dill.dump`` of the dict for comparison; then the time to load each back with
+``pickle.load``, ``wire.load`` from the file (buffers memory-mapped) and
+``wire.load`` from a stream that cannot be mapped (buffers read). Then the
+peak memory (VmHWM, read in a child process per method) of serializing a 500 MB
+array, as a multiple of the array's size (goal for ``wire.dump``: under 1.3x).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import pickle
 import platform
@@ -51,6 +54,9 @@ _PEAK_CHILD = textwrap.dedent("""
     if method == "wire.dump":
         with open({path!r}, "wb") as file:
             wire.dump(array, file)
+    elif method == "wire.dump_and_digest":
+        with open({path!r}, "wb") as file:
+            wire.dump_and_digest(array, file)
     elif method == "wire.digest":
         wire.digest(array)
     elif method == "pickle.dump":
@@ -85,11 +91,35 @@ def time_into_file(path: Path, dump, repeat: int) -> float:
     return best_time(into_file(path, dump), repeat, setup=lambda: path.unlink(missing_ok=True))
 
 
-def time_value(label: str, value: object, folder: Path, repeat: int, with_dill: bool) -> list[str]:
+class UnmappableStream(io.RawIOBase):
+    """A file read front to back that cannot be memory-mapped, as an SFTP file."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._file.readinto(buffer)
+
+
+def time_load(path: Path, load, repeat: int) -> float:
+    def run():
+        with open(path, "rb") as file:
+            load(file)
+    return best_time(run, repeat)
+
+
+def time_value(label: str, value: object, folder: Path, repeat: int, with_dill: bool) -> tuple[list[str], list[str]]:
+    """One row of dump timings and one of load timings."""
     path = folder / "value.bin"
     plain = time_into_file(path, lambda file: pickle.dump(value, file, protocol=5), repeat)
     size = path.stat().st_size
+    plain_load = time_load(path, pickle.load, repeat)
     ours = time_into_file(path, lambda file: wire.dump(value, file), repeat)
+    mapped_load = time_load(path, wire.load, repeat)
+    read_load = time_load(path, lambda file: wire.load(io.BufferedReader(UnmappableStream(file))), repeat)
     hashed = best_time(lambda: wire.digest(value), repeat)
     row = [label, f"{size / MB:.1f} MB", f"{plain:.3f} s", f"{ours:.3f} s", f"{ours / plain:.2f}x",
            f"{hashed:.3f} s", f"{hashed / plain:.2f}x"]
@@ -98,8 +128,9 @@ def time_value(label: str, value: object, folder: Path, repeat: int, with_dill: 
         row += [f"{slow:.2f} s", f"{slow / plain:.1f}x"]
     else:
         row += ["-", "-"]
+    load_row = [label, f"{plain_load:.3f} s", f"{mapped_load:.4f} s", f"{read_load:.3f} s"]
     path.unlink()
-    return row
+    return row, load_row
 
 
 def peak_memory(method: str, nbytes: int, folder: Path) -> tuple[int, int, int]:
@@ -136,20 +167,24 @@ def main(argv: list[str] | None = None) -> None:
               "dill.dump", "ratio"]
     with tempfile.TemporaryDirectory(prefix="rx-bench-") as name:
         folder = Path(name)
-        rows = [header,
-                time_value("dict of 10^6 small tuples", small_tuples, folder, args.repeat, with_dill=True),
-                time_value("float64 array, 100 MB", array, folder, args.repeat, with_dill=False)]
+        timed = [time_value("dict of 10^6 small tuples", small_tuples, folder, args.repeat, with_dill=True),
+                 time_value("float64 array, 100 MB", array, folder, args.repeat, with_dill=False)]
         print("time to serialize (dumps go into a file in a temporary folder; ratios are to pickle.dump)")
-        print(table(rows))
+        print(table([header] + [row for row, _ in timed]))
         print(f"goal: wire.dump within {TIME_GOAL}x of pickle.dump")
+        print()
+        print("time to load back from that file (in the page cache)")
+        print(table([["value", "pickle.load", "wire.load (mapped)", "wire.load (stream, read)"]]
+                    + [load_row for _, load_row in timed]))
         print()
 
         del small_tuples, array
         nbytes = 500 * MB
         rows = [["method, 500 MB float64 array", "peak (VmHWM)", "x array", "added by the dump"]]
-        for method in ("wire.dump", "wire.digest", "pickle.dump", "pickle.dumps"):
+        for method in ("wire.dump", "wire.dump_and_digest", "wire.digest", "pickle.dump", "pickle.dumps"):
             peak, before, array_bytes = peak_memory(method, nbytes, folder)
             label = {"wire.dump": "wire.dump into a file", "wire.digest": "wire.digest (no file)",
+                     "wire.dump_and_digest": "wire.dump_and_digest into a file",
                      "pickle.dump": "pickle.dump into a file", "pickle.dumps": "pickle.dumps to bytes"}[method]
             rows.append([label, f"{peak / MB:.0f} MB", f"{peak / array_bytes:.2f}x",
                          f"{max(peak - before, 0) / MB:.0f} MB"])

@@ -1,7 +1,8 @@
 """Pushed values as content-addressed blobs, and the report of their sizes.
 
 Each value a cell reads is serialized by :mod:`rx_magic.wire` into its own
-file, ``{workdir}/.rx/blobs/{digest}.dill``, named by the hash of its bytes.
+file, ``{workdir}/.rx/blobs/{digest}.dill``, named by the digest of its bytes
+(``wire.frame_digest``), which the runner memory-maps.
 :func:`plan_blobs` hashes every value without writing anything, so an
 unpicklable value or an oversized payload is reported before anything is
 sent; :func:`write_blobs` then writes only the blobs the target lacks, so an
@@ -123,15 +124,14 @@ def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore
         if store.exists(name):
             continue
         with store.open_atomic(name) as file:
-            sink = wire.HashingWriter(file)
-            wire.dump(values[ref.name], sink)
-            if sink.hexdigest() != ref.digest:
+            digest, size = wire.dump_and_digest(values[ref.name], file)
+            if digest != ref.digest:
                 raise CaptureError(
                     f"cannot send {ref.name!r} ({ref.type_name}): it serialized differently when written than "
                     "when it was hashed (changed meanwhile, or does not pickle the same way twice) — "
                     "run the cell again, or leave it out with --push/--pull")
         written += 1
-        written_bytes += sink.nbytes
+        written_bytes += size
     return written, written_bytes
 
 

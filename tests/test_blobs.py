@@ -1,8 +1,9 @@
 """Blobs: how pushed values are serialized, named by content, written once, and reported."""
 
 import contextlib
-import hashlib
+import io
 import os
+import pickle
 import socket
 import stat
 import subprocess
@@ -75,6 +76,14 @@ class DirectoryBlobStore:
             raise
 
 
+@pytest.fixture
+def blob_dir(tmp_path) -> Path:
+    """An empty folder for blobs (``tmp_path`` also holds the test's XDG folders)."""
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    return folder
+
+
 def dump_from_notebook(tmp_path: Path, expression: str, source: str = NOTEBOOK) -> Path:
     """Run ``source`` as a script, so its definitions live in ``__main__``, and wire.dump ``expression``."""
     script = tmp_path / "notebook.py"
@@ -92,15 +101,15 @@ def dump_from_notebook(tmp_path: Path, expression: str, source: str = NOTEBOOK) 
 
 
 def load_in_fresh_process(tmp_path: Path, blob: Path, expression: str) -> str:
-    """What the target does: plain pickle.load with dill importable, and nothing from rx_magic."""
+    """What the target does: wire.py imported as a top-level module, dill importable, nothing from rx_magic."""
     target = tmp_path / "target"
     target.mkdir(exist_ok=True)
     code = textwrap.dedent(f"""
-        import pickle, sys
-        import dill
-        with open({str(blob)!r}, "rb") as file:
-            value = pickle.load(file)
-        assert not [m for m in sys.modules if m == "wire" or m.startswith("rx_magic")], "loading imported rx_magic"
+        import sys
+        sys.path.insert(0, {str(REPO / "rx_magic")!r})
+        import dill, wire
+        value = wire.load_path({str(blob)!r})
+        assert not [m for m in sys.modules if m.startswith("rx_magic")], "loading imported rx_magic"
         print({expression})
     """)
     env = {key: val for key, val in os.environ.items() if key != "PYTHONPATH"}
@@ -173,7 +182,9 @@ def test_values_needing_nothing_from_dill_do_not_import_it(tmp_path):
     assert out.split("\n")[:2] == ["False []", "True"]
 
 
-def test_dumping_a_large_array_into_a_file_makes_no_second_copy(tmp_path):
+@pytest.mark.parametrize("call", ["wire.dump(array, file)", "wire.dump_and_digest(array, file)",
+                                  "wire.digest(array)"])
+def test_dumping_or_hashing_a_large_array_makes_no_second_copy(tmp_path, call):
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO / "rx_magic")!r})
@@ -186,13 +197,217 @@ def test_dumping_a_large_array_into_a_file_makes_no_second_copy(tmp_path):
         array = np.ones(256 * 2**20 // 8)
         before = peak()
         with open({str(tmp_path / "big.dill")!r}, "wb") as file:
-            wire.dump(array, file)
+            {call}
         print((peak() - before) / array.nbytes)
     """)
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to read peak memory")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert float(out) < 0.1
+
+
+# --- frames: big buffers out of band, memory-mapped on load ------------------
+
+
+class ForwardOnlyStream(io.RawIOBase):
+    """Reads front to back in pieces of at most 64 KiB, and cannot seek or be mapped (a socket, an SFTP file)."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._data.readinto(memoryview(buffer)[:64 * 2**10])
+
+
+class WriteOnlyStream:
+    """A sink with nothing but ``write`` (a pipe)."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, piece) -> int:
+        self.data += piece
+        return memoryview(piece).nbytes
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle this one")
+
+
+def mapped_file_of(array: np.ndarray) -> str | None:
+    """The file whose mapping holds ``array``'s memory, from /proc/self/maps (None: anonymous memory)."""
+    address = array.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            low, high = (int(part, 16) for part in fields[0].split("-"))
+            if low <= address and address + array.nbytes <= high:
+                return fields[5].strip() if len(fields) > 5 else None
+    return None
+
+
+def several_values():
+    return [
+        np.arange(3 * MiB, dtype=np.float64),
+        {"alpha": 0.5, "names": ["a", "b"], "small": np.arange(5)},
+        np.asfortranarray(np.arange(600 * 700, dtype=np.int32).reshape(600, 700)),
+        b"x" * 100_000,
+        (np.ones(MiB, dtype=np.uint8), np.zeros(70_000, dtype=np.float32)),
+        [float(i) for i in range(200_000)],  # a 1.8 MB pickle stream, no buffers
+    ]
+
+
+def assert_same(loaded, expected):
+    if isinstance(expected, np.ndarray):
+        assert loaded.dtype == expected.dtype and loaded.shape == expected.shape
+        assert loaded.flags.f_contiguous == expected.flags.f_contiguous
+        np.testing.assert_array_equal(loaded, expected)
+    elif isinstance(expected, (tuple, list)):
+        assert type(loaded) is type(expected) and len(loaded) == len(expected)
+        for item, want in zip(loaded, expected):
+            assert_same(item, want)
+    elif isinstance(expected, dict):
+        assert loaded.keys() == expected.keys()
+        for key in expected:
+            assert_same(loaded[key], expected[key])
+    else:
+        assert loaded == expected
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see what is mapped")
+def test_big_array_loads_from_a_file_by_mapping_it_not_reading_it(tmp_path):
+    array = np.random.default_rng(0).random(64 * MiB // 8)
+    path = tmp_path / "big.dill"
+    with path.open("wb") as file:
+        size = wire.dump(array, file)
+    assert size == path.stat().st_size
+    assert array.nbytes < size < array.nbytes + 4096
+
+    loaded = wire.load_path(path)
+    np.testing.assert_array_equal(loaded, array)
+    assert mapped_file_of(loaded) == str(path)
+    assert loaded.ctypes.data % wire.ALIGN == 0
+
+
+def test_loaded_array_is_writable_and_writing_it_leaves_the_file_unchanged(tmp_path):
+    path = tmp_path / "big.dill"
+    with path.open("wb") as file:
+        wire.dump({"arr": np.zeros(2 * MiB)}, file)
+    before = path.read_bytes()
+
+    loaded = wire.load_path(path)["arr"]
+    assert loaded.flags.writeable
+    loaded[:] = 7.0
+    assert loaded.sum() == 7.0 * loaded.size
+    assert path.read_bytes() == before
+    assert not wire.load_path(path)["arr"].any()
+
+
+def test_several_frames_in_one_file_load_one_after_another_then_end_of_file(tmp_path):
+    values = several_values()
+    path = tmp_path / "frames.dill"
+    ends = []
+    with path.open("wb") as file:
+        for value in values:
+            wire.dump(value, file)
+            ends.append(file.tell())
+    assert all(end % wire.ALIGN == 0 for end in ends)
+
+    with path.open("rb") as file:
+        for value, end in zip(values, ends):
+            loaded = wire.load(file)
+            assert file.tell() == end
+            assert_same(loaded, value)
+        for _ in range(2):
+            with pytest.raises(EOFError):
+                wire.load(file)
+    first = wire.load_path(path)
+    assert first.ctypes.data % wire.ALIGN == 0
+
+
+def test_frames_from_a_stream_that_cannot_be_mapped_load_into_writable_memory():
+    values = several_values()
+    stream = ForwardOnlyStream(b"".join(wire.dumps(value) for value in values))
+    for value in values:
+        loaded = wire.load(stream)
+        assert_same(loaded, value)
+    with pytest.raises(EOFError):
+        wire.load(stream)
+    big = wire.loads(wire.dumps(values[0]))
+    assert big.flags.writeable
+    big[0] = -1.0
+    assert wire.loads(bytearray(wire.dumps(values[4])))[0].flags.writeable
+
+
+def test_frame_written_to_a_stream_that_cannot_seek_is_the_same_bytes_as_in_a_file():
+    for value in several_values():
+        sink = WriteOnlyStream()
+        assert wire.dump(value, sink) == len(sink.data)
+        assert bytes(sink.data) == wire.dumps(value)
+        assert_same(wire.load(ForwardOnlyStream(bytes(sink.data))), value)
+
+
+def test_a_dump_that_fails_while_pickling_leaves_nothing_of_its_frame(tmp_path):
+    path = tmp_path / "frames.dill"
+    with path.open("wb") as file:
+        wire.dump(("a", np.arange(MiB)), file)
+        end = file.tell()
+        with pytest.raises(RuntimeError, match="cannot pickle this one"):
+            wire.dump(("b", [np.ones(MiB), "x" * 100_000, Unpicklable()]), file)
+        assert file.tell() == end
+        wire.dump(("c", 3), file)
+    with path.open("rb") as file:
+        assert wire.load(file)[0] == "a"
+        assert wire.load(file) == ("c", 3)
+        with pytest.raises(EOFError):
+            wire.load(file)
+
+    sink = WriteOnlyStream()
+    with pytest.raises(RuntimeError, match="cannot pickle this one"):
+        wire.dump([np.ones(MiB), Unpicklable()], sink)
+    assert sink.data == b""
+
+
+def test_a_dump_that_fails_while_writing_leaves_nothing_of_its_frame():
+    class DiskFillsUp(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 3 * MiB:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    file = DiskFillsUp()
+    wire.dump(np.ones(MiB // 8), file)
+    kept = file.getvalue()
+    with pytest.raises(OSError, match="No space left"):
+        wire.dump([np.ones(MiB // 4), np.ones(MiB // 4)], file)
+    assert file.getvalue() == kept
+
+
+def test_file_that_ends_inside_a_frame_is_reported_as_truncated(tmp_path):
+    data = wire.dumps(np.arange(MiB))
+    path = tmp_path / "cut.dill"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(pickle.UnpicklingError, match="truncated"):
+        wire.load_path(path)
+    with pytest.raises(pickle.UnpicklingError, match="truncated"):
+        wire.loads(data[:-64])
+
+
+def test_plain_pickle_written_before_frames_existed_still_loads(tmp_path):
+    path = tmp_path / "old.dill"
+    with path.open("wb") as file:
+        pickle.dump(("x", np.arange(10)), file, protocol=5)
+        pickle.dump(("", {"missing": []}), file, protocol=5)
+    with path.open("rb") as file:
+        name, value = wire.load(file)
+        assert name == "x" and value.sum() == 45
+        assert wire.load(file) == ("", {"missing": []})
+        with pytest.raises(EOFError):
+            wire.load(file)
 
 
 # --- digests ----------------------------------------------------------------
@@ -221,11 +436,11 @@ def test_notebook_class_digest_does_not_change_once_its_instances_have_been_pick
     assert wire.digest(point_class) == before
 
 
-def test_digest_is_the_hash_of_the_dumped_bytes():
-    value = {"x": np.arange(10)}
-    hex_digest, size = wire.digest(value)
-    data = wire.dumps(value)
-    assert (hex_digest, size) == (hashlib.new(wire.HASH_NAME, data).hexdigest(), len(data))
+def test_digest_is_the_digest_of_the_dumped_bytes():
+    for value in ({"x": np.arange(10)}, {"big": np.arange(3 * MiB), "also": np.ones((700, 900)).T, "n": 1}):
+        hex_digest, size = wire.digest(value)
+        data = wire.dumps(value)
+        assert (hex_digest, size) == (wire.frame_digest(data), len(data))
 
 
 def test_changed_value_gives_a_different_digest():
@@ -238,6 +453,24 @@ def test_changed_value_gives_a_different_digest():
     assert wire.digest(np.zeros(3, dtype=np.float32)) != wire.digest(np.zeros(3, dtype=np.float64))
 
 
+def test_big_array_digest_is_stable_and_changes_when_any_element_changes(tmp_path):
+    array = np.random.default_rng(1).random(40 * MiB // 8)  # ten 4 MiB leaves
+    first = wire.digest(array)
+    assert all(wire.digest(array) == first for _ in range(3))
+    with (tmp_path / "big.dill").open("wb") as file:
+        assert wire.dump_and_digest(array, file) == first
+    assert wire.frame_digest((tmp_path / "big.dill").read_bytes()) == first[0]
+
+    for index in (0, array.size // 2, array.size - 1):
+        kept = array[index]
+        array[index] = -1.0
+        assert wire.digest(array) != first
+        array[index] = kept
+    assert wire.digest(array) == first
+    assert wire.digest(array.reshape(-1, 8)) != first
+    assert wire.digest(array[: array.size - 1]) != wire.digest(array[1:])
+
+
 def test_notebook_function_digest_changes_when_a_global_it_reads_changes():
     notebook = notebook_namespace()
     before = wire.digest(notebook["scaled_plus_one"])
@@ -248,33 +481,33 @@ def test_notebook_function_digest_changes_when_a_global_it_reads_changes():
 # --- writing blobs ------------------------------------------------------------
 
 
-def test_unchanged_value_is_not_written_again(tmp_path):
-    store = DirectoryBlobStore(tmp_path)
+def test_unchanged_value_is_not_written_again(blob_dir):
+    store = DirectoryBlobStore(blob_dir)
     values = {"arr": np.arange(1000.0), "cfg": {"alpha": 0.5}}
     refs = plan_blobs(values)
 
     written, nbytes = write_blobs(values, refs, store)
     assert (written, nbytes) == (2, sum(ref.size for ref in refs))
     assert write_blobs(values, plan_blobs(values), store) == (0, 0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(blob_file_name(ref.digest) for ref in refs)
+    assert sorted(p.name for p in blob_dir.iterdir()) == sorted(blob_file_name(ref.digest) for ref in refs)
 
 
-def test_names_sharing_one_value_write_one_blob(tmp_path):
+def test_names_sharing_one_value_write_one_blob(blob_dir):
     shared = np.arange(100)
     values = {"a": shared, "b": shared}
     refs = plan_blobs(values)
     assert refs[0].digest == refs[1].digest
-    assert write_blobs(values, refs, DirectoryBlobStore(tmp_path)) == (1, refs[0].size)
+    assert write_blobs(values, refs, DirectoryBlobStore(blob_dir)) == (1, refs[0].size)
 
 
-def test_written_blob_is_private_named_by_its_content_and_loads_back(tmp_path):
+def test_written_blob_is_private_named_by_its_content_and_loads_back(blob_dir):
     values = {"arr": np.linspace(0, 1, 50)}
     (ref,) = plan_blobs(values)
-    write_blobs(values, [ref], DirectoryBlobStore(tmp_path))
+    write_blobs(values, [ref], DirectoryBlobStore(blob_dir))
 
-    path = tmp_path / f"{ref.digest}.dill"
+    path = blob_dir / f"{ref.digest}.dill"
     data = path.read_bytes()
-    assert hashlib.new(wire.HASH_NAME, data).hexdigest() == ref.digest
+    assert wire.frame_digest(data) == ref.digest
     assert len(data) == ref.size
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with path.open("rb") as file:
@@ -294,15 +527,15 @@ class FailsOnSecondPickle:
         return (dict, ())
 
 
-def test_exception_while_writing_leaves_no_file_named_like_a_blob(tmp_path):
+def test_exception_while_writing_leaves_no_file_named_like_a_blob(blob_dir):
     values = {"data": [np.ones(10**6), FailsOnSecondPickle()]}
     refs = plan_blobs(values)
     with pytest.raises(RuntimeError, match="disk went away"):
-        write_blobs(values, refs, DirectoryBlobStore(tmp_path))
-    assert list(tmp_path.iterdir()) == []
+        write_blobs(values, refs, DirectoryBlobStore(blob_dir))
+    assert list(blob_dir.iterdir()) == []
 
 
-def test_failing_file_write_leaves_no_file_named_like_a_blob(tmp_path):
+def test_failing_file_write_leaves_no_file_named_like_a_blob(blob_dir):
     class FullDiskStore(DirectoryBlobStore):
         @contextlib.contextmanager
         def open_atomic(self, name):
@@ -319,17 +552,17 @@ def test_failing_file_write_leaves_no_file_named_like_a_blob(tmp_path):
 
     values = {"arr": np.ones(4 * MiB)}
     with pytest.raises(OSError, match="No space left"):
-        write_blobs(values, plan_blobs(values), FullDiskStore(tmp_path))
-    assert list(tmp_path.iterdir()) == []
+        write_blobs(values, plan_blobs(values), FullDiskStore(blob_dir))
+    assert list(blob_dir.iterdir()) == []
 
 
-def test_value_changed_after_planning_is_not_stored_under_the_old_digest(tmp_path):
+def test_value_changed_after_planning_is_not_stored_under_the_old_digest(blob_dir):
     values = {"arr": np.zeros(100)}
     refs = plan_blobs(values)
     values["arr"][0] = 1.0
     with pytest.raises(CaptureError, match="'arr'"):
-        write_blobs(values, refs, DirectoryBlobStore(tmp_path))
-    assert list(tmp_path.iterdir()) == []
+        write_blobs(values, refs, DirectoryBlobStore(blob_dir))
+    assert list(blob_dir.iterdir()) == []
 
 
 # --- what the user is told ------------------------------------------------------
