@@ -180,7 +180,8 @@ class Target:
                 from .transport.ssh import SSHTransport
                 self._transport = SSHTransport(
                     self.config.host, user=self.config.user, port=self.config.port,
-                    identity_file=self.config.identity_file, host_key_policy=self.config.host_key_policy)
+                    identity_file=self.config.identity_file, host_key_policy=self.config.host_key_policy,
+                    python=self.config.python, setup=self.config.setup)
             else:
                 self._transport = LocalTransport()
         return self._transport

@@ -35,6 +35,7 @@ import paramiko
 
 from ..errors import TransportError
 from .base import CommandResult, Transport
+from .command_agent import AgentUnavailable, CommandAgent
 
 WINDOW_SIZE = 4 * 2**20
 MAX_PACKET_SIZE = 256 * 2**10
@@ -220,8 +221,12 @@ class SSHTransport(Transport):
     """A lazily opened, kept-alive SSH connection with one reused SFTP session."""
 
     def __init__(self, alias: str, *, user: str | None = None, port: int | None = None,
-                 identity_file: str | None = None, host_key_policy: str = "strict"):
+                 identity_file: str | None = None, host_key_policy: str = "strict",
+                 python: str = "python3", setup: tuple[str, ...] = ()):
         self.alias = alias
+        self._agent_settings = (python, tuple(setup))
+        self._agent: CommandAgent | None = None
+        self._agent_failed = False
         self._options = dict(user=user, port=port, identity_file=identity_file)
         self.host_key_policy = host_key_policy
         self.description = f"{alias} (ssh)"
@@ -286,6 +291,9 @@ class SSHTransport(Transport):
 
     def close(self) -> None:
         with self._lock:
+            if self._agent is not None:
+                self._agent.close()
+                self._agent = None
             if self._sftp is not None:
                 try:
                     self._sftp.close()
@@ -318,6 +326,34 @@ class SSHTransport(Transport):
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
             timeout: float | None = 120, check: bool = True) -> CommandResult:
         argv = tuple(argv)
+        agent = self._command_agent()
+        code = None
+        if agent is not None:
+            try:
+                code, stdout, stderr = agent.run(argv, input, timeout)
+            except AgentUnavailable:
+                self._agent = None      # the link may have dropped: the exec below says so if it did
+        if code is None:
+            code, stdout, stderr = self._exec(argv, input, timeout)
+        result = CommandResult(argv, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        if check and code != 0:
+            raise TransportError(f"{argv[0]} exited with code {code} on {self.alias}:\n{result.tail()}")
+        return result
+
+    def _command_agent(self) -> CommandAgent | None:
+        with self._lock:
+            if self._agent_failed:
+                return None
+            if self._agent is None or not self._agent.alive:
+                python, setup = self._agent_settings
+                try:
+                    self._agent = CommandAgent(self._ssh, python, setup)
+                except AgentUnavailable:
+                    self._agent, self._agent_failed = None, True
+            return self._agent
+
+    def _exec(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        """One SSH exec: the login shell runs the quoted command."""
         command = shlex.join(argv)
         with self._translated(f"running {argv[0]}"):
             channel = self._ssh.open_session()
@@ -327,13 +363,9 @@ class SSHTransport(Transport):
                     channel.sendall(input)
                 channel.shutdown_write()
                 stdout, stderr = _drain(channel, timeout, command)
-                code = channel.recv_exit_status()
+                return channel.recv_exit_status(), stdout, stderr
             finally:
                 channel.close()
-        result = CommandResult(argv, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-        if check and code != 0:
-            raise TransportError(f"{argv[0]} exited with code {code} on {self.alias}:\n{result.tail()}")
-        return result
 
     # -- files -----------------------------------------------------------------------------------
 
