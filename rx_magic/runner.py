@@ -105,16 +105,29 @@ class Supervisor:
         self.signalled = signum
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        for signum in stop_signals:
             signal.signal(signum, self._on_signal)
         self.write_status("running")
+        # held until the cell process has its own handlers and group, so no stop signal is lost
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         pid = os.fork()
         if pid == 0:  # the cell process
             code = RUNNER_ERROR
             try:
+                # the supervisor's handlers would make the cell ignore the SIGTERM that stops it
+                for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
                 code = CellProcess(self.folder, self.spec).run()
             finally:
                 os._exit(code)
+        try:
+            os.setpgid(pid, pid)  # as the child does: whichever runs first, killpg finds the group
+        except OSError:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
         killed_for, peak, status = self.watch(pid)
         usage = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)
         peak = max(peak, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
@@ -390,8 +403,7 @@ class CellProcess:
         blobs_dir = self.spec["blobs_dir"]
         for name, digest in self.spec.get("push", {}).items():
             try:
-                with open(os.path.join(blobs_dir, f"{digest}.dill"), "rb") as file:
-                    namespace[name] = wire.load(file)
+                namespace[name] = wire.load_path(os.path.join(blobs_dir, f"{digest}.dill"))
             except Exception as exc:
                 raise RunnerError(f"could not load the value of {name!r} on the target: "
                                   f"{type(exc).__name__}: {exc}") from exc

@@ -36,7 +36,8 @@ class DirectScheduler(Scheduler):
         pids = [pid for pid in jobs if pid.isdigit()]
         alive: dict[str, str] = {}
         if pids:
-            result = transport.run(["ps", "-o", "pid=,args=", "-p", ",".join(pids)], check=False, timeout=60)
+            result = transport.run(["ps", "-ww", "-o", "pid=,args=", "-p", ",".join(pids)], check=False, timeout=60)
+            # -ww: without a terminal ps may cut args at 80 columns, hiding the folder
             for line in result.stdout.splitlines():
                 pid, _, args = line.strip().partition(" ")
                 alive[pid] = args

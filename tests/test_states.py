@@ -1,0 +1,82 @@
+"""``decide_state``: what a job's folder and its scheduler together say about it."""
+
+import pytest
+
+from rx_magic.states import Observation, SchedulerState, State, decide_state
+
+RUNNING = {"state": "running"}
+DONE = {"state": "done"}
+FAILED_BY_SIGNAL = {"state": "failed", "reason": "terminated by signal SIGTERM"}
+CELL_RAISED = {"state": "failed", "reason": "the cell raised ValueError: bad"}
+CANCELLED = {"state": "cancelled", "reason": "cancelled on the target"}
+
+GONE = SchedulerState(None)
+SCHED_RUNNING = SchedulerState(State.RUNNING)
+SCHED_QUEUED = SchedulerState(State.QUEUED, "waiting for resources")
+SCHED_WALLTIME = SchedulerState(State.FAILED, "walltime exceeded (1:00:00)")
+SCHED_CANCELLED = SchedulerState(State.CANCELLED)
+
+
+def seen(status=None, scheduler=None, exit_code=None, tail=""):
+    return Observation(status, exit_code, scheduler, tail)
+
+
+CASES = {
+    # the folder's ending wins
+    "folder done wins over a scheduler that still lists the job":
+        (seen(DONE, SCHED_RUNNING), False, State.DONE, None),
+    "folder done wins when the scheduler was not asked":
+        (seen(DONE), False, State.DONE, None),
+    "folder done wins even after a cancel was requested":
+        (seen(DONE, GONE), True, State.DONE, None),
+    "folder failed is failed with the folder's reason":
+        (seen(CELL_RAISED, GONE), False, State.FAILED, "the cell raised ValueError: bad"),
+    "folder failed after a cancel request is cancelled":
+        (seen(FAILED_BY_SIGNAL, GONE), True, State.CANCELLED, "cancelled by you"),
+    "folder cancelled is cancelled":
+        (seen(CANCELLED, GONE), False, State.CANCELLED, "cancelled on the target"),
+    "the scheduler's failed reason wins over the folder's terminated by signal":
+        (seen(FAILED_BY_SIGNAL, SCHED_WALLTIME), False, State.FAILED, "walltime exceeded (1:00:00)"),
+    # no ending in the folder yet
+    "scheduler running and folder running is running":
+        (seen(RUNNING, SCHED_RUNNING), False, State.RUNNING, None),
+    "scheduler running and no folder status yet is running as the scheduler says":
+        (seen(None, SCHED_RUNNING), False, State.RUNNING, None),
+    "scheduler queued with no folder status is queued with the scheduler's reason":
+        (seen(None, SCHED_QUEUED), False, State.QUEUED, "waiting for resources"),
+    "folder running wins over a scheduler that still says queued":
+        (seen(RUNNING, SCHED_QUEUED), False, State.RUNNING, None),
+    "not asking the scheduler, a running folder is running":
+        (seen(RUNNING), False, State.RUNNING, None),
+    "not asking the scheduler, no folder status is submitted":
+        (seen(None), False, State.SUBMITTED, None),
+    # the scheduler says it ended (or forgot it) and the folder holds no ending
+    "scheduler forgot the job and the folder has no ending is failed, never done":
+        (seen(RUNNING, GONE), False, State.FAILED, "the job ended without the runner recording a result"),
+    "scheduler forgot a job that never started is failed":
+        (seen(None, GONE), False, State.FAILED, "the job ended without the runner recording a result"),
+    "scheduler forgot the job after a cancel request is cancelled":
+        (seen(RUNNING, GONE), True, State.CANCELLED, "cancelled by you"),
+    "scheduler cancelled the job is cancelled":
+        (seen(RUNNING, SCHED_CANCELLED), False, State.CANCELLED, "cancelled by you"),
+    "scheduler killed it for walltime is failed with its reason":
+        (seen(RUNNING, SCHED_WALLTIME), False, State.FAILED, "walltime exceeded (1:00:00)"),
+    "an exit code recorded by the job script is failed naming the code":
+        (seen(None, GONE, exit_code=127, tail="job.sh: line 5: /opt/py: No such file or directory"), False,
+         State.FAILED,
+         ("the job script exited with code 127 before the cell finished: "
+          "job.sh: line 5: /opt/py: No such file or directory")),
+    "an exit code seen without asking the scheduler is failed naming the code":
+        (seen(None, exit_code=96), False, State.FAILED, "the job script exited with code 96 before the cell finished"),
+}
+
+
+@pytest.mark.parametrize("observation, cancel_requested, state, reason", CASES.values(), ids=CASES.keys())
+def test_decide_state(observation, cancel_requested, state, reason):
+    assert decide_state(observation, cancel_requested) == (state, reason)
+
+
+@pytest.mark.parametrize("observation", [case[0] for case in CASES.values()], ids=CASES.keys())
+def test_a_job_without_a_done_folder_is_never_done(observation):
+    decided, _ = decide_state(observation, cancel_requested=False)
+    assert (decided is State.DONE) == ((observation.status or {}).get("state") == "done")
