@@ -133,19 +133,30 @@ class Job:
 
         With ``echo``, the job's stdout and stderr are printed here as they arrive.
         """
+        from .errors import TransportError
         from .states import State
         started = time.monotonic()
         streams = _Echo(self) if echo else None
-        nap, last_asked = 0.005, time.monotonic()
+        nap, last_asked, outage = 0.005, time.monotonic(), None
         while True:
             now = time.monotonic()
             # the folder is read every round; the scheduler is asked every few seconds
             ask = now - last_asked > max(2.0, poll_interval * 2) or self.state is State.UNKNOWN
             if ask:
                 last_asked = now
-            state = self.refresh(ask_scheduler=ask)
-            if streams:
-                streams.pump()
+            try:
+                state = self.refresh(ask_scheduler=ask)
+                if streams:
+                    streams.pump()
+            except TransportError as exc:
+                # the link dropped: the job goes on; try again, backing off, until it is back
+                outage = _Outage(self) if outage is None else outage
+                outage.retry_later(exc)
+                if timeout is not None and now - started > timeout:
+                    return self.state
+                continue
+            if outage is not None:
+                outage = outage.over()
             if state.is_final or (timeout is not None and now - started > timeout):
                 if streams:
                     streams.pump(final=state.is_final)
@@ -216,6 +227,24 @@ class Job:
         source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
         path = cache_home() / "jobs" / self.id / "job.ipynb"
         return write_notebook(path, source, self.log("stdout"), self.log("stderr"), results)
+
+
+class _Outage:
+    """Says once that the link to a job's target dropped, and waits longer between each retry."""
+
+    def __init__(self, job: Job):
+        import sys
+        self.job, self.stream, self.delay = job, sys.stderr, 0.5
+
+    def retry_later(self, exc: Exception) -> None:
+        if self.delay == 0.5:
+            print(f"rx_magic: lost the connection to {self.job.record.target} ({exc}); the job goes on. "
+                  "Reconnecting...", file=self.stream, flush=True)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 30.0)
+
+    def over(self) -> None:
+        print(f"rx_magic: reconnected to {self.job.record.target}", file=self.stream, flush=True)
 
 
 class _Echo:

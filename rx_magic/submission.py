@@ -11,7 +11,10 @@ import hashlib
 import os
 import platform
 import posixpath
+import signal
 import socket
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,23 +160,44 @@ def submit_plan(plan: Plan) -> Job:
     except BaseException:
         transport.remove_tree(staging)
         raise
+    with _interrupts_deferred():     # a job that runs is a job the registry knows
+        try:
+            scheduler_id = plan.target.scheduler.submit(transport, plan.script)
+        except BaseException:
+            transport.remove_tree(paths.folder)
+            raise
+        job = _record(plan, scheduler_id)
+    job.bytes_sent = bytes_written
+    job.blobs_sent = blobs_written
+    return job
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C / kernel interrupt until the block ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        scheduler_id = plan.target.scheduler.submit(transport, plan.script)
-    except BaseException:
-        transport.remove_tree(paths.folder)
-        raise
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def _record(plan: Plan, scheduler_id: str) -> Job:
     source_lines = [line for line in plan.spec["source"].splitlines() if line.strip()]
     record = JobRecord(
-        id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=paths.workdir,
+        id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=plan.paths.workdir,
         scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
         pull=tuple(plan.capture.pull), session=f"{os.getpid()}@{socket.gethostname()}",
     )
     registry = default_registry()
     registry.add(record)
-    job = Job(record, registry)
-    job.bytes_sent = bytes_written
-    job.blobs_sent = blobs_written
-    return job
+    return Job(record, registry)
 
 
 def submit(code: str, target: str = "local", namespace: dict | None = None, *, push=(), pull=None,
