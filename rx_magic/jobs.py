@@ -51,6 +51,21 @@ class JobPaths:
     del _in_folder
 
     @property
+    def work(self) -> str:
+        """The cell's working folder on targets other than ``local``; ``--files`` land here."""
+        return posixpath.join(self.folder, "work")
+
+    @property
+    def lib(self) -> str:
+        """The notebook's own modules, put on the cell's ``sys.path``."""
+        return posixpath.join(self.folder, "lib")
+
+    @property
+    def files_dir(self) -> str:
+        """Content-addressed copies of the notebook's modules and ``--files``, shared by jobs."""
+        return posixpath.join(self.rx_dir, "files")
+
+    @property
     def rx_dir(self) -> str:
         return posixpath.join(self.workdir, ".rx")
 

@@ -62,6 +62,9 @@ class RemoteMagics(Magics):
     @argument("--pull", action="append",
               help="Bring back only these names (comma-separated); by default every name the cell binds.")
     @argument("--no-pull", action="store_true", help="Bring back no variables; outputs and errors still show.")
+    @argument("--files", action="append", default=[],
+              help="A file or folder, relative to the notebook, to send into the job's working folder "
+                   "(only what changed since the last job is sent); repeat for several.")
     @argument("--dry-run", action="store_true",
               help="Show what would be sent and the job script, and submit nothing.")
     @cell_magic
@@ -82,7 +85,7 @@ class RemoteMagics(Magics):
                 project=args.project, jobfs=args.jobfs, storage=args.storage, name=args.name, extra=args.extra)
             plan = plan_cell(code, args.target, namespace=self.shell.user_ns, resources=resources,
                              push=_names(args.push) or (), pull=_names(args.pull), no_pull=args.no_pull,
-                             source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2)
+                             source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2, files=args.files)
         except InputError as exc:
             raise UsageError(str(exc)) from None
         for warning in plan.warnings:

@@ -382,6 +382,7 @@ class CellProcess:
                 f"on {socket.gethostname()}: install it there with `{sys.executable} -m pip install dill`, "
                 "or point the target's `python` at an environment that has it") from exc
         self.wire = wire
+        self._link_files()
         sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
         sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
 
@@ -409,6 +410,22 @@ class CellProcess:
                                   f"{type(exc).__name__}: {exc}") from exc
         sys.meta_path.insert(0, _PyplotHook(self.outputs))
         return namespace
+
+    def _link_files(self) -> None:
+        """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
+        import shutil
+        store = self.spec.get("files_dir", "")
+        for relative, digest in self.spec.get("files", {}).items():
+            destination = os.path.join(self.folder, relative if relative.startswith("lib/") else
+                                       os.path.join("work", relative))
+            if not os.path.abspath(destination).startswith(self.folder + os.sep):
+                raise RunnerError(f"refusing to place a shipped file outside the job folder: {relative!r}")
+            os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
+            try:
+                os.link(os.path.join(store, digest), destination)
+            except OSError:
+                shutil.copyfile(os.path.join(store, digest), destination)
+                os.chmod(destination, 0o600)
 
     def _start_ipython(self, main) -> None:
         try:

@@ -21,11 +21,12 @@ from pathlib import Path
 from . import __version__
 from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell
-from .errors import InputError
+from .errors import InputError, PayloadTooLarge
 from .jobs import Job, JobPaths, new_job_id
 from .registry import JobRecord, default_registry
-from .resources import Resources
+from .resources import Resources, format_size_human
 from .schedulers import JobScript
+from .shipping import Shipment, missing_packages, plan_shipment, upload_shipment, used_modules
 from .states import State
 from .targets import Target, get_target
 from .transport import Transport
@@ -54,6 +55,7 @@ class Plan:
     script_text: str
     spec: dict
     warnings: list[str] = field(default_factory=list)
+    shipment: Shipment = field(default_factory=Shipment)
 
     def report(self) -> str:
         """What ``--dry-run`` shows: what would be sent, and the job script."""
@@ -67,6 +69,13 @@ class Plan:
             lines.extend("  " + line for line in size_report(self.blobs).splitlines())
         if c.imports:
             lines.append("imports: " + "; ".join(c.imports.values()))
+        if self.shipment:
+            lines.append(f"files: {len(self.shipment.files)} ({format_size_human(self.shipment.size)})"
+                         + (f", the notebook's modules {', '.join(self.shipment.modules)}" if self.shipment.modules
+                            else ""))
+            lines.extend(f"  {relative}" for relative in list(self.shipment.files)[:20])
+            if len(self.shipment.files) > 20:
+                lines.append(f"  ... and {len(self.shipment.files) - 20} more")
         lines.append("pull: " + (", ".join(c.pull) if c.pull else "nothing"))
         if c.held_back:
             lines.append("held back: " + ", ".join(f"{name} ({why})" for name, why in c.held_back.items()))
@@ -77,7 +86,8 @@ class Plan:
 
 def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
               resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
-              source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1) -> Plan:
+              source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1,
+              files: list[str] = ()) -> Plan:
     """Check and package a cell for a target, writing nothing."""
     chosen = get_target(target)
     resources = (resources or Resources()).over(chosen.config.defaults)
@@ -86,8 +96,16 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
                             no_pull=no_pull, first_line=first_line)
     blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)
-    if not chosen.is_local:
+    shipment = Shipment()
+    if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
+        shipment = plan_shipment(captured, namespace or {}, list(files), Path.cwd())
+        _check_payload(blobs, shipment, chosen.config.max_payload)
         chosen.environment()
+        missing = missing_packages(chosen, used_modules(captured, namespace or {}), shipment.modules)
+        if missing:
+            raise InputError(
+                f"target {chosen.name!r} lacks packages the cell uses: {', '.join(missing)} (versions here). "
+                f"Install them for {chosen.config.python} there, or load them in the target's setup lines")
     job_id = new_job_id()
     paths = JobPaths(chosen.workdir, job_id)
     runtime = paths.runtime_dir(runtime_version())
@@ -95,7 +113,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     script = JobScript(
         job_id=job_id, folder=paths.folder, runner=posixpath.join(runtime, "runner.py"),
         python=chosen.config.python, setup=chosen.config.setup, resources=resources,
-        cwd=os.getcwd() if chosen.is_local else "",
+        cwd=os.getcwd() if chosen.is_local else paths.work,
     )
     enforce = {} if scheduler.enforces_limits else {"walltime": resources.walltime, "mem": resources.mem}
     spec = {
@@ -104,12 +122,23 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "header": list(header), "first_line": first_line,
         "push": {ref.name: ref.digest for ref in blobs}, "imports": captured.imports, "pull": captured.pull,
         "blobs_dir": paths.blobs_dir, "limits": enforce, "resources": resources.to_json(),
+        "files": shipment.digests, "files_dir": paths.files_dir,
+        "pythonpath": [paths.lib] if shipment.modules else [],
         "use_ipython": "get_ipython" in code or "IPython" in code,
         "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
                    "host": socket.gethostname()},
     }
     return Plan(chosen, job_id, paths, captured, blobs, resources, script, scheduler.render(script), spec,
-                list(captured.warnings))
+                list(captured.warnings), shipment)
+
+
+def _check_payload(blobs: list[BlobRef], shipment: Shipment, limit: int) -> None:
+    total = sum(ref.size for ref in blobs) + shipment.size
+    if total > limit:
+        raise PayloadTooLarge(
+            f"the cell would send {format_size_human(total)} ({format_size_human(shipment.size)} of it in "
+            f"{len(shipment.files)} files), over this target's limit of {format_size_human(limit)}: send less with "
+            "--files, or raise max_payload in the target's configuration")
 
 
 def _dill_version() -> str:
@@ -149,9 +178,14 @@ def submit_plan(plan: Plan) -> Job:
     install_runtime(transport, paths)
     blobs_written, bytes_written = write_blobs(plan.capture.push, plan.blobs,
                                                _BlobStore(transport, paths.blobs_dir))
+    if plan.shipment:
+        files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
+        blobs_written, bytes_written = blobs_written + files_sent, bytes_written + file_bytes
     staging = paths.staging_folder
     transport.makedirs(staging)
     try:
+        if not plan.target.is_local:
+            transport.makedirs(posixpath.join(staging, "work"))
         files = {"job.json": json.dumps(plan.spec, indent=1).encode(), "cell.py": plan.spec["source"].encode(),
                  "job.sh": plan.script_text.encode()}
         for name, data in files.items():
@@ -201,7 +235,7 @@ def _record(plan: Plan, scheduler_id: str) -> Job:
 
 
 def submit(code: str, target: str = "local", namespace: dict | None = None, *, push=(), pull=None,
-           no_pull: bool = False, **resources) -> Job:
+           no_pull: bool = False, files=(), **resources) -> Job:
     """Run ``code`` as a job on ``target``; return the ``Job`` at once.
 
     ``namespace`` is where the cell's inputs are read from (nothing is read
@@ -214,4 +248,4 @@ def submit(code: str, target: str = "local", namespace: dict | None = None, *, p
         valid = ", ".join(Resources.__dataclass_fields__)
         raise InputError(f"{exc}; the resources are {valid}") from None
     return submit_plan(plan_cell(code, target, namespace=namespace, resources=parsed, push=push, pull=pull,
-                                 no_pull=no_pull))
+                                 no_pull=no_pull, files=list(files)))

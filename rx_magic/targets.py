@@ -161,6 +161,7 @@ class Target:
     scheduler: Scheduler = field(init=False)
     _transport: Transport | None = field(default=None, init=False, repr=False)
     _environment: tuple | None = field(default=None, init=False, repr=False)
+    packages_present: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scheduler = scheduler_named(self.config.scheduler)
@@ -214,6 +215,7 @@ class Target:
 
     def close(self) -> None:
         self._environment = None
+        self.packages_present = set()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
