@@ -3,59 +3,63 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import shutil
 import time
 
-from .jobs import JobPaths
+from .jobs import JobPaths, WorkdirPaths
 from .registry import cache_home, default_registry
 from .resources import format_size_human
 from .targets import get_target
 
 
 def clean(older_than: float) -> str:
-    """Remove job folders of jobs that ended more than ``older_than`` seconds ago, and unused blobs.
+    """Remove job folders of jobs that ended more than ``older_than`` seconds ago, and what nothing live uses.
 
-    A blob is kept while any job that has not ended uses it. Returns a
-    one-line account of what was freed.
+    Blobs and shipped files are kept while any job that has not ended uses
+    them. Returns a one-line account of what was freed.
     """
     registry = default_registry()
-    records = registry.recent(None)
     now = time.time()
     by_target: dict[str, list] = {}
-    for record in records:
+    for record in registry.recent(None):
         by_target.setdefault(record.target, []).append(record)
-    folders = blobs = freed = 0
+    folders = stores = freed = 0
     problems = []
-    for target_name, target_records in by_target.items():
+    for target_name, records in by_target.items():
         try:
-            target = get_target(target_name)
-            transport = target.transport
-        except Exception as exc:
-            problems.append(f"{target_name}: {exc}")
-            continue
-        live = [r for r in target_records if not r.state.is_final]
-        for record in target_records:
-            ended = record.ended_at or record.submitted_at
-            if record.state.is_final and now - ended >= older_than:
-                freed += transport.remove_tree(JobPaths(record.workdir, record.id).folder)
-                shutil.rmtree(cache_home() / "jobs" / record.id, ignore_errors=True)
-                registry.remove(record.id)
-                folders += 1
-        in_use = set()
-        for record in live:
-            try:
-                spec = json.loads(transport.read_bytes(JobPaths(record.workdir, record.id).job_json))
-                in_use.update(f"{digest}.dill" for digest in spec.get("push", {}).values())
-            except (FileNotFoundError, ValueError):
-                continue
-        for workdir in {record.workdir for record in target_records}:
-            blobs_dir = JobPaths(workdir, "rx-00000000-000000-0000").blobs_dir
-            for name in transport.listdir(blobs_dir):
-                if name.endswith(".dill") and name not in in_use:
-                    freed += transport.remove_tree(f"{blobs_dir}/{name}")
-                    blobs += 1
-    summary = (f"removed {folders} job folder{'s' if folders != 1 else ''} and {blobs} blob{'s' if blobs != 1 else ''}"
-               f", freeing {format_size_human(freed) if freed else '0 B'}")
+            transport = get_target(target_name).transport
+            for record in records:
+                ended = record.ended_at or record.submitted_at
+                if record.state.is_final and now - ended >= older_than:
+                    freed += transport.remove_tree(JobPaths(record.workdir, record.id).folder)
+                    shutil.rmtree(cache_home() / "jobs" / record.id, ignore_errors=True)
+                    registry.remove(record.id)
+                    folders += 1
+            in_use = set()
+            for record in records:
+                if not record.state.is_final:
+                    in_use |= _used_by(transport, JobPaths(record.workdir, record.id))
+            for workdir in {record.workdir for record in records}:
+                shared = WorkdirPaths(workdir)
+                for folder in (shared.blobs_dir, shared.files_dir):
+                    for name in transport.listdir(folder):
+                        if name not in in_use:
+                            freed += transport.remove_tree(posixpath.join(folder, name))
+                            stores += 1
+        except Exception as exc:  # one unreachable target must not stop the others
+            problems.append(f"{target_name} ({exc})")
+    summary = (f"removed {folders} job folder{'s' if folders != 1 else ''} and {stores} stored "
+               f"input{'s' if stores != 1 else ''}, freeing {format_size_human(freed) if freed else '0 B'}")
     if problems:
-        summary += "; could not reach " + "; ".join(problems)
+        summary += "; could not clean " + "; ".join(problems)
     return summary
+
+
+def _used_by(transport, paths: JobPaths) -> set[str]:
+    """The blob and file names a job's spec refers to."""
+    try:
+        spec = json.loads(transport.read_bytes(paths.job_json))
+    except (FileNotFoundError, ValueError):
+        return set()
+    return {f"{digest}.dill" for digest in spec.get("push", {}).values()} | set(spec.get("files", {}).values())

@@ -25,11 +25,34 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-class JobPaths:
-    """Every file name in a job folder and the target's shared ``.rx`` folder."""
+class WorkdirPaths:
+    """The target's shared ``{workdir}/.rx`` folder: blobs, shipped files, the runner."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir.rstrip("/") or "/"
+
+    @property
+    def rx_dir(self) -> str:
+        return posixpath.join(self.workdir, ".rx")
+
+    @property
+    def blobs_dir(self) -> str:
+        return posixpath.join(self.rx_dir, "blobs")
+
+    @property
+    def files_dir(self) -> str:
+        """Content-addressed copies of the notebook's modules and ``--files``, shared by jobs."""
+        return posixpath.join(self.rx_dir, "files")
+
+    def runtime_dir(self, version: str) -> str:
+        return posixpath.join(self.rx_dir, f"runtime-{version}")
+
+
+class JobPaths(WorkdirPaths):
+    """Every file name in a job folder, and the shared ``.rx`` folder beside it."""
 
     def __init__(self, workdir: str, job_id: str):
-        self.workdir = workdir.rstrip("/") or "/"
+        super().__init__(workdir)
         self.job_id = check_job_id(job_id)
         self.folder = posixpath.join(self.workdir, job_id)
 
@@ -48,36 +71,9 @@ class JobPaths:
     display = _in_folder("display.json")
     error = _in_folder("error.json")
     exception = _in_folder("exception.dill")
+    work = _in_folder("work")    # the cell's working folder on targets other than local; --files land here
+    lib = _in_folder("lib")      # the notebook's own modules, put on the cell's sys.path
     del _in_folder
-
-    @property
-    def work(self) -> str:
-        """The cell's working folder on targets other than ``local``; ``--files`` land here."""
-        return posixpath.join(self.folder, "work")
-
-    @property
-    def lib(self) -> str:
-        """The notebook's own modules, put on the cell's ``sys.path``."""
-        return posixpath.join(self.folder, "lib")
-
-    @property
-    def files_dir(self) -> str:
-        """Content-addressed copies of the notebook's modules and ``--files``, shared by jobs."""
-        return posixpath.join(self.rx_dir, "files")
-
-    @property
-    def rx_dir(self) -> str:
-        return posixpath.join(self.workdir, ".rx")
-
-    @property
-    def blobs_dir(self) -> str:
-        return posixpath.join(self.rx_dir, "blobs")
-
-    def blob(self, file_name: str) -> str:
-        return posixpath.join(self.blobs_dir, file_name)
-
-    def runtime_dir(self, version: str) -> str:
-        return posixpath.join(self.rx_dir, f"runtime-{version}")
 
     @property
     def staging_folder(self) -> str:

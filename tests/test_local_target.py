@@ -627,7 +627,7 @@ def test_rx_clean_removes_finished_jobs_and_unused_blobs_and_says_what_it_freed(
     result = ip.run_cell("%rx clean --older-than 0")
     assert result.error_in_exec is None
     said = capsys.readouterr().out
-    assert re.search(r"removed 2 job folders and 1 blob, freeing \d+(\.\d+)? (B|KiB|MiB)", said), said
+    assert re.search(r"removed 2 job folders and 1 stored input, freeing \d+(\.\d+)? (B|KiB|MiB)", said), said
     assert job_folders() == [live.id]
     assert [job.id for job in rx_magic.jobs()] == [live.id]
     assert len(list(blobs.glob("*.dill"))) == 1  # the live job's input stays
