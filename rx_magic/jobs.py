@@ -93,13 +93,14 @@ class Job:
         self._registry = registry or default_registry()
         self.record = record
         self._target = None
+        self._last_asked = 0.0
         self.results = None         # Results, once pulled
         self.notebook_path = None   # the local job.ipynb, once pulled
         self.warnings: list[str] = []  # what the pull could not do, for the user
 
     def __repr__(self) -> str:
         reason = f" ({self.reason})" if self.reason else ""
-        return f"<Job {self.id} on {self.record.target}: {self.state}{reason}>"
+        return f"<Job {self.id} on {self.record.target}: {self.record.state}{reason}>"
 
     @property
     def id(self) -> str:
@@ -107,6 +108,12 @@ class Job:
 
     @property
     def state(self):
+        """The job's state now: its folder is read, and the scheduler asked at most every few seconds."""
+        if not self.record.state.is_final:
+            try:
+                self.refresh(ask_scheduler=time.monotonic() - self._last_asked > 2.0)
+            except Exception:  # an unreachable target: the last state known stands
+                pass
         return self.record.state
 
     @property
@@ -128,16 +135,18 @@ class Job:
         """Look at the job once more; return its state."""
         from .monitor import observe
         from .states import decide_state
-        if self.state.is_final:
-            return self.state
+        if self.record.state.is_final:
+            return self.record.state
+        if ask_scheduler:
+            self._last_asked = time.monotonic()
         seen = observe(self.target, [self.record], ask_scheduler)[self.id]
         state, reason = decide_state(seen, self.record.cancel_requested)
-        if state != self.state or (reason or "") != self.reason:
+        if state != self.record.state or (reason or "") != self.reason:
             changes = {"state": state, "reason": reason or ""}
             if state.is_final:
                 changes["ended_at"] = (seen.status or {}).get("ended") or time.time()
             self.record = self._registry.update(self.id, **changes)
-        return self.state
+        return self.record.state
 
     def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0):
         """Block until the job ends (or ``timeout`` seconds pass); return its state.
@@ -152,7 +161,7 @@ class Job:
         while True:
             now = time.monotonic()
             # the folder is read every round; the scheduler is asked every few seconds
-            ask = now - last_asked > max(2.0, poll_interval * 2) or self.state is State.UNKNOWN
+            ask = now - last_asked > max(2.0, poll_interval * 2) or self.record.state is State.UNKNOWN
             if ask:
                 last_asked = now
             try:
@@ -164,7 +173,7 @@ class Job:
                 outage = _Outage(self) if outage is None else outage
                 outage.retry_later(exc)
                 if timeout is not None and now - started > timeout:
-                    return self.state
+                    return self.record.state
                 continue
             if outage is not None:
                 outage = outage.over()
@@ -185,14 +194,14 @@ class Job:
         """
         from .results import apply_values, fetch_results
         from .states import State
-        if not self.state.is_final:
+        if not self.record.state.is_final:
             self.wait()
         transport = self.target.transport
-        results = fetch_results(transport, self.paths, values=self.state is State.DONE)
+        results = fetch_results(transport, self.paths, values=self.record.state is State.DONE)
         self.results = results
         self.notebook_path = self._write_notebook(results)
         names, warnings = [], []
-        if self.state is State.DONE and namespace is not None:
+        if self.record.state is State.DONE and namespace is not None:
             names, warnings = apply_values(results, namespace)
             self.record = self._registry.update(self.id, pulled=True)
         self.warnings = warnings
@@ -206,16 +215,16 @@ class Job:
         from .errors import JobCancelled, JobFailed
         from .results import remote_exception
         from .states import State
-        if self.state is State.FAILED:
+        if self.record.state is State.FAILED:
             if self.results and self.results.error and self.results.error.get("type"):
                 raise remote_exception(self.results, self.id)
             raise JobFailed(f"job {self.id} failed: {self.reason}", self.id)
-        if self.state is State.CANCELLED:
+        if self.record.state is State.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", self.id)
 
     def cancel(self) -> None:
         """Stop the job; cancelling one that already ended does nothing."""
-        if self.state.is_final:
+        if self.record.state.is_final:
             return
         self.record = self._registry.update(self.id, cancel_requested=True)
         self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
