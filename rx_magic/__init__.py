@@ -18,7 +18,7 @@ From Python::
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    CaptureError, ConfigError, InputError, JobCancelled, JobError, JobFailed, PayloadTooLarge, RemoteError,
+    CaptureError, ConfigError, InputError, JobCancelled, JobError, JobFailed, PayloadTooLarge, PullError, RemoteError,
     ResourceError, RxError, SchedulerError, TransportError, UnpicklableError,
 )
 from .jobs import Job  # noqa: E402
@@ -47,6 +47,6 @@ def unload_ipython_extension(ipython) -> None:
 
 __all__ = [
     "CaptureError", "ConfigError", "InputError", "Job", "JobCancelled", "JobError", "JobFailed",
-    "PayloadTooLarge", "RemoteError", "Resources", "ResourceError", "RxError", "SchedulerError", "State",
+    "PayloadTooLarge", "PullError", "RemoteError", "Resources", "ResourceError", "RxError", "SchedulerError", "State",
     "TransportError", "UnpicklableError", "jobs", "load_ipython_extension", "submit",
 ]

@@ -12,7 +12,8 @@
     └── JobError              a job ended without the result the user wanted
         ├── JobFailed         killed or crashed: walltime, memory, runner died
         ├── JobCancelled      cancelled before it finished
-        └── RemoteError       the cell raised, and its exception did not unpickle
+        ├── RemoteError       the cell raised, and its exception did not unpickle
+        └── PullError         a pulled value cannot be loaded here; nothing was applied
 
 The magic turns an ``InputError`` into IPython's ``UsageError``: one line,
 no traceback. A cell's own exception is raised locally as itself when it
@@ -72,6 +73,10 @@ class JobFailed(JobError):
 
 class JobCancelled(JobError):
     """The job was cancelled."""
+
+
+class PullError(JobError):
+    """A pulled value could not be loaded in this kernel; the namespace was left as it was."""
 
 
 class RemoteError(JobError):

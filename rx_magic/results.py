@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import wire
-from .errors import RemoteError, RemoteTraceback, TransportError
+from .errors import PullError, RemoteError, RemoteTraceback, TransportError
 from .jobs import JobPaths
 from .transport import Transport
 
@@ -32,10 +32,6 @@ class Results:
     outputs: list[dict] = field(default_factory=list)           # nbformat output dicts (display.json)
     error: dict | None = None                                   # error.json
     exception: BaseException | None = None                      # the cell's exception, rebuilt here
-
-
-class LoadError(TransportError):
-    """A pulled value could not be loaded here; nothing was applied."""
 
 
 def _read_json(transport: Transport, path: str):
@@ -61,8 +57,10 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True)
                     name, value = wire.load(file)
                 except EOFError:
                     break
+                except TransportError:
+                    raise               # the link dropped: the values are still there for another try
                 except Exception as exc:
-                    raise LoadError(f"a pulled value could not be loaded here ({type(exc).__name__}: {exc}); "
+                    raise PullError(f"a pulled value could not be loaded here ({type(exc).__name__}: {exc}); "
                                     "nothing was changed in the notebook. The values stay in "
                                     f"{paths.outputs}; install what is missing and attach again") from exc
                 if name == "":

@@ -59,14 +59,20 @@ class CommandAgent:
             self._channel.exec_command(shlex.join(["bash", "-c", script]))
             self._channel.settimeout(60)
             self._reader = self._channel.makefile("rb")
-            first = json.loads(self._reader.readline() or b"{}")
+            self.pid = self._await_ready()
         except Exception as exc:
             self.close()
             raise AgentUnavailable(str(exc)) from exc
-        if "ready" not in first:
-            self.close()
-            raise AgentUnavailable("the agent did not start")
-        self.pid = first["ready"]
+
+    def _await_ready(self) -> int:
+        """Skip what the login shell and setup lines print (``Loading module...``) up to the agent's hello."""
+        for _ in range(1000):
+            line = self._reader.readline()
+            if not line:
+                break
+            if line.startswith(b'{"ready"'):
+                return json.loads(line)["ready"]
+        raise AgentUnavailable("the agent did not start")
 
     def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         request = {"argv": list(argv), "timeout": timeout,

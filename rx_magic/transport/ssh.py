@@ -393,7 +393,7 @@ class SSHTransport(Transport):
             file = self.sftp.open(path, "rb")
             file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
             file.prefetch(file.stat().st_size)
-            return _PieceReader(file)
+            return _PieceReader(file, lambda: self._translated(f"reading {path}"))
 
     @contextmanager
     def open_atomic(self, path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
@@ -408,7 +408,8 @@ class SSHTransport(Transport):
                 file.set_pipelined(True)
                 file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
                 sftp.chmod(temporary, mode)
-            yield writer
+            with self._translated(f"writing {path}"):     # the link may drop mid-upload
+                yield writer
             with self._translated(f"writing {path}"):
                 file.close()            # waits for every pipelined write to be acknowledged
                 size = sftp.stat(temporary).st_size
@@ -516,10 +517,15 @@ class _PipelinedWriter:
 class _PieceReader:
     """An SFTP file read in pieces of the request size (larger reads copy quadratically in paramiko)."""
 
-    def __init__(self, file):
+    def __init__(self, file, translated):
         self.file = file
+        self.translated = translated    # a dropped link becomes TransportError, as everywhere else
 
     def read(self, size: int = -1) -> bytes:
+        with self.translated():
+            return self._read(size)
+
+    def _read(self, size: int) -> bytes:
         if 0 <= size <= SFTP_REQUEST_SIZE:
             return self.file.read(size)
         pieces = []
@@ -539,10 +545,12 @@ class _PieceReader:
         return len(data)
 
     def readline(self, size: int = -1) -> bytes:
-        return self.file.readline(size)
+        with self.translated():
+            return self.file.readline(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self.file.seek(offset, whence)
+        with self.translated():
+            return self.file.seek(offset, whence)
 
     def tell(self) -> int:
         return self.file.tell()
