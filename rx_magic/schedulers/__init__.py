@@ -3,15 +3,20 @@
 from ..errors import ConfigError
 from .base import JobScript, Scheduler, render_body
 from .direct import DirectScheduler
+from .pbs import PBSScheduler
+from .slurm import SlurmScheduler
 
-SCHEDULERS: dict[str, type[Scheduler]] = {"direct": DirectScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {"direct": DirectScheduler, "pbs": PBSScheduler, "slurm": SlurmScheduler}
 
 
-def scheduler_named(name: str) -> Scheduler:
+def scheduler_named(name: str, profile: str | None = None) -> Scheduler:
+    """The scheduler called ``name``; ``profile`` picks a site's rules (``"gadi"`` for ``pbs``)."""
     try:
-        return SCHEDULERS[name]()
+        kind = SCHEDULERS[name]
     except KeyError:
         raise ConfigError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}") from None
+    return kind() if profile is None else kind(profile=profile)
 
 
-__all__ = ["DirectScheduler", "JobScript", "SCHEDULERS", "Scheduler", "render_body", "scheduler_named"]
+__all__ = ["SCHEDULERS", "DirectScheduler", "JobScript", "PBSScheduler", "Scheduler", "SlurmScheduler", "render_body",
+           "scheduler_named"]

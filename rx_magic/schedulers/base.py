@@ -11,6 +11,7 @@ import abc
 import shlex
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from ..resources import Resources
 from ..states import SchedulerState
 from ..transport import Transport
@@ -36,6 +37,11 @@ class JobScript:
     def scheduler_log(self) -> str:
         return f"{self.folder}/scheduler.log"
 
+    @property
+    def scheduler_err(self) -> str:
+        """Where a batch system that keeps them apart writes the job script's stderr."""
+        return f"{self.folder}/scheduler.err"
+
 
 def render_body(script: JobScript) -> str:
     """The part of every job script after the scheduler's directives."""
@@ -60,6 +66,20 @@ class Scheduler(abc.ABC):
     name: str = ""
     #: Whether the batch system itself enforces walltime and memory; if not, the runner does.
     enforces_limits: bool = False
+    #: Site profiles this scheduler knows, chosen by a target's ``profile`` key (e.g. "gadi" for PBS).
+    profiles: tuple[str, ...] = ()
+
+    def __init__(self, profile: str | None = None):
+        if profile is not None and profile not in self.profiles:
+            known = f"choose one of {', '.join(self.profiles)}" if self.profiles else "remove the profile key"
+            raise ConfigError(f"the {self.name} scheduler has no profile {profile!r}: {known}")
+        self.profile = profile
+
+    def check_request(self, resources: Resources) -> None:
+        """Refuse, before anything is written, a request the batch system would reject; by default nothing.
+
+        Raises ``ResourceError`` saying what to change.
+        """
 
     @abc.abstractmethod
     def render(self, script: JobScript) -> str:
