@@ -49,6 +49,12 @@ class Observation:
     log_tail: str = ""                  # the job script's own output, for messages
 
 
+def stopped_from_outside(status: dict | None) -> bool:
+    """Whether the runner recorded a failure by a signal it did not send itself (128 + N)."""
+    status = status or {}
+    return status.get("state") == "failed" and (status.get("exit_code") or 0) > 128
+
+
 def decide_state(seen: Observation, cancel_requested: bool = False) -> tuple[State, str | None]:
     """The job's state and, when it ended badly, a reason a person can read."""
     status = seen.status or {}
@@ -63,6 +69,10 @@ def decide_state(seen: Observation, cancel_requested: bool = False) -> tuple[Sta
             return State.CANCELLED, "cancelled by you" if cancel_requested else status.get("reason")
         if sched and sched.state is State.FAILED and sched.reason:
             return State.FAILED, sched.reason       # the scheduler killed it: its reason is the real one
+        if sched and sched.state is State.CANCELLED:
+            return State.CANCELLED, sched.reason or status.get("reason")
+        if sched and sched.state in (State.QUEUED, State.RUNNING, State.SUBMITTED) and stopped_from_outside(status):
+            return State.RUNNING, None              # still being ended: wait for the scheduler to say why
         return State.FAILED, status.get("reason")
 
     if sched is None:                               # not asked this round: the folder is all we know

@@ -93,6 +93,8 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     resources = (resources or Resources()).over(chosen.config.defaults)
     if chosen.config.project and not resources.project:
         resources = Resources.from_json({**resources.to_json(), "project": chosen.config.project})
+    # the batch system's own rules (e.g. profile = "gadi"), checked before anything is packaged
+    chosen.scheduler.check_request(resources)
     captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
                             no_pull=no_pull, first_line=first_line)
     blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)

@@ -51,6 +51,7 @@ class TargetConfig:
     port: int | None = None
     identity_file: str | None = None
     scheduler: str = "direct"
+    profile: str | None = None      # a site's rules for the scheduler, e.g. "gadi" for pbs
     workdir: str = "~/rx_jobs"
     python: str = "python3"
     setup: tuple[str, ...] = ()
@@ -164,7 +165,10 @@ class Target:
     packages_present: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.scheduler = scheduler_named(self.config.scheduler)
+        try:
+            self.scheduler = scheduler_named(self.config.scheduler, self.config.profile)
+        except ConfigError as exc:
+            raise ConfigError(f"target {self.name!r} ({self.config.source}): {exc}") from None
 
     @property
     def name(self) -> str:

@@ -89,3 +89,36 @@ def configure_targets(isolated):
 
     return write
 
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A private single-node Slurm on loopback (tests/slurm.py) without accounting, started once.
+
+    ``SLURM_CONF`` points at it for the whole session; without Slurm installed the
+    tests skip, or fail when ``CI`` is set.
+    """
+    import os
+    from slurm import start_for_tests
+    cluster = start_for_tests(tmp_path_factory.mktemp("slurm"))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ.update(cluster.env)
+    try:
+        yield cluster
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_with_accounting(tmp_path_factory):
+    """A second private Slurm whose jobs slurmdbd and MariaDB record, so ``sacct`` answers.
+
+    Tests that use it point ``SLURM_CONF`` at it themselves (``monkeypatch.setenv``).
+    """
+    from slurm import start_for_tests
+    cluster = start_for_tests(tmp_path_factory.mktemp("slurm-accounting"), accounting=True)
+    yield cluster
+    cluster.stop()

@@ -8,6 +8,7 @@ RUNNING = {"state": "running"}
 DONE = {"state": "done"}
 FAILED_BY_SIGNAL = {"state": "failed", "reason": "terminated by signal SIGTERM"}
 CELL_RAISED = {"state": "failed", "reason": "the cell raised ValueError: bad"}
+STOPPED_FROM_OUTSIDE = {"state": "failed", "reason": "terminated by signal SIGTERM", "exit_code": 143}
 CANCELLED = {"state": "cancelled", "reason": "cancelled on the target"}
 
 GONE = SchedulerState(None)
@@ -37,6 +38,17 @@ CASES = {
         (seen(CANCELLED, GONE), False, State.CANCELLED, "cancelled on the target"),
     "the scheduler's failed reason wins over the folder's terminated by signal":
         (seen(FAILED_BY_SIGNAL, SCHED_WALLTIME), False, State.FAILED, "walltime exceeded (1:00:00)"),
+    "a job stopped by a signal waits while the scheduler still lists it, to learn why":
+        (seen(STOPPED_FROM_OUTSIDE, SCHED_RUNNING), False, State.RUNNING, None),
+    "a job stopped by a signal takes the scheduler's reason once it has one":
+        (seen(STOPPED_FROM_OUTSIDE, SCHED_WALLTIME), False, State.FAILED, "walltime exceeded (1:00:00)"),
+    "a job stopped by a signal the scheduler forgot keeps the folder's reason":
+        (seen(STOPPED_FROM_OUTSIDE, GONE), False, State.FAILED, "terminated by signal SIGTERM"),
+    "a job someone else cancelled through the scheduler is cancelled":
+        (seen(STOPPED_FROM_OUTSIDE, SchedulerState(State.CANCELLED, "cancelled by uid 0")), False,
+         State.CANCELLED, "cancelled by uid 0"),
+    "a cell that raised is failed even while the scheduler still lists the job":
+        (seen(dict(CELL_RAISED, exit_code=1), SCHED_RUNNING), False, State.FAILED, "the cell raised ValueError: bad"),
     # no ending in the folder yet
     "scheduler running and folder running is running":
         (seen(RUNNING, SCHED_RUNNING), False, State.RUNNING, None),
