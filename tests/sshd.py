@@ -35,9 +35,12 @@ def keygen(path: Path) -> Path:
 
 
 class SSHServer:
-    """``sshd`` on 127.0.0.1 accepting one user key; ``ssh_config()`` writes a client side for it."""
+    """``sshd`` on 127.0.0.1 accepting one user key; ``ssh_config()`` writes a client side for it.
 
-    def __init__(self, root: Path):
+    ``extra_config`` lines are added to its sshd_config (``SetEnv SLURM_CONF=...``).
+    """
+
+    def __init__(self, root: Path, extra_config: list[str] | None = None):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -65,6 +68,7 @@ class SSHServer:
             "MaxSessions 100",
             "MaxStartups 100:30:200",
             "LogLevel VERBOSE",
+            *(extra_config or []),
             "",
         ]))
         self.process: subprocess.Popen | None = None
@@ -128,7 +132,7 @@ class SSHServer:
         ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         known_hosts = ssh / "known_hosts"
         known_hosts.write_text(self.known_hosts_line() if known else "")
-        common = [f"    HostName 127.0.0.1", f"    Port {self.port}", f"    User {self.user}",
+        common = ["    HostName 127.0.0.1", f"    Port {self.port}", f"    User {self.user}",
                   f"    IdentityFile {self.user_key}", "    IdentitiesOnly yes",
                   f"    UserKnownHostsFile {known_hosts}"]
         (ssh / "config").write_text("\n".join(["Host rxtest", *common, "", "Host rxjump", *common,
