@@ -41,7 +41,11 @@ def load_ipython_extension(ipython) -> None:
 
 
 def unload_ipython_extension(ipython) -> None:
+    from .background import close_background_jobs
+    from .monitor import stop_monitors
     from .targets import close_all
+    close_background_jobs(ipython)
+    stop_monitors()
     close_all()
 
 

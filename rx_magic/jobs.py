@@ -66,6 +66,7 @@ class JobPaths(WorkdirPaths):
     stdout = _in_folder("stdout.log")
     stderr = _in_folder("stderr.log")
     scheduler_log = _in_folder("scheduler.log")
+    scheduler_err = _in_folder("scheduler.err")     # where a batch system writes it apart (Slurm)
     exit_code = _in_folder("exit_code")
     outputs = _in_folder("outputs.dill")
     display = _in_folder("display.json")
@@ -97,6 +98,7 @@ class Job:
         self.results = None         # Results, once pulled
         self.notebook_path = None   # the local job.ipynb, once pulled
         self.warnings: list[str] = []  # what the pull could not do, for the user
+        self.status: dict | None = None  # the last status.json seen
 
     def __repr__(self) -> str:
         reason = f" ({self.reason})" if self.reason else ""
@@ -105,6 +107,13 @@ class Job:
     @property
     def id(self) -> str:
         return self.record.id
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """In Jupyter, a job shown as a cell's result is its status widget, with a Pull results button."""
+        from .widget import front_end_shows_widgets, job_widget_to_look_at
+        if not front_end_shows_widgets():
+            return None
+        return job_widget_to_look_at(self)._repr_mimebundle_()
 
     @property
     def state(self):
@@ -134,12 +143,26 @@ class Job:
     def refresh(self, ask_scheduler: bool = True):
         """Look at the job once more; return its state."""
         from .monitor import observe
-        from .states import decide_state
+        if self.record.state.is_final:
+            return self.record.state
+        # another handle on this job (``%rx cancel``, another kernel) may have cancelled or ended it
+        try:
+            self.record = self._registry.get(self.id)
+        except KeyError:    # removed from the registry (``%rx clean``): what this handle knows stands
+            pass
         if self.record.state.is_final:
             return self.record.state
         if ask_scheduler:
             self._last_asked = time.monotonic()
-        seen = observe(self.target, [self.record], ask_scheduler)[self.id]
+        return self.settle(observe(self.target, [self.record], ask_scheduler)[self.id])
+
+    def settle(self, seen):
+        """Take what one poll round saw of the job (``monitor.observe``) as news; return its state."""
+        from .states import decide_state
+        if seen.status:
+            self.status = seen.status
+        if self.record.state.is_final:
+            return self.record.state
         state, reason = decide_state(seen, self.record.cancel_requested)
         if state != self.record.state or (reason or "") != self.reason:
             changes = {"state": state, "reason": reason or ""}
@@ -148,12 +171,13 @@ class Job:
             self.record = self._registry.update(self.id, **changes)
         return self.record.state
 
-    def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0):
+    def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0, each_round=None):
         """Block until the job ends (or ``timeout`` seconds pass); return its state.
 
-        With ``echo``, the job's stdout and stderr are printed here as they arrive.
+        With ``echo``, the job's stdout and stderr are printed here as they arrive;
+        ``each_round()`` is called after every look at the job (the status widget).
         """
-        from .errors import TransportError
+        from .errors import SchedulerError, TransportError
         from .states import State
         started = time.monotonic()
         streams = _Echo(self) if echo else None
@@ -168,8 +192,8 @@ class Job:
                 state = self.refresh(ask_scheduler=ask)
                 if streams:
                     streams.pump()
-            except TransportError as exc:
-                # the link dropped: the job goes on; try again, backing off, until it is back
+            except (TransportError, SchedulerError) as exc:
+                # the link or the scheduler is down: the job goes on; try again, backing off, until it is back
                 outage = _Outage(self) if outage is None else outage
                 outage.retry_later(exc)
                 if timeout is not None and now - started > timeout:
@@ -177,6 +201,8 @@ class Job:
                 continue
             if outage is not None:
                 outage = outage.over()
+            if each_round is not None:
+                each_round()
             if state.is_final or (timeout is not None and now - started > timeout):
                 if streams:
                     streams.pump(final=state.is_final)
@@ -192,14 +218,9 @@ class Job:
         a killed or cancelled one raises ``JobFailed`` or ``JobCancelled``.
         Returns the names set. Waits for the job first if it is still running.
         """
-        from .results import apply_values, fetch_results
+        from .results import apply_values
         from .states import State
-        if not self.record.state.is_final:
-            self.wait()
-        transport = self.target.transport
-        results = fetch_results(transport, self.paths, values=self.record.state is State.DONE)
-        self.results = results
-        self.notebook_path = self._write_notebook(results)
+        results = self.fetch()
         names, warnings = [], []
         if self.record.state is State.DONE and namespace is not None:
             names, warnings = apply_values(results, namespace)
@@ -208,6 +229,16 @@ class Job:
         if raise_error:
             self.raise_for_state()
         return names
+
+    def fetch(self):
+        """Read a finished job's results (values only when it is done), touching no namespace."""
+        from .results import fetch_results
+        from .states import State
+        if not self.record.state.is_final:
+            self.wait()
+        self.results = fetch_results(self.target.transport, self.paths, values=self.record.state is State.DONE)
+        self.notebook_path = self._write_notebook(self.results)
+        return self.results
 
     def raise_for_state(self) -> None:
         """Raise what a job that did not end ``done`` should raise in the notebook."""

@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .errors import InputError
+from .errors import InputError, PullError, TransportError
 from .jobs import Job
 from .registry import default_registry
 from .resources import Resources, parse_walltime
@@ -67,6 +67,9 @@ class RemoteMagics(Magics):
                    "(only what changed since the last job is sent); repeat for several.")
     @argument("--dry-run", action="store_true",
               help="Show what would be sent and the job script, and submit nothing.")
+    @argument("--bg", action="store_true",
+              help="Return at once and run the job in the background; its variables and outputs arrive "
+                   "just before the next cell that runs after it ends.")
     @cell_magic
     def remote(self, line: str, cell: str):
         """Run this cell as a job on TARGET and bring its variables back.
@@ -74,7 +77,7 @@ class RemoteMagics(Magics):
         The names the cell reads are sent with it; the names it assigns come
         back into the notebook when the job ends, with its printed output,
         figures and, if it fails, its traceback. Interrupting the cell stops
-        the waiting, not the job: `%rx attach ID` picks it up again.
+        the waiting, not the job: it goes on in the background, as with --bg.
         """
         __tracebackhide__ = True
         args = parse_argstring(self.remote, line)
@@ -94,22 +97,71 @@ class RemoteMagics(Magics):
             print(plan.report())
             return None
         job = submit_plan(plan)
-        return self._wait_and_pull(job)
+        held = [f"not sent: {name} ({why})" for name, why in plan.capture.held_back.items()]
+        if args.bg:
+            return self._in_background(job, held)
+        return self._wait_and_pull(job, held)
 
-    def _wait_and_pull(self, job: Job):
+    def _in_background(self, job: Job, notes=(), view=None, announce: bool = True):
+        """Watch ``job`` from its target's monitor; show its widget (``view``, or a new one) unless shown already."""
+        from .background import background_jobs
+        from .widget import JobWidget, front_end_shows_widgets
+        new = view is None
+        view = view or JobWidget(job, notes=list(notes))
+        background_jobs(self.shell).adopt(job, view)
+        if front_end_shows_widgets(self.shell):
+            if new:
+                from IPython.display import display
+                view.display_handle = display(view, display_id=True)
+        elif announce:
+            _note(f"job {job.id} runs in the background on {job.record.target}; its results arrive before "
+                  f"the next cell that runs after it ends. `%rx jobs` lists it")
+        return None
+
+    def _wait_and_pull(self, job: Job, notes=()):
         __tracebackhide__ = True
+        from .comm_pump import pump_for
+        from .widget import JobWidget, front_end_shows_widgets
+        view = pump = None
+        if front_end_shows_widgets(self.shell):
+            from IPython.display import display
+            view = JobWidget(job, notes=list(notes))
+            view.display_handle = display(view, display_id=True)
+            pump = pump_for(self.shell)
+
+        def each_round():
+            view.refresh(job.status)
+            if pump is not None:
+                pump.pump()
+
         try:
-            job.wait(echo=True)
+            job.wait(echo=True, poll_interval=0.5 if view else 1.0, each_round=each_round if view else None)
         except KeyboardInterrupt:
-            _note(f"stopped waiting; job {job.id} goes on. `%rx attach {job.id}` brings its results "
-                  f"here when it ends; `%rx cancel {job.id}` stops it.")
+            self._in_background(job, view=view or JobWidget(job, notes=list(notes)), announce=False)
+            _note(f"stopped waiting: job {job.id} goes on in the background, and its results arrive before the "
+                  f"next cell that runs after it ends. `%rx attach {job.id}` waits for it here; "
+                  f"`%rx cancel {job.id}` stops it.")
             return None
-        job.pull(self.shell.user_ns, raise_error=False)
+        finally:
+            if pump is not None:
+                pump.close()
+        if view is not None:
+            view.refresh(job.status)
+        try:
+            job.pull(self.shell.user_ns, raise_error=False)
+        except TransportError as exc:
+            raise UsageError(f"job {job.id} ended {job.state}, but its results could not be fetched ({exc}); "
+                             f"nothing was changed here. `%rx attach {job.id}` tries again") from None
+        except PullError as exc:
+            raise UsageError(f"job {job.id}: {exc}") from None
         result = replay_outputs(job.results.outputs)
         for warning in job.warnings:
             _note(warning)
         if job.notebook_path and job.state is not State.DONE:
             _note(f"the cell and its outputs are saved in {job.notebook_path}")
+        if view is not None:
+            _show_pulled(view, job)
+            view.renew_display()
         job.raise_for_state()
         return result
 
@@ -123,6 +175,8 @@ class RemoteMagics(Magics):
         %rx cancel ID                    stop a job
         %rx clean [--older-than 7d]      remove finished job folders, and blobs no live job uses
         %rx targets                      the configured targets and where each came from
+        %rx check [TARGET]               TARGET's connection and environment, ok/FAIL with fixes
+        %rx stop                         stop watching background jobs here (the jobs go on)
 
         ID may be a job's full id or any unique start or end of it.
         """
@@ -138,11 +192,14 @@ class RemoteMagics(Magics):
             raise UsageError(str(exc)) from None
 
     def _rx_jobs(self, args):
+        from .widget import front_end_shows_widgets
         records = default_registry().recent(None if args.all else 20)
-        if not records:
+        shown = front_end_shows_widgets(self.shell)
+        if not records and not shown:
             print("no jobs yet")
             return
         here = f"{os.getpid()}@{socket.gethostname()}"
+        lines, rows = [], []
         for record in records:
             job = Job(record)
             if not record.state.is_final:
@@ -152,14 +209,36 @@ class RemoteMagics(Magics):
                     _note(f"could not check {record.id}: {exc}")
             record = job.record
             mark = "" if record.session == here else "  (from another kernel)"
-            print(f"{record.id}  {record.target:<10} {record.state.value:<9} {_age(record.age):>4}  "
-                  f"{record.first_line[:60]}{mark}")
+            lines.append(f"{record.id}  {record.target:<10} {record.state.value:<9} {_age(record.age):>4}  "
+                         f"{record.first_line[:60]}{mark}")
             if record.reason and record.state is not State.DONE:
-                print(f"{'':25}{record.reason[:200]}")
+                lines.append(f"{'':25}{record.reason[:200]}")
+            rows.append({"id": record.id, "state": record.state.value, "target": record.target,
+                         "age": _age(record.age), "first_line": record.first_line[:80],
+                         "reason": record.reason[:200], "mine": record.session == here})
+        if not shown:
+            print("\n".join(lines))
+            return
+        from IPython.display import display
+        display(_jobs_panel(self, rows, "\n".join(lines) or "no jobs yet"))
 
     def _rx_attach(self, args):
         __tracebackhide__ = True
-        return self._wait_and_pull(find_job(args.id))
+        from .background import background_jobs
+        job = find_job(args.id)
+        background_jobs(self.shell).forget(job.id)
+        return self._wait_and_pull(job)
+
+    def _rx_stop(self, args):
+        from .background import background_jobs
+        from .monitor import stop_monitors
+        background = background_jobs(self.shell)
+        waiting = background.job_ids
+        monitors, jobs = stop_monitors()
+        for job_id in waiting:
+            background.forget(job_id)
+        print(f"stopped {monitors} monitor{'' if monitors == 1 else 's'} watching {jobs} job{'' if jobs == 1 else 's'}; "
+              "the jobs go on. `%rx attach ID` brings one's results here")
 
     def _rx_log(self, args):
         job = find_job(args.id)
@@ -185,6 +264,10 @@ class RemoteMagics(Magics):
             where = config.host or "this machine"
             print(f"{name:<12} {config.scheduler:<7} on {where:<20} workdir {config.workdir}  ({config.source})")
 
+    def _rx_check(self, args):
+        from .checks import check_target, format_checklist
+        print(format_checklist(args.target, check_target(args.target)))
+
 
 def _rx_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="%rx", add_help=False)
@@ -197,7 +280,62 @@ def _rx_parser() -> argparse.ArgumentParser:
     commands.add_parser("cancel").add_argument("id")
     commands.add_parser("clean").add_argument("--older-than", default="7d")
     commands.add_parser("targets")
+    commands.add_parser("stop")
+    commands.add_parser("check").add_argument("target", nargs="?", default="local")
     return parser
+
+
+def _show_pulled(view, job: Job) -> None:
+    """After a blocking pull: the names that came back, those that did not and why, the cell's error."""
+    results = job.results
+    error = ""
+    if results is not None and results.error and results.error.get("type"):
+        error = f"{results.error['type']}: {results.error.get('message', '')}"
+    names = list(results.values) + list(results.modules) if results is not None and job.state is State.DONE else []
+    view.show_results(names, job.warnings, error=error,
+                      arrival="pulled into the notebook" if job.state is State.DONE else "nothing pulled")
+
+
+def _jobs_panel(magics: RemoteMagics, rows: list[dict], text: str):
+    """The ``%rx jobs`` table above an output area where its buttons show a job's widget or log."""
+    import ipywidgets
+    from .widget import JobsTable, full_log
+
+    out = ipywidgets.Output()
+
+    def on_action(action: str, job_id: str) -> None:
+        with out:
+            try:
+                job = find_job(job_id)
+                if action == "attach":
+                    magics._in_background(job)
+                elif action == "log":
+                    print(full_log(job))
+                elif action == "cancel":
+                    job.cancel()
+                    print(f"{job.id}: cancel sent")
+            except Exception as exc:    # a button must not take the kernel down
+                print(f"rx_magic: {action} {job_id} failed: {exc}")
+
+    table = JobsTable(rows, text, on_action=on_action)
+    return _JobsPanel(table, out)
+
+
+class _JobsPanel:
+    """Shows the jobs table and its output area as one display; text and HTML where widgets do not render."""
+
+    def __init__(self, table, out):
+        import ipywidgets
+        self.table, self.out = table, out
+        self.box = ipywidgets.VBox([table, out])
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.box._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        data = dict(data)
+        data["text/plain"] = self.table.text
+        data["text/html"] = self.table.summary_html()
+        return data, metadata
 
 
 def find_job(text: str | None) -> Job:

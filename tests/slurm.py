@@ -152,7 +152,7 @@ class LoopbackSlurm:
             "JobAcctGatherType=jobacct_gather/linux",
             "JobAcctGatherParams=OverMemoryKill",
             "JobAcctGatherFrequency=task=1",
-            *([f"AccountingStorageType=accounting_storage/slurmdbd",
+            *(["AccountingStorageType=accounting_storage/slurmdbd",
                "AccountingStorageHost=127.0.0.1", f"AccountingStoragePort={self.dbd_port}",
                f"AccountingStoragePass={self.munge_socket}"]     # the munge socket, for slurmdbd's connection
               if self.accounting else ["AccountingStorageType=accounting_storage/none"]),

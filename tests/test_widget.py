@@ -1,0 +1,200 @@
+"""The status widget's Python side: what a job's state becomes as traits, buttons, throttling, static views.
+
+No browser is needed: the traits are what the front end draws (tests/test_browser.py looks at that).
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+
+import rx_magic
+from rx_magic.registry import JobRecord
+from rx_magic.resources import Resources
+from rx_magic.states import State
+from rx_magic.widget import MIN_INTERVAL, JobWidget, _assets_dir, full_log, job_traits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record(state=State.RUNNING, **changes):
+    values = dict(id="rx-20261123-141502-3fa9", target="gadi", scheduler="pbs", workdir="/scratch/jobs",
+                  scheduler_id="1234.gadi-pbs", state=state, submitted_at=1000.0, first_line="model = fit(data)")
+    values.update(changes)
+    return JobRecord(**values)
+
+
+def watched(job, view, timeout=60):
+    """Wait for ``job`` as a blocking cell does, refreshing ``view`` every round."""
+    state = job.wait(timeout=timeout, each_round=lambda: view.refresh(job.status))
+    view.refresh(job.status)
+    view.flush()
+    return state
+
+
+# ----------------------------------------------------------------------------- state -> traits
+
+@pytest.mark.parametrize("state", list(State))
+def test_every_state_becomes_the_state_trait(state):
+    traits = job_traits(record(state, reason="walltime exceeded (1:00:00)"))
+    assert traits["state"] == state.value
+    assert traits["job_id"] == "rx-20261123-141502-3fa9"
+    assert traits["target"] == "gadi"
+    assert traits["scheduler_id"] == "1234.gadi-pbs"
+    assert traits["first_line"] == "model = fit(data)"
+    # the reason is shown for every state but done
+    assert traits["reason"] == ("" if state is State.DONE else "walltime exceeded (1:00:00)")
+
+
+def test_times_come_from_the_record_and_the_status_file():
+    running = job_traits(record(State.RUNNING), {"state": "running", "started": 1005.0, "ended": None})
+    assert (running["submitted_at"], running["started_at"], running["ended_at"]) == (1000.0, 1005.0, 0.0)
+    done = job_traits(record(State.DONE, ended_at=1065.0), {"state": "done", "started": 1005.0, "ended": 1065.0})
+    assert done["ended_at"] == 1065.0
+    queued = job_traits(record(State.QUEUED))
+    assert queued["started_at"] == 0.0          # not started: the front end shows the wait, not a run time
+
+
+def test_requested_resources_and_walltime_are_shown():
+    resources = Resources.parse(mem="8GB", ncpus=4, walltime="2:00:00")
+    traits = job_traits(record(), None, resources)
+    assert traits["walltime"] == 7200
+    assert traits["resources"] == "mem 8 GiB, 4 cpus, walltime 2:00:00"
+
+
+def test_a_direct_process_id_is_not_shown_as_a_scheduler_job():
+    assert job_traits(record(scheduler="direct", scheduler_id="4242"))["scheduler_id"] == ""
+
+
+# ----------------------------------------------------------------------------- a real job
+
+def test_widget_follows_a_job_to_done_with_the_tail_of_its_output():
+    job = rx_magic.submit("for i in range(20):\n    print('line', i)\nimport sys\nprint('oops', file=sys.stderr)\n"
+                          "value = 3", "local", walltime="5m")
+    view = JobWidget(job)
+    assert view.state == "submitted"
+    assert view.resources == "walltime 0:05:00" and view.walltime == 300
+    assert watched(job, view) is State.DONE
+    assert view.state == "done"
+    assert view.stdout_tail.splitlines()[-1] == "line 19"
+    assert len(view.stdout_tail.splitlines()) <= 8
+    assert view.stderr_tail == "oops"
+    assert 0 < view.submitted_at <= view.started_at <= view.ended_at
+
+
+def test_failed_job_shows_its_exit_reason():
+    job = rx_magic.submit("import time\ntime.sleep(30)", "local", walltime="1s")
+    view = JobWidget(job)
+    assert watched(job, view) is State.FAILED
+    assert view.state == "failed"
+    assert "walltime exceeded" in view.reason
+
+
+def test_cancel_button_cancels_the_job():
+    job = rx_magic.submit("import time\nprint('sleeping', flush=True)\ntime.sleep(60)", "local")
+    view = JobWidget(job)
+    view._on_message(view, {"action": "cancel"}, [])
+    assert job.wait(timeout=30) is State.CANCELLED
+    view.refresh(job.status)
+    view.flush()
+    assert view.state == "cancelled"
+
+
+def test_log_button_fills_the_full_log():
+    job = rx_magic.submit("for i in range(100):\n    print('row', i)", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job)
+    view._on_message(view, {"action": "log"}, [])
+    view.flush()
+    assert view.log_text.startswith("row 0\n")
+    assert "row 99" in view.log_text
+    assert full_log(job) == view.log_text
+
+
+def test_pull_button_shows_only_when_not_automatic_and_asks_the_kernel():
+    job = rx_magic.submit("v = 1", "local")
+    job.wait(timeout=60)
+    assert JobWidget(job).can_pull is False             # blocking cells and --bg pull by themselves
+    asked = []
+    view = JobWidget(job, auto_pull=False, on_pull=asked.append)
+    assert view.can_pull is True
+    view._on_message(view, {"action": "pull"}, [])
+    assert asked == [view]
+
+
+def test_a_button_that_fails_says_so_in_the_widget():
+    job = rx_magic.submit("v = 1", "local")
+    view = JobWidget(job)
+    job.wait(timeout=60)
+
+    def broken(_view):
+        raise RuntimeError("no route to gadi")
+
+    view.auto_pull, view.on_pull = False, broken
+    view._on_message(view, {"action": "pull"}, [])
+    view.flush()
+    assert view.notes[-1] == "pull failed: no route to gadi"
+
+
+# ----------------------------------------------------------------------------- throttling
+
+def test_a_burst_of_updates_is_coalesced_into_few_messages():
+    job = rx_magic.submit("v = 1", "local")
+    view = JobWidget(job)
+    sent = view.sent
+    for n in range(200):
+        view.push(stdout_tail=f"line {n}")
+    assert view.sent - sent <= 1                      # the first goes out, the rest wait
+    time.sleep(MIN_INTERVAL * 3)
+    assert view.stdout_tail == "line 199"             # ...and the last one is not lost
+    assert view.sent - sent <= 2
+
+
+# ----------------------------------------------------------------------------- where widgets do not render
+
+def test_static_summary_names_the_job_and_escapes_the_cell():
+    job = rx_magic.submit("v = 1  # <script>alert(1)</script>", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job)
+    view.refresh(job.status)
+    view.show_results(["v"], ["'w' stayed on the target: it cannot be pickled (lock)"])
+    view.flush()
+    data, _ = view._repr_mimebundle_()
+    assert data["text/plain"].startswith(f"{job.id} on local: done")
+    assert "pulled: v" in data["text/plain"]
+    assert "held back: 'w' stayed on the target" in data["text/plain"]
+    assert "<script>" not in data["text/html"] and "&lt;script&gt;" in data["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_front_end_files_are_found_and_shipped_in_the_wheel():
+    assert (_assets_dir() / "widget.js").read_text().rstrip().endswith("export default { render };")
+    assert (_assets_dir() / "widget.css").is_file()
+    assert '"js" = "rx_magic/js"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_a_job_shown_outside_jupyter_is_its_plain_repr():
+    job = rx_magic.submit("v = 1", "local")
+    assert job._repr_mimebundle_() is None          # terminal IPython: the text repr stands
+    job.wait(timeout=60)
+
+
+def test_pull_results_of_a_job_looked_at_brings_them_in_before_the_next_cell(ip):
+    from rx_magic.background import background_jobs, close_background_jobs
+    from rx_magic.widget import job_widget_to_look_at
+    job = rx_magic.submit("looked_at = 'pulled'", "local")
+    job.wait(timeout=60)
+    view = job_widget_to_look_at(job)
+    assert view.can_pull and view.state == "done"
+    try:
+        view._on_message(view, {"action": "pull"}, [])
+        wait_until = time.monotonic() + 30
+        while not background_jobs(ip).staged and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert "looked_at" not in ip.user_ns
+        ip.run_cell("pass")
+        assert ip.user_ns["looked_at"] == "pulled"
+        view.flush()
+        assert view.can_pull is False and view.pulled == ["looked_at"]
+    finally:
+        close_background_jobs(ip)
