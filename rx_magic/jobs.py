@@ -10,13 +10,13 @@ import secrets
 import time
 
 
-JOB_ID_PATTERN = re.compile(r"^rx-\d{8}-\d{6}-[0-9a-f]{4}$")
+JOB_ID_PATTERN = re.compile(r"^rx-\d{8}-\d{6}-[0-9a-f]{4,8}$")
 
 
 def new_job_id(now: _dt.datetime | None = None) -> str:
     """A sortable, unique job id such as ``rx-20261123-141502-3fa9`` (UTC)."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    return f"rx-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"rx-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def check_job_id(job_id: str) -> str:
@@ -158,12 +158,15 @@ class Job:
 
     def settle(self, seen):
         """Take what one poll round saw of the job (``monitor.observe``) as news; return its state."""
-        from .states import decide_state
+        from .states import State, decide_state
         if seen.status:
             self.status = seen.status
         if self.record.state.is_final:
             return self.record.state
         state, reason = decide_state(seen, self.record.cancel_requested)
+        if seen.scheduler is None and state is State.SUBMITTED:
+            # a round that only read the folder knows nothing new of a job that has not started
+            return self.record.state
         if state != self.record.state or (reason or "") != self.reason:
             changes = {"state": state, "reason": reason or ""}
             if state.is_final:
