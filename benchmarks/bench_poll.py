@@ -524,6 +524,9 @@ def report(args, cluster, started_in, jobs, submit_seconds, collisions, at_start
            meter, windows, real_time, aged, bands, monitor_module) -> None:
     n = len(jobs)
     print()
+    if not real_time.rounds:
+        print("NOTE: the monitor never called rx_magic.monitor.observe, so no round could be counted: "
+              "has the Monitor changed how it polls? Only the CPU figures below mean anything.")
     print(f"rx_magic poll benchmark: {n} live jobs on one target (scheduler = \"slurm\", local transport)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; Slurm node of {cluster.cpus} cpus, "
           f"{'with accounting (sacct answers)' if args.accounting else 'no accounting (sacct refuses: squeue)'}, "
