@@ -18,6 +18,7 @@ from rx_magic import monitor
 from rx_magic.background import background_jobs, close_background_jobs
 from rx_magic.states import State
 from rx_magic.targets import get_target
+from helpers import newest_job, wait_for  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -29,18 +30,6 @@ def no_watching_left(ip):
 
 def cell(line, code):
     return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def staged(ip):

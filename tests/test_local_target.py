@@ -27,6 +27,7 @@ import rx_magic
 from rx_magic.errors import RemoteTraceback
 from rx_magic.registry import cache_home, data_home
 from rx_magic.states import State
+from helpers import newest_job, process_is_gone, wait_for  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -61,32 +62,11 @@ def usage_error(result) -> str:
     return message
 
 
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
-def wait_for(predicate, what, timeout=30):
-    """Wait until ``predicate()`` is true; a hung job fails the test instead of hanging it."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 def status_of(job):
     try:
         return json.loads((Path(job.paths.folder) / "status.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def process_is_gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 # ----------------------------------------------------------------------------- variables out and back

@@ -26,6 +26,7 @@ from rx_magic.schedulers import PBSScheduler
 from rx_magic.states import State, decide_state
 from rx_magic.targets import get_target
 from rx_magic.transport import LocalTransport
+from helpers import newest_job, wait_for  # noqa: E402
 
 TORQUE_COMMANDS = ("qsub", "qstat", "qdel")
 
@@ -45,21 +46,9 @@ def cell(line, code):
     return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
 
 
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
 def slurm_says(cluster, scheduler_id):
     """squeue's word on a job, "STATE", for the assertions' own check."""
     return cluster.client("squeue", "--noheader", "--states=all", "--format=%T", "--jobs", scheduler_id).stdout.strip()
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_cell_runs_as_a_job_of_torques_qsub_and_its_values_come_back(ip, torque):

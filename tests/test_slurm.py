@@ -29,6 +29,7 @@ from rx_magic.schedulers.slurm import SlurmScheduler, format_memory, format_time
 from rx_magic.states import SchedulerState, State, decide_state
 from rx_magic.targets import get_target
 from rx_magic.transport import CommandResult, LocalTransport, Transport
+from helpers import newest_job, wait_for  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 JOB_ID = "rx-20261123-141502-3fa9"
@@ -295,22 +296,10 @@ def any_hpc(request, slurm, configure_targets, tmp_path, monkeypatch):
     return cluster
 
 
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
 def slurm_says(cluster, scheduler_id):
     """squeue's word on a job: "STATE|REASON", for the assertions' own check."""
     found = cluster.client("squeue", "--noheader", "--states=all", "--format=%T|%r", "--jobs", scheduler_id)
     return found.stdout.strip()
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def running_job_named(cluster, name):

@@ -11,7 +11,6 @@ default PATH (/usr/bin).
 import os
 import sys
 import textwrap
-import time
 
 import pytest
 from sshd import SSHD, SSHServer, sshd_available
@@ -19,6 +18,7 @@ from sshd import SSHD, SSHServer, sshd_available
 import rx_magic
 from rx_magic.states import State
 from rx_magic.transport.ssh import SSHTransport
+from helpers import newest_job, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +51,9 @@ def cell(line, code):
     return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
 
 
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
 def slurm_says(cluster, scheduler_id):
     """squeue's word on a job, "STATE", asked here, not over SSH, for the assertions' own check."""
     return cluster.client("squeue", "--noheader", "--states=all", "--format=%T", "--jobs", scheduler_id).stdout.strip()
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_cell_runs_as_a_slurm_job_submitted_over_ssh_and_its_values_come_back(ip, cluster):

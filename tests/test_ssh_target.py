@@ -13,7 +13,6 @@ import shlex
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from sshd import SSHD, SSHServer, keygen, sshd_available
 
 import rx_magic
 from rx_magic.states import State
+from helpers import newest_job, process_is_gone, wait_for  # noqa: E402
 
 # ----------------------------------------------------------------------------- the server and the client's home
 
@@ -86,30 +86,9 @@ def usage_error(result) -> str:
     return message
 
 
-def newest_job():
-    return rx_magic.jobs(1)[0]
-
-
 def assert_nothing_submitted(workdir):
     assert not Path(workdir).exists() or not list(Path(workdir).glob("rx-*"))
     assert rx_magic.jobs() == []
-
-
-def wait_for(predicate, what, timeout=30):
-    """Wait until ``predicate()`` is true; a hung job fails the test instead of hanging it."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def process_is_gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def script(path: Path, text: str) -> Path:
