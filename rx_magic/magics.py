@@ -88,7 +88,8 @@ class RemoteMagics(Magics):
                 project=args.project, jobfs=args.jobfs, storage=args.storage, name=args.name, extra=args.extra)
             plan = plan_cell(code, args.target, namespace=self.shell.user_ns, resources=resources,
                              push=_names(args.push) or (), pull=_names(args.pull), no_pull=args.no_pull,
-                             source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2, files=args.files)
+                             source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2, files=args.files,
+                             dry_run=args.dry_run)
         except InputError as exc:
             raise UsageError(str(exc)) from None
         for warning in plan.warnings:

@@ -87,8 +87,13 @@ class Plan:
 def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
               resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
               source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1,
-              files: list[str] = ()) -> Plan:
-    """Check and package a cell for a target, writing nothing."""
+              files: list[str] = (), dry_run: bool = False) -> Plan:
+    """Check and package a cell for a target, writing nothing.
+
+    With ``dry_run`` no connection is opened: checks that need the target
+    (its Python and packages, ``~`` in its workdir) use a connection only if
+    one is open already, and the plan says which were left for submission.
+    """
     chosen = get_target(target)
     resources = (resources or Resources()).over(chosen.config.defaults)
     if chosen.config.project and not resources.project:
@@ -99,9 +104,14 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
                             no_pull=no_pull, first_line=first_line)
     blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)
     shipment = Shipment()
+    offline = dry_run and not chosen.transport.connected
     if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
         shipment = plan_shipment(captured, namespace or {}, list(files), Path.cwd())
         _check_payload(blobs, shipment, chosen.config.max_payload)
+    if offline:
+        captured.warnings.append(
+            f"not connected to {chosen.name!r}, so its Python and packages are checked when the cell is submitted")
+    elif not chosen.is_local:
         chosen.environment()
         missing = missing_packages(chosen, used_modules(captured, namespace or {}), shipment.modules)
         if missing:
@@ -109,7 +119,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
                 f"target {chosen.name!r} lacks packages the cell uses: {', '.join(missing)} (versions here). "
                 f"Install them for {chosen.config.python} there, or load them in the target's setup lines")
     job_id = new_job_id()
-    paths = JobPaths(chosen.workdir, job_id)
+    paths = JobPaths(chosen.workdir_path(expand_home=not offline), job_id)
     runtime = paths.runtime_dir(runtime_version())
     scheduler = chosen.scheduler
     script = JobScript(

@@ -206,14 +206,19 @@ class Target:
 
     @property
     def workdir(self) -> str:
+        return self.workdir_path(expand_home=True)
+
+    def workdir_path(self, expand_home: bool) -> str:
+        """The job folders' parent; a leading ``~`` is left as it is unless ``expand_home`` (which may connect)."""
         user = self.config.user or getpass.getuser()
         try:
             path = self.config.workdir.format(user=user, project=self.config.project or "")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"target {self.name!r}: workdir {self.config.workdir!r} may use only "
                               "{user} and {project}") from exc
-        path = self.transport.expand_home(path)
-        if not path.startswith("/"):
+        if expand_home:
+            path = self.transport.expand_home(path)
+        if not path.startswith(("/", "~")) or (expand_home and not path.startswith("/")):
             raise ConfigError(f"target {self.name!r}: workdir {path!r} must be an absolute path or start with ~")
         return path
 

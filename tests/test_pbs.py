@@ -475,3 +475,19 @@ def test_a_cancel_that_fails_for_another_reason_raises_with_qdels_message():
     transport = ScriptedTransport((("qdel",), (15007, "", "qdel: Unauthorized Request  80005196.gadi-pbs\n")))
     with pytest.raises(SchedulerError, match=re.escape("qdel: Unauthorized Request")):
         PBSScheduler().cancel(transport, "80005196.gadi-pbs", "/folder")
+
+
+def test_dry_run_for_an_ssh_target_shows_the_gadi_script_without_connecting(ip, configure_targets):
+    configure_targets(gadi={"host": "gadi.nci.org.au", "user": "abc123", "scheduler": "pbs", "profile": "gadi",
+                            "project": "ab12", "workdir": "/scratch/ab12/{user}/rx"})
+    ip.user_ns["alpha"] = 0.5
+    from IPython.utils.capture import capture_output
+    with capture_output() as shown:
+        ip.run_cell_magic("remote", "gadi --dry-run --mem 8GB --ncpus 4 --walltime 2:00:00", "model = alpha * 2\n")
+    report = shown.stdout
+    assert "#PBS -l mem=8GB" in report and "#PBS -l ncpus=4" in report and "#PBS -l walltime=02:00:00" in report
+    assert "#PBS -l storage=scratch/ab12" in report
+    assert "job folder /scratch/ab12/abc123/rx/rx-" in report
+    assert "not connected to 'gadi'" in report
+    from rx_magic.targets import get_target
+    assert not get_target("gadi").transport.connected       # no connection was opened

@@ -69,6 +69,11 @@ class Transport(abc.ABC):
     def expand_home(self, path: str) -> str:
         """``path`` with a leading ``~`` replaced by the submit host's home."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether using the transport now needs no new connection (``--dry-run`` opens none)."""
+        return True
+
     def write_bytes(self, path: str, data: bytes, mode: int = 0o600) -> None:
         with self.open_atomic(path, mode) as file:
             file.write(data)

@@ -238,6 +238,10 @@ class SSHTransport(Transport):
 
     # -- connection ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._chain) and self._chain[-1].is_active()
+
     def connect(self) -> ConnectionInfo:
         """Open the connection now (it is otherwise opened on first use)."""
         with self._lock:
