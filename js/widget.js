@@ -50,9 +50,34 @@ function element(tag, className, text) {
 }
 
 const JOB_TRAITS = [
-  "state", "reason", "error", "scheduler_id", "started_at", "ended_at", "server_now", "walltime", "resources",
+  "state", "reason", "error", "scheduler_id", "started_at", "ended_at", "server_now", "walltime", "resources", "elements",
   "stdout_tail", "stderr_tail", "pulled", "held_back", "arrival", "notes", "can_pull", "log_text",
 ];
+
+const ELEMENT_STATES = { q: "queued", r: "running", d: "done", f: "failed", c: "cancelled" };
+
+/**
+ * A job array's elements as a strip of cells, one per element, coloured by state, with counts.
+ * @param {HTMLElement} strip
+ * @param {string} letters one of q r d f c per element
+ */
+function drawStrip(strip, letters) {
+  strip.style.display = letters ? "" : "none";
+  if (!letters) return;
+  const cells = strip.querySelector(".rx-strip-cells") || strip.appendChild(element("div", "rx-strip-cells"));
+  const counts = strip.querySelector(".rx-strip-counts") || strip.appendChild(element("div", "rx-strip-counts"));
+  while (cells.children.length > letters.length) cells.lastChild?.remove();
+  while (cells.children.length < letters.length) cells.append(element("span", "rx-strip-cell"));
+  const tally = /** @type {Record<string, number>} */ ({});
+  [...letters].forEach((letter, index) => {
+    const state = ELEMENT_STATES[letter] || "queued";
+    const cell = /** @type {HTMLElement} */ (cells.children[index]);
+    cell.dataset.state = state;
+    cell.title = `element ${index}: ${state}`;
+    tally[state] = (tally[state] || 0) + 1;
+  });
+  counts.textContent = `${letters.length} elements: ` + Object.entries(tally).map(([state, n]) => `${n} ${state}`).join(", ");
+}
 
 /**
  * Draw one job and keep it current.
@@ -84,12 +109,13 @@ function renderJob({ model, el }) {
   timing.append(clock, bar, limit);
   const resources = element("div", "rx-resources");
   const reason = element("div", "rx-reason");
+  const strip = element("div", "rx-strip");
   const stdout = element("pre", "rx-tail rx-stdout");
   const stderr = element("pre", "rx-tail rx-stderr");
   const names = element("div", "rx-names");
   const notes = element("div", "rx-notes");
   const fullLog = element("pre", "rx-full-log");
-  root.append(head, cell, timing, resources, reason, stdout, stderr, names, notes, fullLog);
+  root.append(head, cell, timing, resources, strip, reason, stdout, stderr, names, notes, fullLog);
   el.append(root);
 
   let skew = 0; // kernel clock minus browser clock, in seconds
@@ -134,6 +160,7 @@ function renderJob({ model, el }) {
     cell.textContent = model.get("first_line");
     resources.textContent = model.get("resources") ? `asked for ${model.get("resources")}` : "";
     reason.textContent = state === "done" ? "" : [model.get("reason"), model.get("error")].filter(Boolean).join(" \u2014 ");
+    drawStrip(strip, model.get("elements"));
     stdout.textContent = model.get("stdout_tail");
     stderr.textContent = model.get("stderr_tail");
     stdout.style.display = model.get("stdout_tail") ? "" : "none";

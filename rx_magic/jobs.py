@@ -222,10 +222,9 @@ class Job:
         Returns the names set. Waits for the job first if it is still running.
         """
         from .results import apply_values
-        from .states import State
         results = self.fetch()
         names, warnings = [], []
-        if self.record.state is State.DONE and namespace is not None:
+        if self.has_values and namespace is not None:
             names, warnings = apply_values(results, namespace)
             self.record = self._registry.update(self.id, pulled=True)
         self.warnings = warnings
@@ -233,15 +232,60 @@ class Job:
             self.raise_for_state()
         return names
 
+    @property
+    def has_values(self) -> bool:
+        """Whether the job left values to pull: it is done, or it is a job array some of whose elements are."""
+        from .states import State
+        if self.record.state is State.DONE:
+            return True
+        return (self.record.state is State.FAILED and bool(self.record.elements)
+                and "d" in (self.status or {}).get("elements", ""))
+
     def fetch(self):
         """Read a finished job's results (values only when it is done), touching no namespace."""
         from .results import fetch_results
         from .states import State
         if not self.record.state.is_final:
             self.wait()
-        self.results = fetch_results(self.target.transport, self.paths, values=self.record.state is State.DONE)
+        if self.record.elements:
+            self.results = self._fetch_array()
+        else:
+            self.results = fetch_results(self.target.transport, self.paths, values=self.record.state is State.DONE)
         self.notebook_path = self._write_notebook(self.results)
         return self.results
+
+    def _array_spec(self) -> dict:
+        try:
+            return json.loads(self.target.transport.read_bytes(self.paths.job_json)).get("map") or {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _fetch_array(self):
+        """Every element's results, as one: each pulled name a list in element order, None where one failed."""
+        from .arrays import ElementFailure, ElementPaths, combine, read_progress
+        from .monitor import read_status
+        from .results import fetch_results
+        spec, size = self._array_spec(), self.record.elements
+        labels = spec.get("labels") or [str(index) for index in range(size)]
+        status = self.status if (self.status or {}).get("ended") is not None or self.status else None
+        status = read_status(self.target, self.record, self.paths) or status or {}
+        self.status = status
+        _, ended = read_progress(self.target.transport, self.paths, size)
+        reasons = {int(index): reason for index, reason in (status.get("failed_elements") or {}).items()}
+        element_results, failures = {}, []
+        for index in range(size):
+            state = (ended.get(index) or {}).get("state")
+            if state is None and index not in reasons:
+                continue            # cancelled before it ran
+            paths = ElementPaths(self.record.workdir, self.id, index)
+            results = fetch_results(self.target.transport, paths, values=state == "done")
+            element_results[index] = results
+            if state != "done":
+                error = results.error or {}
+                reason = reasons.get(index) or (ended.get(index) or {}).get("reason") or "failed"
+                failures.append(ElementFailure(index, labels[index] if index < len(labels) else str(index),
+                                               reason, error.get("traceback", "")))
+        return combine(spec.get("name", "element"), labels, element_results, size, list(self.record.pull), failures)
 
     def raise_for_state(self) -> None:
         """Raise what a job that did not end ``done`` should raise in the notebook."""
@@ -249,6 +293,11 @@ class Job:
         from .errors import JobCancelled, JobFailed
         from .results import remote_exception
         from .states import State
+        failures = getattr(self.results, "failures", None)
+        if self.record.elements and failures and self.record.state is State.FAILED:
+            from .arrays import failure_error
+            name = self._array_spec().get("name", "element")
+            raise failure_error(self.id, name, self.record.elements, failures, list(self.record.pull))
         if self.record.state is State.FAILED:
             if self.results and self.results.error and self.results.error.get("type"):
                 raise remote_exception(self.results, self.id)
@@ -264,12 +313,31 @@ class Job:
         self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
 
     def log(self, stream: str = "stdout") -> str:
-        """The job's ``stdout`` or ``stderr`` so far."""
+        """The job's ``stdout`` or ``stderr`` so far; a job array's, element by element under a heading."""
+        if self.record.elements:
+            return self._array_log(stream)
         path = self.paths.stdout if stream == "stdout" else self.paths.stderr
         try:
             return self.target.transport.read_bytes(path).decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def _array_log(self, stream: str) -> str:
+        from .arrays import ElementPaths
+        spec = self._array_spec()
+        name, labels = spec.get("name", "element"), spec.get("labels") or []
+        parts = []
+        for index in range(self.record.elements):
+            paths = ElementPaths(self.record.workdir, self.id, index)
+            try:
+                text = self.target.transport.read_bytes(paths.stdout if stream == "stdout" else paths.stderr)
+            except FileNotFoundError:
+                continue
+            if text:
+                label = f"{name}={labels[index]}" if index < len(labels) else f"element {index}"
+                body = text.decode(errors="replace")
+                parts.append(f"── {label} ──\n{body}" + ("" if body.endswith("\n") else "\n"))
+        return "".join(parts)
 
     def _write_notebook(self, results):
         from .registry import cache_home

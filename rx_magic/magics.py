@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import os
 import socket
@@ -19,6 +20,29 @@ from .resources import Resources, parse_walltime
 from .results import replay_outputs
 from .states import State
 from .submission import plan_cell, submit_plan
+
+
+_MAP_OPTION = re.compile(r"(?:^|(?<=\s))--map(?:=|\s+)(?P<value>.+?)(?=\s+--[A-Za-z]|\s*$)")
+
+
+def _take_map(line: str) -> tuple[str, str | None]:
+    """Split ``--map NAME=EXPR`` off the line: EXPR runs to the next option, so it needs no quotes."""
+    match = _MAP_OPTION.search(line)
+    if match is None:
+        return line, None
+    value = match["value"].strip()
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return line[:match.start()] + line[match.end():], value
+
+
+def _print_array_logs(job: Job) -> None:
+    import sys
+    for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        text = job.log(stream)
+        if text:
+            out.write(text)
+            out.flush()
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -65,6 +89,10 @@ class RemoteMagics(Magics):
     @argument("--files", action="append", default=[],
               help="A file or folder, relative to the notebook, to send into the job's working folder "
                    "(only what changed since the last job is sent); repeat for several.")
+    @argument("--map", metavar="NAME=EXPR",
+              help="Run the cell once per value of EXPR (evaluated here) with NAME bound to it, as one job "
+                   "array (PBS -J, Slurm --array, a pool of processes on direct); resources are per element. "
+                   "Each pulled name comes back as a list in EXPR's order, with None where an element failed.")
     @argument("--dry-run", action="store_true",
               help="Show what would be sent and the job script, and submit nothing.")
     @argument("--bg", action="store_true",
@@ -80,7 +108,10 @@ class RemoteMagics(Magics):
         the waiting, not the job: it goes on in the background, as with --bg.
         """
         __tracebackhide__ = True
-        args = parse_argstring(self.remote, line)
+        rest, mapped = _take_map(line)
+        args = parse_argstring(self.remote, rest)
+        if mapped is not None:
+            args.map = mapped
         code = self.shell.transform_cell(cell)
         try:
             resources = Resources.parse(
@@ -89,14 +120,14 @@ class RemoteMagics(Magics):
             plan = plan_cell(code, args.target, namespace=self.shell.user_ns, resources=resources,
                              push=_names(args.push) or (), pull=_names(args.pull), no_pull=args.no_pull,
                              source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2, files=args.files,
-                             dry_run=args.dry_run)
+                             dry_run=args.dry_run, map=args.map)
         except InputError as exc:
             raise UsageError(str(exc)) from None
-        for warning in plan.warnings:
-            _note(warning)
-        if args.dry_run:
+        if args.dry_run:     # the report lists the notes itself
             print(plan.report())
             return None
+        for warning in plan.warnings:
+            _note(warning)
         job = submit_plan(plan)
         held = [f"not sent: {name} ({why})" for name, why in plan.capture.held_back.items()]
         if args.bg:
@@ -155,6 +186,8 @@ class RemoteMagics(Magics):
                              f"nothing was changed here. `%rx attach {job.id}` tries again") from None
         except PullError as exc:
             raise UsageError(f"job {job.id}: {exc}") from None
+        if job.record.elements:     # an array's printed output, element by element, once it has ended
+            _print_array_logs(job)
         result = replay_outputs(job.results.outputs)
         for warning in job.warnings:
             _note(warning)
@@ -261,9 +294,13 @@ class RemoteMagics(Magics):
 
     def _rx_targets(self, args):
         from .targets import load_configs
-        for name, config in sorted(load_configs().items()):
+        configs = sorted(load_configs().items())
+        width = max(len(config.host or "this machine") for _, config in configs)
+        named = max(len(name) for name, _ in configs)
+        for name, config in configs:
             where = config.host or "this machine"
-            print(f"{name:<12} {config.scheduler:<7} on {where:<20} workdir {config.workdir}  ({config.source})")
+            print(f"{name:<{named}}  {config.scheduler:<7} on {where:<{width}}  workdir {config.workdir}  "
+                  f"({config.source})")
 
     def _rx_check(self, args):
         from .checks import check_target, format_checklist

@@ -38,10 +38,19 @@ def _log_tail(target: Target, paths: JobPaths, lines: int = 5) -> str:
     return " | ".join(text.strip().splitlines()[-lines:])
 
 
+def read_status(target: Target, record: JobRecord, paths: JobPaths, scheduler: SchedulerState | None = None):
+    """The job's ``status.json``; for a job array, what its elements add up to (``arrays.array_status``)."""
+    if not record.elements:
+        return read_json(target, paths.status_json)
+    from .arrays import array_status, read_progress
+    started, ended = read_progress(target.transport, paths, record.elements)
+    return array_status(record.elements, started, ended, scheduler, record.cancel_requested)
+
+
 def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True) -> dict[str, Observation]:
     """What each job's folder, and (when asked) the scheduler, say now."""
     paths = {record.id: JobPaths(record.workdir, record.id) for record in records}
-    statuses = {job_id: read_json(target, p.status_json) for job_id, p in paths.items()}
+    statuses = {record.id: read_status(target, record, paths[record.id]) for record in records}
     # a job stopped by a signal from outside is asked about even so: its scheduler may know why (walltime, memory)
     unfinished = [r for r in records if (statuses[r.id] or {}).get("state") not in ("done", "failed", "cancelled")
                   or stopped_from_outside(statuses[r.id])]
@@ -60,8 +69,8 @@ def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True
         exit_code, tail = None, ""
         if record in unfinished and (answer.state is None or answer.state.is_final):
             # the job may have ended between the status read and the query: read its folder again
-            status = read_json(target, p.status_json)
-            if (status or {}).get("state") not in ("done", "failed", "cancelled"):
+            status = read_status(target, record, p, answer)
+            if (status or {}).get("state") not in ("done", "failed", "cancelled") and not record.elements:
                 exit_code = _read_exit_code(target, p)
                 tail = _log_tail(target, p)
         seen[record.id] = Observation(status, exit_code, answer, tail)

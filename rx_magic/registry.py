@@ -42,6 +42,7 @@ class JobRecord:
     session: str = ""               # which kernel submitted it (pid@host), to mark others' jobs
     cancel_requested: bool = False
     pulled: bool = False
+    elements: int = 0               # a job array's size (``--map``); 0 for a single job
 
     @property
     def age(self) -> float:
@@ -54,8 +55,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, target TEXT NOT NULL, scheduler TEXT NOT NULL, workdir TEXT NOT NULL,
     scheduler_id TEXT, state TEXT NOT NULL, reason TEXT, submitted_at REAL NOT NULL,
     ended_at REAL, first_line TEXT, pull TEXT, session TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, pulled INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0, pulled INTEGER NOT NULL DEFAULT 0,
+    elements INTEGER NOT NULL DEFAULT 0
 )"""
+#: Columns added since the first release, for registries written before them.
+_ADDED = {"elements": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class Registry:
@@ -68,6 +72,13 @@ class Registry:
         os.chmod(self.path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in _ADDED.items():
+            if name not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+                except sqlite3.OperationalError:    # another kernel added it meanwhile
+                    pass
 
     def add(self, record: JobRecord) -> None:
         placeholders = ", ".join("?" for _ in _COLUMNS)
@@ -130,6 +141,7 @@ def _from_row(row) -> JobRecord:
     values["reason"] = values["reason"] or ""
     values["first_line"] = values["first_line"] or ""
     values["session"] = values["session"] or ""
+    values["elements"] = values["elements"] or 0
     return JobRecord(**values)
 
 

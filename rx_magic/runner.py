@@ -87,11 +87,18 @@ def _tree_rss(pid: int) -> int:
 
 
 class Supervisor:
-    """Starts the cell process, watches it, and writes the job's ending."""
+    """Starts the cell process, watches it, and writes the job's ending.
 
-    def __init__(self, folder: str, spec: dict):
+    For one element of a job array, everything it writes goes to
+    ``elements/{element}/`` and an empty ``elements/{element}.end`` says it
+    has ended.
+    """
+
+    def __init__(self, folder: str, spec: dict, element: int | None = None):
         self.folder = folder
         self.spec = spec
+        self.element = element
+        self.out = folder if element is None else os.path.join(folder, "elements", str(element))
         limits = spec.get("limits") or {}
         self.walltime = limits.get("walltime")
         self.mem = limits.get("mem")
@@ -99,7 +106,7 @@ class Supervisor:
         self.started = time.time()
 
     def path(self, name: str) -> str:
-        return os.path.join(self.folder, name)
+        return os.path.join(self.out, name)
 
     def _on_signal(self, signum, _frame) -> None:
         self.signalled = signum
@@ -120,7 +127,7 @@ class Supervisor:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-                code = CellProcess(self.folder, self.spec).run()
+                code = CellProcess(self.folder, self.spec, self.element).run()
             finally:
                 os._exit(code)
         try:
@@ -135,6 +142,8 @@ class Supervisor:
         self.write_status(state, reason=reason, exit_code=exit_code, peak_memory=peak)
         with open(self.path("exit_code"), "w") as file:
             file.write(f"{exit_code}\n")
+        if self.element is not None:
+            os.close(os.open(self.out + ".end", os.O_WRONLY | os.O_CREAT, 0o600))
         return exit_code
 
     def watch(self, pid: int) -> tuple[str | None, int, int]:
@@ -212,6 +221,8 @@ class Supervisor:
             "elapsed": now - self.started, "host": socket.gethostname(), "pid": os.getpid(),
             "python": "%d.%d.%d" % sys.version_info[:3],
         }
+        if self.element is not None:
+            status["element"] = self.element
         status.update(extra)
         _write_json(self.path("status.json"), status)
 
@@ -317,13 +328,15 @@ class _PyplotHook:
 class CellProcess:
     """Loads the pushed values, runs the cell, and writes what it produced."""
 
-    def __init__(self, folder: str, spec: dict):
+    def __init__(self, folder: str, spec: dict, element: int | None = None):
         self.folder = folder
         self.spec = spec
+        self.element = element
+        self.out = folder if element is None else os.path.join(folder, "elements", str(element))
         self.outputs = Outputs()
 
     def path(self, name: str) -> str:
-        return os.path.join(self.folder, name)
+        return os.path.join(self.out, name)
 
     def run(self) -> int:
         os.setpgid(0, 0)
@@ -408,6 +421,14 @@ class CellProcess:
             except Exception as exc:
                 raise RunnerError(f"could not load the value of {name!r} on the target: "
                                   f"{type(exc).__name__}: {exc}") from exc
+        array = self.spec.get("map")
+        if array and self.element is not None:
+            try:
+                values = wire.load_path(os.path.join(blobs_dir, f"{array['values']}.dill"))
+                namespace[array["name"]] = values[self.element]
+            except Exception as exc:
+                raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         sys.meta_path.insert(0, _PyplotHook(self.outputs))
         return namespace
 
@@ -421,8 +442,12 @@ class CellProcess:
             if not os.path.abspath(destination).startswith(self.folder + os.sep):
                 raise RunnerError(f"refusing to place a shipped file outside the job folder: {relative!r}")
             os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
+            if os.path.exists(destination):     # placed already by another element of the array
+                continue
             try:
                 os.link(os.path.join(store, digest), destination)
+            except FileExistsError:
+                continue
             except OSError:
                 shutil.copyfile(os.path.join(store, digest), destination)
                 os.chmod(destination, 0o600)
@@ -500,14 +525,69 @@ class CellProcess:
         os.replace(self.path("outputs.dill.part"), self.path("outputs.dill"))
 
 
+# ----------------------------------------------------------------------------- job arrays on no batch system
+
+class Pool:
+    """Runs every element of a job array, each as ``runner.py FOLDER INDEX``, as many at a time as
+    the machine has cores for (``--ncpus`` cores each). A stop signal stops the elements running
+    and starts no more.
+    """
+
+    def __init__(self, folder: str, spec: dict):
+        self.folder, self.count = folder, int(spec["map"]["size"])
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.size = max(1, cores // max(1, (spec.get("resources") or {}).get("ncpus") or 1))
+        self.signalled: int | None = None
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signalled = signum
+
+    def run(self) -> int:
+        import subprocess
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        running: list = []
+        pending = list(range(self.count))
+        failed = 0
+        while pending or running:
+            if self.signalled is not None:
+                for process in running:
+                    if process.poll() is None:
+                        process.send_signal(self.signalled)
+                pending = []
+            while pending and len(running) < self.size:
+                index = pending.pop(0)
+                os.makedirs(os.path.join(self.folder, "elements", str(index)), mode=0o700, exist_ok=True)
+                running.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), self.folder, str(index)],
+                                                stdin=subprocess.DEVNULL))
+            time.sleep(0.05)
+            for process in [p for p in running if p.poll() is not None]:
+                running.remove(process)
+                failed += process.returncode != 0
+        return 128 + self.signalled if self.signalled else (1 if failed else 0)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: runner.py JOB_FOLDER", file=sys.stderr)
+    usage = "usage: runner.py JOB_FOLDER [ELEMENT | --pool]"
+    if len(argv) not in (2, 3):
+        print(usage, file=sys.stderr)
         return 2
     folder = os.path.abspath(argv[1])
     spec = _read_json(os.path.join(folder, "job.json"))
     if spec is None:
         print(f"rx_magic runner: cannot read {folder}/job.json", file=sys.stderr)
+        return 2
+    if len(argv) == 3 and argv[2] == "--pool" and spec.get("map"):
+        return Pool(folder, spec).run()
+    if len(argv) == 3 and argv[2].isdigit() and spec.get("map"):
+        element = int(argv[2])
+        if element >= int(spec["map"]["size"]):
+            print(f"rx_magic runner: element {element} is past the array's {spec['map']['size']}", file=sys.stderr)
+            return 2
+        os.makedirs(os.path.join(folder, "elements", str(element)), mode=0o700, exist_ok=True)
+        return Supervisor(folder, spec, element).run()
+    if len(argv) != 2:
+        print(usage, file=sys.stderr)
         return 2
     return Supervisor(folder, spec).run()
 

@@ -10,7 +10,7 @@ final status themselves.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class State(str, enum.Enum):
@@ -37,6 +37,8 @@ class SchedulerState:
     state: State | None
     reason: str | None = None
     exit_code: int | None = None
+    #: A job array's elements, by index, where the scheduler lists them one by one.
+    elements: dict | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .arrays import ArrayRequest, parse_map
 from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell
 from .errors import InputError, PayloadTooLarge
@@ -56,6 +57,15 @@ class Plan:
     spec: dict
     warnings: list[str] = field(default_factory=list)
     shipment: Shipment = field(default_factory=Shipment)
+    array: ArrayRequest | None = None
+
+    @property
+    def pushed_values(self) -> dict:
+        """Every value the job needs in the blob store: the pushed names, and a job array's values."""
+        values = dict(self.capture.push)
+        if self.array is not None:
+            values[map_key(self.array)] = self.array.values
+        return values
 
     def report(self) -> str:
         """What ``--dry-run`` shows: what would be sent, and the job script."""
@@ -63,7 +73,11 @@ class Plan:
         lines = [f"target {self.target.name!r}: {self.target.config.scheduler} scheduler on "
                  f"{self.target.transport.description}, job folder {self.paths.folder}"]
         if self.resources.describe():
-            lines.append(f"resources: {self.resources.describe()}")
+            lines.append(f"resources: {self.resources.describe()}" + (" (each element)" if self.array else ""))
+        if self.array is not None:
+            shown = ", ".join(_short_repr(value) for value in self.array.values[:5])
+            more = ", ..." if self.array.size > 5 else ""
+            lines.append(f"array: {self.array.size} elements, {self.array.name} = {shown}{more}")
         lines.append("push:" if self.blobs else "push: nothing")
         if self.blobs:
             lines.extend("  " + line for line in size_report(self.blobs).splitlines())
@@ -87,12 +101,13 @@ class Plan:
 def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
               resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
               source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1,
-              files: list[str] = (), dry_run: bool = False) -> Plan:
+              files: list[str] = (), dry_run: bool = False, map: str | None = None) -> Plan:
     """Check and package a cell for a target, writing nothing.
 
     With ``dry_run`` no connection is opened: checks that need the target
     (its Python and packages, ``~`` in its workdir) use a connection only if
     one is open already, and the plan says which were left for submission.
+    ``map`` is ``--map NAME=EXPR``: the cell runs once per value as a job array.
     """
     chosen = get_target(target)
     resources = (resources or Resources()).over(chosen.config.defaults)
@@ -100,9 +115,16 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         resources = Resources.from_json({**resources.to_json(), "project": chosen.config.project})
     # the batch system's own rules (e.g. profile = "gadi"), checked before anything is packaged
     chosen.scheduler.check_request(resources)
+    array = parse_map(map, namespace if namespace is not None else {}) if map is not None else None
     captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
                             no_pull=no_pull, first_line=first_line)
-    blobs = plan_blobs(captured.push, limit=chosen.config.max_payload)
+    if array is not None:   # each element has its own value of NAME: none is sent from here or pulled back
+        captured.push.pop(array.name, None)
+        captured.pull = [name for name in captured.pull if name != array.name]
+    values = dict(captured.push)
+    if array is not None:
+        values[map_key(array)] = array.values
+    blobs = plan_blobs(values, limit=chosen.config.max_payload)
     shipment = Shipment()
     offline = dry_run and not chosen.transport.connected
     if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
@@ -125,14 +147,15 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     script = JobScript(
         job_id=job_id, folder=paths.folder, runner=posixpath.join(runtime, "runner.py"),
         python=chosen.config.python, setup=chosen.config.setup, resources=resources,
-        cwd=os.getcwd() if chosen.is_local else paths.work,
+        cwd=os.getcwd() if chosen.is_local else paths.work, elements=array.size if array else 0,
     )
     enforce = {} if scheduler.enforces_limits else {"walltime": resources.walltime, "mem": resources.mem}
     spec = {
         "format": 1, "job_id": job_id, "target": chosen.name,
         "source": source if source is not None else code, "code": code,
         "header": list(header), "first_line": first_line,
-        "push": {ref.name: ref.digest for ref in blobs}, "imports": captured.imports, "pull": captured.pull,
+        "push": {ref.name: ref.digest for ref in blobs if array is None or ref.name != map_key(array)},
+        "imports": captured.imports, "pull": captured.pull,
         "blobs_dir": paths.blobs_dir, "limits": enforce, "resources": resources.to_json(),
         "files": shipment.digests, "files_dir": paths.files_dir,
         "pythonpath": [paths.lib] if shipment.modules else [],
@@ -140,8 +163,25 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
                    "host": socket.gethostname()},
     }
+    if array is not None:
+        spec["map"] = {"name": array.name, "expr": array.expr, "size": array.size,
+                       "values": next(ref.digest for ref in blobs if ref.name == map_key(array)),
+                       "labels": [_short_repr(value) for value in array.values]}
     return Plan(chosen, job_id, paths, captured, blobs, resources, script, scheduler.render(script), spec,
-                list(captured.warnings), shipment)
+                list(captured.warnings), shipment, array)
+
+
+def map_key(array: ArrayRequest) -> str:
+    """The blob name of an array's values in size reports: ``--map seed``, never a Python name."""
+    return f"--map {array.name}"
+
+
+def _short_repr(value, limit: int = 40) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_payload(blobs: list[BlobRef], shipment: Shipment, limit: int) -> None:
@@ -188,7 +228,7 @@ def submit_plan(plan: Plan) -> Job:
     transport.makedirs(plan.paths.workdir)
     transport.makedirs(paths.blobs_dir)
     install_runtime(transport, paths)
-    blobs_written, bytes_written = write_blobs(plan.capture.push, plan.blobs,
+    blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs,
                                                _BlobStore(transport, paths.blobs_dir))
     if plan.shipment:
         files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
@@ -198,6 +238,8 @@ def submit_plan(plan: Plan) -> Job:
     try:
         if not plan.target.is_local:
             transport.makedirs(posixpath.join(staging, "work"))
+        if plan.array is not None:  # where each element writes (a batch system opens its log there first)
+            transport.makedirs(posixpath.join(staging, "elements"))
         files = {"job.json": json.dumps(plan.spec, indent=1).encode(), "cell.py": plan.spec["source"].encode(),
                  "job.sh": plan.script_text.encode()}
         for name, data in files.items():
@@ -240,6 +282,7 @@ def _record(plan: Plan, scheduler_id: str) -> Job:
         id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=plan.paths.workdir,
         scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
         pull=tuple(plan.capture.pull), session=f"{os.getpid()}@{socket.gethostname()}",
+        elements=plan.array.size if plan.array else 0,
     )
     registry = default_registry()
     registry.add(record)
@@ -247,7 +290,7 @@ def _record(plan: Plan, scheduler_id: str) -> Job:
 
 
 def submit(code: str, target: str = "local", namespace: dict | None = None, *, push=(), pull=None,
-           no_pull: bool = False, files=(), **resources) -> Job:
+           no_pull: bool = False, files=(), map: str | None = None, **resources) -> Job:
     """Run ``code`` as a job on ``target``; return the ``Job`` at once.
 
     ``namespace`` is where the cell's inputs are read from (nothing is read
@@ -260,4 +303,4 @@ def submit(code: str, target: str = "local", namespace: dict | None = None, *, p
         valid = ", ".join(Resources.__dataclass_fields__)
         raise InputError(f"{exc}; the resources are {valid}") from None
     return submit_plan(plan_cell(code, target, namespace=namespace, resources=parsed, push=push, pull=pull,
-                                 no_pull=no_pull, files=list(files)))
+                                 no_pull=no_pull, files=list(files), map=map))

@@ -69,6 +69,8 @@ def job_traits(record: JobRecord, status: dict | None = None, resources: Resourc
         "walltime": int(resources.walltime or 0),
         "resources": resources.describe(),
         "server_now": time.time(),
+        # a job array's strip: one letter per element (q r d f c), queued until its status says otherwise
+        "elements": status.get("elements") or ("q" * record.elements if record.elements else ""),
     }
 
 
@@ -119,6 +121,7 @@ class JobWidget(anywidget.AnyWidget):
     server_now = traitlets.Float(0.0).tag(sync=True)
     walltime = traitlets.Int(0).tag(sync=True)
     resources = traitlets.Unicode("").tag(sync=True)
+    elements = traitlets.Unicode("").tag(sync=True)     # a job array's elements, one letter each
     stdout_tail = traitlets.Unicode("").tag(sync=True)
     stderr_tail = traitlets.Unicode("").tag(sync=True)
     pulled = traitlets.List(traitlets.Unicode()).tag(sync=True)

@@ -28,6 +28,11 @@ class JobScript:
     setup: tuple[str, ...] = ()
     resources: Resources = Resources()
     cwd: str = ""                   # where the cell runs; the job folder when empty
+    elements: int = 0               # a job array's size (``--map``); 0 for a single job
+
+    @property
+    def elements_dir(self) -> str:
+        return f"{self.folder}/elements"
 
     @property
     def job_sh(self) -> str:
@@ -43,18 +48,29 @@ class JobScript:
         return f"{self.folder}/scheduler.err"
 
 
-def render_body(script: JobScript) -> str:
-    """The part of every job script after the scheduler's directives."""
+def render_body(script: JobScript, element: str | None = None, pool: bool = False) -> str:
+    """The part of every job script after the scheduler's directives.
+
+    For one element of a job array, ``element`` is the shell expression of its
+    index (the batch system's variable) and the runner runs that element; with
+    ``pool`` the runner itself runs every element, as many at a time as there are cores.
+    """
     q = shlex.quote
-    lines = [
-        "umask 077",
-        f"cd {q(script.cwd or script.folder)} || exit 96",
-        *script.setup,
+    lines = ["umask 077", f"cd {q(script.cwd or script.folder)} || exit 96", *script.setup]
+    runner = f"exec {q(script.python)} {q(script.runner)} {q(script.folder)}"
+    exit_code = q(script.folder + "/exit_code")
+    if element is not None:
+        lines += [f"element={element}", f"mkdir -p {q(script.elements_dir)}/\"$element\""]
+        runner += ' "$element"'
+        exit_code = f'{q(script.elements_dir)}/"$element"/exit_code'
+    elif pool:
+        runner += " --pool"
+    lines += [
         # if the interpreter cannot start, record why before the shell exits
         "shopt -s execfail",
-        f"exec {q(script.python)} {q(script.runner)} {q(script.folder)}",
+        runner,
         "code=$?",
-        f"printf '%s\\n' \"$code\" > {q(script.folder + '/exit_code')}",
+        f"printf '%s\\n' \"$code\" > {exit_code}",
         "exit \"$code\"",
     ]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,9 @@ class DirectScheduler(Scheduler):
     name = "direct"
 
     def render(self, script: JobScript) -> str:
-        return f"#!/bin/bash\n# rx_magic job {script.job_id} (direct)\n" + render_body(script)
+        # a job array's elements run from one pool process, as many at a time as there are cores
+        return (f"#!/bin/bash\n# rx_magic job {script.job_id} (direct)\n"
+                + render_body(script, pool=bool(script.elements)))
 
     def submit(self, transport: Transport, script: JobScript) -> str:
         job_sh, log = shlex.quote(script.job_sh), shlex.quote(script.scheduler_log)

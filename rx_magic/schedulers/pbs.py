@@ -23,6 +23,7 @@ from ..resources import Resources, format_size, format_walltime
 from ..states import SchedulerState, State
 from ..transport import CommandResult, Transport
 from . import gadi
+from ..arrays import scheduler_array_state
 from .base import JobScript, Scheduler, render_body
 
 #: PBS shows (and Gadi keeps) at most this many characters of a job name.
@@ -101,6 +102,8 @@ class PBSScheduler(Scheduler):
     def render(self, script: JobScript) -> str:
         resources = script.resources
         directives = [f"-N {job_name(script)}"]
+        if script.elements > 1:         # PBS Pro takes no array of one: that one runs as a plain job
+            directives.append(f"-J 0-{script.elements - 1}")
         if resources.project:
             directives.append(f"-P {_bare_word(resources.project, '--project')}")
         if resources.queue:
@@ -127,8 +130,11 @@ class PBSScheduler(Scheduler):
         for extra in resources.extra:
             directives.append(extra.removeprefix("#PBS").strip())
         profile = f", profile {self.profile}" if self.profile else ""
+        # PBS Pro numbers a subjob PBS_ARRAY_INDEX (Torque: PBS_ARRAYID; Slurm's qsub: SLURM_ARRAY_TASK_ID)
+        element = (None if not script.elements else "0" if script.elements == 1
+                   else '"${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-$SLURM_ARRAY_TASK_ID}}"')
         return ("#!/bin/bash\n" + "".join(f"#PBS {line}\n" for line in directives)
-                + f"# rx_magic job {script.job_id} (pbs{profile})\n" + render_body(script))
+                + f"# rx_magic job {script.job_id} (pbs{profile})\n" + render_body(script, element))
 
     def output_paths(self, script: JobScript) -> tuple[str, str]:
         """Where PBS writes the job script's stdout (and Gadi its resource summary) and stderr: the job folder."""
@@ -136,6 +142,8 @@ class PBSScheduler(Scheduler):
             raise ConfigError(
                 f"the job folder {script.folder!r} holds ':' or a line break, which PBS cannot take in -o/-e "
                 "(it reads 'host:path'): choose a workdir without them in the target's configuration")
+        if script.elements > 1:     # PBS Pro puts each subjob's index in place of ^array_index^
+            return (f"{script.elements_dir}/^array_index^.log", f"{script.elements_dir}/^array_index^.err")
         return script.scheduler_log, script.scheduler_err
 
     def storage(self, script: JobScript) -> str | None:
@@ -191,13 +199,24 @@ class PBSScheduler(Scheduler):
             return {}
         ids = list(jobs)
         found = self._ask(transport, ids)
-        return {job_id: job_state(attributes) if (attributes := _lookup(found, job_id)) is not None
-                else SchedulerState(None) for job_id in ids}
+        states = {}
+        for job_id in ids:
+            attributes = _lookup(found, job_id)
+            subjobs = _subjobs(found, job_id) if "[]" in job_id else {}
+            if subjobs:
+                states[job_id] = scheduler_array_state({index: job_state(a) for index, a in subjobs.items()})
+            elif attributes is not None:
+                states[job_id] = job_state(attributes)
+            else:
+                states[job_id] = SchedulerState(None)
+        return states
 
     def _ask(self, transport: Transport, ids: list[str]) -> dict[str, dict]:
         """Attributes of each job qstat knows, by its id, asking the best form this server takes."""
         while True:
             form = self.QUERY_FORMS[self._query_form]
+            if any("[]" in job_id for job_id in ids) and "-f" in form:
+                form = (*form, "-t")    # an array's subjobs, each with its own state and Exit_status
             result = transport.run([*form, *ids], check=False, timeout=120)
             if "-F" in form:
                 try:
@@ -477,6 +496,20 @@ def _flatten(attributes: dict) -> dict:
         else:
             flat[key] = value
     return flat
+
+
+def _subjobs(found: dict[str, dict], array_id: str) -> dict[int, dict]:
+    """The subjobs qstat -t showed of an array (``123[].server``), by index: ``123[4].server`` is 4."""
+    head = _sequence(array_id).removesuffix("[]")
+    subjobs = {}
+    for shown, attributes in found.items():
+        match = _SUBJOB.fullmatch(_sequence(shown))
+        if match and match[1] == head:
+            subjobs[int(match[2])] = attributes
+    return subjobs
+
+
+_SUBJOB = re.compile(r"(\d+)\[(\d+)\]")
 
 
 def _sequence(job_id: str) -> str:

@@ -16,6 +16,7 @@ from ..errors import ResourceError, SchedulerError
 from ..resources import format_size_human, format_walltime, parse_walltime
 from ..states import SchedulerState, State
 from ..transport import CommandResult, Transport
+from ..arrays import expand_indices, scheduler_array_state
 from .base import JobScript, Scheduler, render_body
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = State.QUEUED, State.RUNNING, State.DONE, State.FAILED, State.CANCELLED
@@ -106,6 +107,9 @@ class SlurmScheduler(Scheduler):
 
     @staticmethod
     def _folder_options(script: JobScript) -> list[str]:
+        if script.elements:     # each element's own logs, by its index (%a)
+            logs = _log_name(script.elements_dir)
+            return [f"--chdir={script.folder}", f"--output={logs}/%a.log", f"--error={logs}/%a.err"]
         return [f"--chdir={script.folder}", f"--output={_log_name(script.scheduler_log)}",
                 f"--error={_log_name(script.folder + '/' + ERROR_LOG)}"]
 
@@ -116,6 +120,8 @@ class SlurmScheduler(Scheduler):
     def render(self, script: JobScript) -> str:
         r = script.resources
         options = [f"--job-name={r.name or script.job_id}"]
+        if script.elements:
+            options.append(f"--array=0-{script.elements - 1}")
         if self._folder_is_plain(script):
             options += self._folder_options(script)
         if r.queue:
@@ -135,7 +141,8 @@ class SlurmScheduler(Scheduler):
         options += [extra.removeprefix("#SBATCH").strip() for extra in r.extra]
         lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options),
                  f"# rx_magic job {script.job_id} (slurm)"]
-        return "\n".join(lines) + "\n" + render_body(script)
+        element = "$SLURM_ARRAY_TASK_ID" if script.elements else None
+        return "\n".join(lines) + "\n" + render_body(script, element)
 
     def submit(self, transport: Transport, script: JobScript) -> str:
         argv = ["sbatch", "--parsable"]
@@ -175,10 +182,20 @@ class SlurmScheduler(Scheduler):
         return {job: found.get(job, SchedulerState(None)) for job in jobs}
 
     def _parse(self, text: str, transport: Transport, jobs: dict[str, str]) -> dict[str, SchedulerState]:
-        states = {}
+        states: dict[str, SchedulerState] = {}
+        elements: dict[str, dict[int, SchedulerState]] = {}
         for line in text.splitlines():
             fields = line.strip().split("|")
-            if len(fields) < 5 or fields[0] not in jobs:
+            if len(fields) < 5:
+                continue
+            array_id, _, index = fields[0].partition("_")
+            if index and array_id in jobs:      # an array's element ("123_4"), or its pending ones ("123_[5-19]")
+                said = self._state(*self._fields(fields), transport, jobs[array_id],
+                                   error_log=f"{jobs[array_id]}/elements/{index}.err")
+                for number in ([int(index)] if index.isdigit() else expand_indices(index.strip("[]"))):
+                    elements.setdefault(array_id, {})[number] = said
+                continue
+            if fields[0] not in jobs:
                 continue
             if len(fields) == 6:                           # sacct: JobID State ExitCode ReqMem Timelimit Reason
                 job, state, exit_code, memory, limit, reason = fields
@@ -187,14 +204,26 @@ class SlurmScheduler(Scheduler):
                 exit_code = ""
             # the last line wins: a requeued job is listed once per start
             states[job] = self._state(state, reason, exit_code, memory, limit, transport, jobs[job])
+        for array_id, by_index in elements.items():
+            states[array_id] = scheduler_array_state(by_index)
         return states
 
+    @staticmethod
+    def _fields(fields: list[str]) -> tuple[str, str, str, str, str]:
+        """(state, reason, exit code, memory, time limit) from a sacct or an squeue line."""
+        if len(fields) == 6:
+            _, state, exit_code, memory, limit, reason = fields
+        else:
+            _, state, reason, limit, memory = fields[:5]
+            exit_code = ""
+        return state, reason, exit_code, memory, limit
+
     def _state(self, slurm_state: str, reason: str, exit_code: str, memory: str, limit: str,
-               transport: Transport, folder: str) -> SchedulerState:
+               transport: Transport, folder: str, error_log: str | None = None) -> SchedulerState:
         name, _, by = slurm_state.partition(" by ")      # sacct: "CANCELLED by 1234"
         name = name.rstrip("+")
         code = _exit_code(exit_code)
-        if name == "FAILED" and _killed_for_memory(transport, folder):
+        if name == "FAILED" and _killed_for_memory(transport, error_log or f"{folder}/{ERROR_LOG}"):
             name = "OUT_OF_MEMORY"
         state, template = STATES.get(name, (RUNNING, name.lower() or None))
         if template is None:
@@ -230,11 +259,11 @@ def _exit_code(text: str) -> int | None:
     return 128 + int(signal) if signal.isdigit() and int(signal) else int(code)
 
 
-def _killed_for_memory(transport: Transport, folder: str) -> bool:
+def _killed_for_memory(transport: Transport, error_log: str) -> bool:
     # Without cgroups, OverMemoryKill ends a job as FAILED (signal 9); only slurmstepd's message,
     # in the job's error file, says it was for memory. Read once, when the job has ended.
     try:
-        tail = transport.read_bytes(f"{folder}/{ERROR_LOG}")[-4096:].decode(errors="replace")
+        tail = transport.read_bytes(error_log)[-4096:].decode(errors="replace")
     except (FileNotFoundError, OSError):
         return False
     return bool(MEMORY_KILL.search(tail))
