@@ -88,11 +88,11 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30) -> list
         refs.append(BlobRef(name, digest, size, type_name(value)))
     if len(failures) == 1:
         raise UnpicklableError(
-            f"cannot send {failures[0]} — recreate it inside the cell, or leave it out with --push/--pull")
+            f"cannot send {failures[0]} — recreate it inside the cell instead")
     if failures:
         raise UnpicklableError(
             f"cannot send {len(failures)} values: {'; '.join(failures)}"
-            " — recreate them inside the cell, or leave them out with --push/--pull")
+            " — recreate them inside the cell instead")
     total = total_size(refs)
     if limit is not None and total > limit:
         largest = _largest_first(refs)

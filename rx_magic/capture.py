@@ -126,7 +126,7 @@ def capture_cell(
     elif pull is not None:
         capture.pull = list(dict.fromkeys(pull))
         for name in capture.pull:
-            if name not in names.binds:
+            if name not in names.binds and name not in capture.push:   # changed in place, it comes back
                 capture.warnings.append(f"--pull names {name!r}, which the cell never binds at top level")
     else:
         capture.pull = [name for name in names.binds if not is_ipython_internal(name)]

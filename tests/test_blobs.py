@@ -573,7 +573,7 @@ def test_unpicklable_value_is_named_with_its_type_reason_and_fix():
         plan_blobs({"x": 1, "lock": threading.Lock()})
     assert str(caught.value) == (
         "cannot send 'lock' (_thread.lock): cannot pickle '_thread.lock' object"
-        " — recreate it inside the cell, or leave it out with --push/--pull")
+        " — recreate it inside the cell instead")
 
 
 def test_every_unpicklable_value_is_named_at_once():
@@ -587,7 +587,7 @@ def test_every_unpicklable_value_is_named_at_once():
     for part in ("'lock' (_thread.lock)", "'gen' (generator)", "'sock' (socket.socket)"):
         assert part in message
     assert "'ok'" not in message
-    assert message.endswith("leave them out with --push/--pull")
+    assert message.endswith("recreate them inside the cell instead")
 
 
 def test_enum_defined_in_the_notebook_is_refused_rather_than_sent_broken():

@@ -1,0 +1,149 @@
+"""Notebook 02, what travels: it runs end to end in a real kernel and shows what its prose says."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from rx_magic.registry import Registry
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+sys.path.insert(0, str(NOTEBOOKS))
+
+from run import run
+
+
+def text_of(cell, stream: str | None = None) -> str:
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream" and stream in (None, output.name):
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data") and stream is None:
+            parts.append(output.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def cell_starting(notebook, start: str, nth: int = 0):
+    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
+    return cells[nth]
+
+
+def errors_of(cell):
+    return [output for output in cell.outputs if output.output_type == "error"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("what-travels")
+
+
+@pytest.fixture(scope="module")
+def travels(home):
+    monkeypatch = pytest.MonkeyPatch()
+    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, str(home / name.lower()))
+    try:
+        yield run(NOTEBOOKS / "02-what-travels.ipynb")
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.fixture(scope="module")
+def records(travels, home):
+    registry = Registry(home / "xdg_data_home" / "rx_magic" / "registry.sqlite")
+    try:
+        yield registry.recent(None)
+    finally:
+        registry.close()
+
+
+def test_the_notebook_is_stored_without_outputs():
+    import nbformat
+    notebook = nbformat.read(NOTEBOOKS / "02-what-travels.ipynb", as_version=4)
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_dry_run_lists_what_is_pushed_imported_and_pulled(travels):
+    dry = text_of(cell_starting(travels, "%%remote local --dry-run"))
+    pushed = dry.split("push:")[1].split("imports:")[0]
+    assert re.search(r"temperatures\s+numpy\.ndarray", pushed)
+    assert re.search(r"threshold\s+float", pushed)
+    assert re.search(r"above\s+function", pushed)          # a function written in the notebook
+    assert re.search(r"Summary\s+type", pushed)            # and a class
+    assert "notes" not in pushed                           # never read by the cell, never sent
+    assert "imports: import numpy as np" in dry            # the module as an import line, not a pickle
+    assert "pull: hot, summary, spread" in dry
+
+
+def test_dry_run_submits_nothing(records):
+    # the dry run and the real run share their first line; only the real one is a job
+    assert sum(record.first_line.startswith("hot = above") for record in records) == 1
+
+
+def test_values_made_with_the_notebooks_function_and_class_come_back(travels):
+    back = text_of(cell_starting(travels, 'print("hot readings:"'))
+    assert "hot readings: [23.  25.1 22.4 24.6]" in back
+    assert "summary: Summary(n=4, mean=23.77) - spread 1.11" in back
+
+
+def test_push_sends_a_name_the_cell_only_uses_inside_a_string(travels):
+    assert text_of(cell_starting(travels, "print(selected)")).strip() == "[23.  25.1 22.4 24.6]"
+
+
+def test_pull_brings_back_only_the_names_listed(travels):
+    assert "warmest: 25 | ranked came back: False" in text_of(cell_starting(travels, 'print("warmest:"'))
+
+
+def test_a_change_made_in_place_comes_back_only_when_pulled(travels):
+    unchanged, changed = (text_of(cell_starting(travels, "print(readings, settings)", nth)) for nth in (0, 1))
+    assert unchanged.strip() == "[] {'units': 'C'}"
+    assert changed.strip() == "[6] {'units': 'K'}"
+
+
+def test_a_secret_is_held_back_with_a_note_saying_how_to_send_it(travels):
+    cell = cell_starting(travels, '%%remote local\nrequest_header')
+    assert "raises-exception" in cell.metadata.tags
+    note = text_of(cell, "stderr")
+    assert "held back 'API_TOKEN' (its name looks like a credential)" in note
+    assert "add --push API_TOKEN" in note
+    [error] = errors_of(cell)
+    assert error.ename == "NameError" and error.evalue == "name 'API_TOKEN' is not defined"
+
+
+def test_a_held_back_secret_is_never_written_to_the_job_folder(records):
+    [record] = [record for record in records if record.first_line.startswith("request_header")]
+    folder = Path(record.workdir) / record.id
+    assert json.loads((folder / "job.json").read_text())["push"] == {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert b"course-demo-0000" not in path.read_bytes(), path
+
+
+def test_a_secret_named_in_push_is_sent(travels):
+    assert "the job saw a token of 16 characters" in text_of(cell_starting(travels, 'print("the job saw a token'))
+
+
+def test_an_unpicklable_value_is_named_with_its_type_before_anything_is_submitted(travels, records):
+    cell = cell_starting(travels, '%%remote local\nrows = db.execute')
+    assert "raises-exception" in cell.metadata.tags
+    message = text_of(cell, "stderr")
+    assert "UsageError: cannot send 'db' (sqlite3.Connection): cannot pickle 'sqlite3.Connection' object" in message
+    assert "recreate it inside the cell" in message
+    assert not [output for output in cell.outputs if output.output_type == "display_data"]    # no job widget
+    assert not any(record.first_line.startswith("rows = db.execute") for record in records)
+
+
+def test_an_unpicklable_value_made_by_the_job_stays_there_and_the_rest_comes_back(travels):
+    made = cell_starting(travels, "%%remote local\nimport sqlite3")
+    assert "'db' stayed on the target: it cannot be pickled (sqlite3.Connection" in text_of(made, "stderr")
+    assert "6 readings, mean 22.73" in text_of(cell_starting(travels, 'print(count, "readings, mean"'))
+    assert "('still open here',)" in text_of(cell_starting(travels, 'db.execute("select \'still open here\'")'))
+
+
+def test_every_job_ended(records):
+    assert records and all(record.state.is_final for record in records)

@@ -1,0 +1,170 @@
+"""Notebook 06, when things go wrong: every failure it shows happens, reads clearly, and leaves nothing running."""
+
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from rx_magic.registry import Registry
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+sys.path.insert(0, str(NOTEBOOKS))
+
+from run import run
+
+
+def text_of(cell, streams=("stdout", "stderr")) -> str:
+    """What the cell showed: its ``streams`` and its displays' plain text.
+
+    A background job's notice goes to stderr of whichever cell runs after it ends; leave
+    stderr out where a check must not depend on when that was.
+    """
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream" and output.name in streams:
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(output.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def cell_starting(notebook, start: str, nth: int = 0):
+    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
+    return cells[nth]
+
+
+def the_error_of(cell):
+    assert "raises-exception" in cell.metadata.get("tags", [])
+    [error] = [output for output in cell.outputs if output.output_type == "error"]
+    return error
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("going-wrong")
+
+
+@pytest.fixture(scope="module")
+def jobs_folder(home):
+    return home / "xdg_data_home" / "rx_magic" / "local-jobs"
+
+
+@pytest.fixture(scope="module")
+def going_wrong(home, jobs_folder):
+    monkeypatch = pytest.MonkeyPatch()
+    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, str(home / name.lower()))
+    try:
+        yield run(NOTEBOOKS / "06-when-things-go-wrong.ipynb")
+    finally:
+        monkeypatch.undo()
+        # a run that stopped half way may leave its background job behind: stop it, by its own pid
+        for pid in processes_mentioning(str(jobs_folder)):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def records(going_wrong, home):
+    registry = Registry(home / "xdg_data_home" / "rx_magic" / "registry.sqlite")
+    try:
+        yield {record.first_line: record for record in registry.recent(None)}
+    finally:
+        registry.close()
+
+
+def test_the_notebook_is_stored_without_outputs():
+    import nbformat
+    notebook = nbformat.read(NOTEBOOKS / "06-when-things-go-wrong.ipynb", as_version=4)
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_a_remote_exception_is_raised_as_itself_with_the_remote_traceback(going_wrong):
+    error = the_error_of(cell_starting(going_wrong, '%%remote local\nstage = "calibrating"'))
+    assert error.ename == "ValueError"
+    assert error.evalue == "need at least 10 readings to calibrate, got 3"
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
+    assert 'File "<remote cell>", line 3' in traceback     # the %%remote line is line 1
+    assert "calibrated = calibrate(readings)" in traceback
+    assert ", in calibrate" in traceback
+
+
+def test_a_failed_cell_changes_no_variable(going_wrong):
+    after = text_of(cell_starting(going_wrong, 'print("stage:", stage)'))
+    assert "stage: not started" in after
+    assert "calibrated exists: False" in after
+
+
+def test_walltime_stops_the_job_and_says_so(going_wrong, records):
+    cell = cell_starting(going_wrong, "%%remote local --walltime 3s")
+    error = the_error_of(cell)
+    assert error.ename == "JobFailed"
+    assert re.fullmatch(r"job rx-\S+ failed: walltime exceeded \(0:00:03\)", error.evalue)
+    assert "working, second 0" in text_of(cell, ["stdout"])         # its output showed while it ran
+    record = records["for second in range(60):"]
+    assert record.state.value == "failed" and record.reason == "walltime exceeded (0:00:03)"
+    assert record.ended_at - record.submitted_at < 15               # stopped, not left to run its minute
+
+
+def test_memory_limit_stops_the_job_and_says_so(going_wrong, records):
+    cell = cell_starting(going_wrong, "%%remote local --mem 100MB")
+    error = the_error_of(cell)
+    assert error.ename == "JobFailed"
+    assert re.fullmatch(r"job rx-\S+ failed: memory limit exceeded \(100\.0 MiB\)", error.evalue)
+    held = [int(mb) for mb in re.findall(r"holding (\d+) MB", text_of(cell, ["stdout"]))]
+    assert held and max(held) < 400                                # stopped before it got all it asked for
+    assert records["chunks = []"].reason == "memory limit exceeded (100.0 MiB)"
+
+
+def test_log_shows_what_a_running_job_printed(going_wrong):
+    assert re.search(r"rx-\S+ is running", text_of(cell_starting(going_wrong, "time.sleep(2)")))
+    assert "step 0\nstep 1\n" in text_of(cell_starting(going_wrong, "%rx log {job_id}"))
+
+
+def test_cancel_stops_a_background_job_and_pulls_nothing(going_wrong, records):
+    assert re.fullmatch(r"rx-\S+: cancelled\n", text_of(cell_starting(going_wrong, "%rx cancel {job_id}"), ["stdout"]))
+    assert "result exists: False" in text_of(cell_starting(going_wrong, 'print("result exists:"'))
+    record = records["for step in range(60):"]
+    assert record.state.value == "cancelled" and record.reason == "cancelled by you"
+
+
+def test_jobs_lists_every_job_ended_with_its_reason(going_wrong):
+    listing = text_of(cell_starting(going_wrong, "%rx jobs"), ["stdout"])
+    assert listing.count("rx-2") == 4
+    assert re.search(r"local\s+cancelled .*for step in range\(60\):", listing)
+    assert "walltime exceeded (0:00:03)" in listing and "memory limit exceeded (100.0 MiB)" in listing
+    assert "the cell raised ValueError: need at least 10 readings to calibrate, got 3" in listing
+    assert not re.search(r"\b(running|submitted|queued)\b", listing)
+
+
+def test_nothing_is_left_running(going_wrong, records, jobs_folder):
+    assert text_of(cell_starting(going_wrong, "still_running = "), ["stdout"]).strip() == "[]"
+    assert len(records) == 4 and all(record.state.is_final for record in records.values())
+    for record in records.values():
+        status = json.loads((jobs_folder / record.id / "status.json").read_text())
+        assert status["state"] != "running"                         # each runner recorded its end
+    # the runners and the cells they forked all name their job folder: none is left
+    assert processes_mentioning(str(jobs_folder)) == []
