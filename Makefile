@@ -21,3 +21,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_local.py
+
+# Rewrites the README's generated sections (the %%remote options, the %rx commands) from the magics' own help.
+.PHONY: readme
+readme: $(VENV)/.installed
+	$(PY) tests/readme_sections.py
