@@ -3,7 +3,8 @@
     python notebooks/run.py [NOTEBOOK ...]      (default: 01-quickstart.ipynb)
 
 Cells tagged ``raises-exception`` may fail; any other failure stops the run
-with exit code 1. Executed copies are written next to nothing: the notebooks
+with exit code 1. Before a cell tagged ``restart-kernel-before`` the kernel is
+restarted, where the notebook asks its reader to restart it. Executed copies are written next to nothing: the notebooks
 in the repository stay without outputs.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellExecutionError
 
 HERE = Path(__file__).parent
@@ -31,11 +33,21 @@ def describe(output: dict) -> str:
     return (text + (f"  [{', '.join(shown)}]" if shown else "")).rstrip()
 
 
+RESTART_TAG = "restart-kernel-before"
+
+
 def run(path: Path, timeout: int = 120) -> nbformat.NotebookNode:
+    """Execute ``path`` in a new kernel; before a cell tagged ``restart-kernel-before``, restart it,
+    as the notebook's text asks a person to do at that point."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
+    with client.setup_kernel():
+        for index, cell in enumerate(notebook.cells):
+            if RESTART_TAG in cell.get("metadata", {}).get("tags", []):
+                run_sync(client.km.restart_kernel)(now=True)
+                run_sync(client.kc.wait_for_ready)(timeout=timeout)
+            client.execute_cell(cell, index)
     return notebook
 
 

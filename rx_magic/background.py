@@ -90,7 +90,7 @@ class BackgroundJobs:
             problem = str(exc)
         arrival = Arrival(job, widget, results, problem)
         with self._lock:
-            if job.id not in self._adopted:
+            if job.id not in self._adopted or any(staged.job.id == job.id for staged in self._staged):
                 return
             self._staged.append(arrival)
         if widget is not None:
@@ -98,8 +98,29 @@ class BackgroundJobs:
             widget.push(arrival="results arrive when the next cell runs" if job.record.state is State.DONE
                         else "its output and error are shown when the next cell runs")
 
+    def _catch_up(self) -> None:
+        """Stage jobs that have ended before the monitor's next look: the registry says so (another
+        handle saw the end), or, for jobs on this machine, their folder does (a read costs nothing)."""
+        from .monitor import monitor_for
+        from .registry import default_registry
+        staged = {arrival.job.id for arrival in self.staged}
+        for job_id, (job, _) in list(self._adopted.items()):
+            if job_id in staged:
+                continue
+            try:
+                if job.target.is_local:
+                    job.refresh(ask_scheduler=False)
+                else:
+                    job.record = default_registry().get(job_id)
+            except Exception:   # unreachable, or removed by %rx clean: the monitor decides
+                continue
+            if job.record.state.is_final:
+                monitor_for(job.record.target).unwatch(job_id)
+                self._stage(job)
+
     def apply_staged(self, info=None) -> list[str]:
         """``pre_run_cell``: apply every staged arrival; return the notices given."""
+        self._catch_up()
         with self._lock:
             arrivals, self._staged = self._staged, []
         notices = []
@@ -125,7 +146,7 @@ class BackgroundJobs:
         if result is not None:
             from IPython.display import display
             display(result)
-        if job.record.state is State.DONE:
+        if job.has_values:      # done, or a job array some of whose elements are
             names, warnings = apply_values(results, self.shell.user_ns)
             job.record = default_registry().update(job.id, pulled=True)
             if widget is not None:
@@ -134,7 +155,15 @@ class BackgroundJobs:
             for warning in warnings:
                 _notice(f"{job.id}: {warning}", error=True)
             what = f"pulled {', '.join(names)}" if names else "nothing to pull"
+            if job.record.state is not State.DONE:
+                failed = "; ".join(f"element {f.index}: {f.reason}" for f in getattr(results, "failures", [])[:5])
+                return _notice(f"{label} {job.record.reason} ({failed}): {what}, with None in the failed "
+                               f"places. `%rx attach {job.id}` raises its error here", error=True)
             return _notice(f"{label} done: {what}")
+        if job.record.state is State.CANCELLED and job.record.cancel_requested:
+            if widget is not None:
+                widget.show_results([], [], arrival="nothing pulled")
+            return ""       # you cancelled it: %rx cancel or the widget said so already
         error = ""
         if results.error and results.error.get("type"):
             error = f"{results.error['type']}: {results.error.get('message', '')}"

@@ -329,9 +329,13 @@ def _show_pulled(view, job: Job) -> None:
     error = ""
     if results is not None and results.error and results.error.get("type"):
         error = f"{results.error['type']}: {results.error.get('message', '')}"
-    names = list(results.values) + list(results.modules) if results is not None and job.state is State.DONE else []
-    view.show_results(names, job.warnings, error=error,
-                      arrival="pulled into the notebook" if job.state is State.DONE else "nothing pulled")
+    pulled = results is not None and job.has_values      # a job array pulls what its elements that ended done made
+    names = list(results.values) + list(results.modules) if pulled else []
+    if pulled and not names:
+        arrival = "the cell assigned nothing to pull"
+    else:
+        arrival = "pulled into the notebook" if pulled else "nothing pulled"
+    view.show_results(names, job.warnings, error=error, arrival=arrival)
 
 
 def _jobs_panel(magics: RemoteMagics, rows: list[dict], text: str):

@@ -9,7 +9,6 @@ written to the PBS Pro reference format.
 import json
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
