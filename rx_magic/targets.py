@@ -38,6 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_MAX_PAYLOAD = 2 * 2**30
+DEFAULT_POLL_INTERVAL = 30.0
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
 
@@ -60,6 +61,7 @@ class TargetConfig:
     host_key_policy: str = "strict"
     max_payload: int = DEFAULT_MAX_PAYLOAD
     allow_version_mismatch: bool = False
+    poll_interval: float = DEFAULT_POLL_INTERVAL   # seconds between scheduler queries once jobs are quiet
     source: str = "built in"
 
     @property
@@ -131,6 +133,11 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
                 values[key] = value
             elif key == "max_payload":
                 values[key] = parse_size(value, "max_payload")
+            elif key == "poll_interval":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                    raise ConfigError(f"{where}: poll_interval must be a positive number of seconds between "
+                                      f"scheduler queries once jobs are quiet (default 30), not {value!r}")
+                values[key] = float(value)
             elif key == "allow_version_mismatch":
                 if not isinstance(value, bool):
                     raise ConfigError(f"{where}: allow_version_mismatch must be true or false")
