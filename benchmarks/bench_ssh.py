@@ -19,15 +19,20 @@ b. throughput of a 512 MiB file up (``open_atomic``, 4 MiB writes) and down
 c. a 3 GiB transfer up and down, streamed from generated data, checked by
    size and sha256;
 d. a cell reading an unchanged 200 MB array, submitted twice: bytes sent the
-   second time (goal 0).
+   second time (goal 0);
+e. pulling one 500 MB value -- a numpy array (out of band) and a ``bytes``
+   (inside the pickle stream) -- in a fresh child process: how much its peak
+   RSS grew over its RSS before the pull, as a multiple of the value (goal
+   about 1x: the value, not a second copy of it).
 
 Scratch files live in one temporary folder under /tmp, removed at the end.
-``--quick`` shrinks the transfers (64 MiB, 256 MiB, 20 MB) to try the script.
+``--quick`` shrinks the transfers (64 MiB, 256 MiB, 20 MB, 50 MB) to try the script.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import resource
@@ -72,6 +77,7 @@ class Bench:
         self.payload = (64 if quick else 512) * MiB
         self.big = (256 if quick else 3 * 1024) * MiB
         self.array_bytes = (20 if quick else 200) * 10**6
+        self.pulled_bytes = (50 if quick else 500) * 10**6
         self.server = SSHServer(root / "sshd")
         self.home = root / "home"
         self.remote = root / "remote"           # "the other machine's" disk, reached only through sshd
@@ -289,6 +295,24 @@ class Bench:
         self.row("d", "same cell, array unchanged, second run", f"{second:.2f} s, {second_sent} bytes sent",
                  "0 bytes", second_sent == 0)
 
+    # -- (e) peak memory of a large pull ----------------------------------------------------------
+
+    def pull_memory(self) -> None:
+        mb = f"{self.pulled_bytes / 1e6:.0f} MB"
+        for kind, label in (("array", f"pull a {mb} numpy array (out of band)"),
+                            ("bytes", f"pull a {mb} bytes (in the pickle stream)")):
+            done = subprocess.run([sys.executable, __file__, "--pull-peak", kind, str(self.pulled_bytes)],
+                                  capture_output=True, text=True, check=True)
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            growth = figures["peak"] - figures["before"]
+            ratio = growth / self.pulled_bytes
+            # what comes on top of the value (buffers in flight, allocator arenas) is about 35 MB, whatever its
+            # size: the 50 MB of --quick cannot show the ratio, only whether it arrived intact
+            self.row("e", f"{label}: peak RSS growth",
+                     f"{growth / 1e6:.0f} MB = {ratio:.2f}x, {figures['seconds']:.1f} s",
+                     "intact" if self.quick else "< 1.25x, intact",
+                     figures["intact"] and (self.quick or ratio < 1.25))
+
     # -- report ------------------------------------------------------------------------------------
 
     def row(self, part: str, what: str, figure: str, goal: str, met: bool | None) -> None:
@@ -313,6 +337,32 @@ def client_cpu(children: bool) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def pull_peak(kind: str, nbytes: int) -> None:
+    """In a child process (so nothing else is in its peak RSS): pull one large value; print the figures."""
+    import gc
+
+    import numpy as np
+
+    import rx_magic
+    code = {"array": f"import numpy as np\nbig = np.arange({nbytes // 8}, dtype=np.float64)",
+            "bytes": f"big = bytes(range(256)) * {nbytes // 256}"}[kind]
+    job = rx_magic.submit(code, "bench", {})
+    job.wait()
+    gc.collect()
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    started = time.perf_counter()
+    namespace = {}
+    job.pull(namespace)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    big = namespace["big"]
+    if kind == "array":
+        intact = bool(np.array_equal(big, np.arange(nbytes // 8, dtype=np.float64)))
+    else:
+        intact = big == bytes(range(256)) * (nbytes // 256)
+    print(json.dumps({"before": before, "peak": peak, "seconds": seconds, "intact": intact}))
+
+
 def versions() -> str:
     import paramiko
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip().split(",")[0]
@@ -321,6 +371,8 @@ def versions() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--pull-peak"]:
+        return pull_peak(sys.argv[2], int(sys.argv[3]))
     quick = "--quick" in sys.argv
     if not sshd_available() or shutil.which("scp") is None:
         sys.exit("bench_ssh needs OpenSSH's sshd (/usr/sbin/sshd), ssh-keygen and scp")
@@ -337,6 +389,8 @@ def main() -> None:
             bench.big_transfer()
             print("(d) rerun with unchanged data ...", flush=True)
             bench.rerun()
+            print("(e) peak memory of a large pull ...", flush=True)
+            bench.pull_memory()
         finally:
             bench.stop()
             if bench.rows:

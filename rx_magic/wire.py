@@ -24,7 +24,10 @@ frame starts at 0 every buffer starts on an ``ALIGN`` boundary. Loading from a
 regular file memory-maps the buffers (``mmap.ACCESS_COPY``): a 500 MB array
 loads in milliseconds, its pages are read when touched, and it is writable
 copy-on-write without changing the file. Any other file object (a socket, an
-SFTP file) is read into bytearrays.
+SFTP file) is read into bytearrays, each made at its full size and filled with
+``readinto``, so nothing is held twice. A frame without out-of-band buffers is
+unpickled as it is read, from any file: a large in-band value (a long
+``bytes``) is read straight into the object.
 
 Writing streams: the pickle stream goes straight into a seekable file behind a
 placeholder header, which is filled in at the end; big buffers go to
@@ -393,13 +396,21 @@ def dumps(obj: object) -> bytes:
 # ----------------------------------------------------------------------------- loading
 
 def _read_exact(file, size: int):
-    """``size`` bytes from ``file`` (bytes, or a bytearray when it came in pieces)."""
-    data = file.read(size)
-    if len(data) == size:
-        return data
+    """``size`` bytes from ``file``: bytes if one read gave them all, else a bytearray read into in place.
+
+    A large ``size`` is read straight into a buffer made up front, so the data is held once,
+    not once in the pieces ``read`` gathers and again in what it joins them into.
+    """
+    if size <= _COPY_SIZE:
+        data = file.read(size)
+        if len(data) == size:
+            return data
+        done = len(data)
+    else:
+        data, done = b"", 0
     buffer = bytearray(size)
-    buffer[:len(data)] = data
-    _read_into(file, memoryview(buffer)[len(data):])
+    buffer[:done] = data
+    _read_into(file, memoryview(buffer)[done:])
     return buffer
 
 
@@ -417,6 +428,65 @@ def _read_into(file, view: memoryview) -> None:
             raise pickle.UnpicklingError(f"truncated rx_magic wire frame: the file ended {len(view) - done} bytes "
                                          "before the frame did")
         done += count
+
+
+class _PickleSection:
+    """The next ``size`` bytes of ``file`` as a file of their own, for an unpickler to read from directly.
+
+    Unpickling from the file, not from the stream read into memory first, holds a large
+    in-band value (a long ``bytes``) once: the unpickler reads it into the new object.
+    """
+
+    def __init__(self, file, size: int):
+        self._file = file
+        self.left = size
+
+    def read(self, size: int = -1):
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = _read_exact(self._file, size)    # a bytearray when large: the unpickler takes any buffer
+        self.left -= size
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")[:self.left]
+        _read_into(self._file, view)
+        self.left -= len(view)
+        return len(view)
+
+    def readline(self) -> bytes:  # the unpickler wants one; protocol 5 streams never call it
+        line = bytearray()
+        while self.left and not line.endswith(b"\n"):
+            line += self.read(1)
+        return bytes(line)
+
+
+def _unpickle_in_place(file, pickle_length: int, start: int | None, frame_length: int) -> object:
+    """Unpickle a frame without buffers from ``file`` as it is read; leave ``file`` after the frame."""
+    section = _PickleSection(file, pickle_length)
+    try:
+        value = pickle.load(section)
+        if section.left:
+            raise pickle.UnpicklingError("corrupt rx_magic wire frame: its pickle stream ends before its stated length")
+    except Exception:
+        _skip_to_frame_end(file, start, frame_length, section.left + frame_length - _HEADER.size - pickle_length)
+        raise
+    _read_exact(file, frame_length - _HEADER.size - pickle_length)
+    return value
+
+
+def _skip_to_frame_end(file, start: int | None, frame_length: int, left: int) -> None:
+    """After a value that failed to load, move on to the next frame, as a value that loaded does."""
+    try:
+        if start is not None:
+            file.seek(start + frame_length)
+            return
+        while left:
+            piece = file.read(min(left, 16 * _COPY_SIZE))
+            if not piece:
+                return
+            left -= len(piece)
+    except Exception:
+        pass    # the error being raised says more than this one would
 
 
 def _regular_file_fd(file) -> int | None:
@@ -456,6 +526,10 @@ def load(file) -> object:
     if len(header) < _HEADER.size:
         raise pickle.UnpicklingError("truncated rx_magic wire frame: the file ends inside its header")
     _, pickle_length, count, frame_length = _HEADER.unpack(header)
+    if not count:
+        if _layout(pickle_length, ())[1] != frame_length:
+            raise pickle.UnpicklingError("corrupt rx_magic wire frame: its lengths do not add up")
+        return _unpickle_in_place(file, pickle_length, start, frame_length)
     pickled = _read_exact(file, pickle_length)
     lengths = struct.unpack(f"<{count}Q", _read_exact(file, _LENGTH.size * count))
     offsets, expected_length = _layout(pickle_length, lengths)

@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -396,6 +397,49 @@ def test_200_mb_input_arrives_intact_and_is_not_uploaded_again(target):
     pulled = {}
     second.pull(pulled)
     assert pulled["digest"] == expected
+
+
+def test_large_pulled_values_arrive_intact_and_are_held_once_while_pulled(target):
+    # the array travels out of band, the bytes inside the pickle stream: each is read into its place
+    size = 100 * 2**20
+    job = rx_magic.submit(textwrap.dedent(f"""
+        import numpy as np
+        array = np.random.default_rng(8).random({size // 8})
+        blob = np.random.default_rng(9).bytes({size})
+    """), "ws")
+    assert job.wait(timeout=120) is State.DONE
+    pulled = {}
+    tracemalloc.start()
+    try:
+        job.pull(pulled)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(pulled["array"], np.random.default_rng(8).random(size // 8))
+    assert pulled["blob"] == np.random.default_rng(9).bytes(size)
+    # each value once, plus what is in flight (16 MiB of reads ahead, a 4 MiB window); reading a value into
+    # one buffer and then copying it out again would be 100 MiB more
+    assert peak < 2 * size + 48 * 2**20, f"{peak / 2**20:.0f} MiB at the peak of pulling 2 x {size // 2**20} MiB"
+
+
+# paramiko's prefetch thread may still be sending read requests when the link is cut, and dies of it
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_download_cut_off_midway_raises_a_transport_error_and_the_next_one_reconnects(target, sshd, tmp_path):
+    from rx_magic.targets import get_target
+
+    data = np.random.default_rng(10).bytes(64 * 2**20)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    transport = get_target("ws").transport
+    buffer = bytearray(4 * 2**20)
+    with pytest.raises(rx_magic.TransportError, match="on rxtest failed"):
+        with transport.open_read(str(path)) as file:
+            file.readinto(buffer)
+            sshd.drop_connections()
+            while file.readinto(buffer):
+                pass
+    with transport.open_read(str(path)) as file:
+        assert hashlib.sha256(file.read()).digest() == hashlib.sha256(data).digest()
 
 
 class CutsTheLinkWhenSent:

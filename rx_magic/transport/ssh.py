@@ -10,7 +10,9 @@ Tuning, measured on loopback (see benchmarks/bench_ssh.py): the socket is
 made here with TCP_NODELAY, which paramiko never sets (without it every
 request on a reused connection stalls ~40 ms); a 4 MiB window and 256 KiB
 packets; AES-GCM first; SFTP requests of 261120 bytes, the most OpenSSH
-accepts, pipelined on writes and prefetched on reads. paramiko starts its own
+accepts, pipelined on writes and prefetched on reads, and on the SFTP channel a
+receive buffer that queues packets instead of copying them into one shifting
+array (``install_packet_queue``). paramiko starts its own
 rekey after 512 MiB, and a channel the server closes during that rekey hangs
 the connection (paramiko #822): rekeying is left to the server instead,
 which OpenSSH does by its own RekeyLimit.
@@ -27,11 +29,13 @@ import socket
 import stat
 import threading
 import time
-from contextlib import contextmanager
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
 import paramiko
+import paramiko.buffered_pipe
 
 from ..errors import TransportError
 from .base import CommandResult, Transport
@@ -207,6 +211,129 @@ def _tuned_transport(sock) -> paramiko.Transport:
     return transport
 
 
+def _open_sftp(transport: paramiko.Transport) -> paramiko.SFTPClient:
+    """``SFTPClient.from_transport``, with the channel's receive buffer swapped before any data arrives."""
+    channel = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+    install_packet_queue(channel)
+    channel.invoke_subsystem("sftp")
+    return paramiko.SFTPClient(channel)
+
+
+def install_packet_queue(channel: paramiko.Channel) -> bool:
+    """Give ``channel`` a :class:`PacketQueue` as its receive buffer; False (stock buffer kept) if it can't.
+
+    This replaces ``Channel.in_buffer``, an undocumented attribute: checked against paramiko 5.1,
+    whose ``Channel`` makes a ``BufferedPipe`` there and calls only its ``feed``, ``read``,
+    ``read_ready``, ``set_event``, ``close`` and ``len``. It must happen before the channel
+    carries data, i.e. before ``invoke_subsystem``. If a paramiko release puts anything else
+    there, that stays, and SFTP works as before, only slower.
+    """
+    stock = getattr(channel, "in_buffer", None)
+    if type(stock) is not paramiko.buffered_pipe.BufferedPipe or len(stock) or channel.closed:
+        return False
+    channel.in_buffer = PacketQueue(gather=max(channel.in_window_size // 4, 1))
+    return True
+
+
+class PacketQueue(paramiko.buffered_pipe.BufferedPipe):
+    """A channel receive buffer that queues the packets it is fed, by reference.
+
+    paramiko's ``BufferedPipe`` copies every packet into one ``array`` and each read copies the
+    front out twice, then deletes it, shifting all that is left: with a 4 MiB window of data
+    waiting, each 255 KiB SFTP reply moves megabytes. Here a read joins what it takes, once.
+
+    A blocking read (no timeout) of up to ``gather`` bytes also waits until all of them are here,
+    instead of returning the first packet: the SFTP client always wants a whole reply (it reads
+    ``len`` bytes in a loop, ``out += piece``, re-copying the reply for every ~32 KiB packet), and
+    the reader thread is woken once per reply, not per packet. The wait cannot stall the window:
+    ``gather`` is a quarter of it, and paramiko acknowledges what was read each time a tenth of
+    the window has been, so the server always has room to send the rest.
+    """
+
+    def __init__(self, gather: int):
+        super().__init__()
+        self._packets: deque[bytes] = deque()
+        self._offset = 0        # how much of the first packet was read already
+        self._size = 0
+        self._wanted = 0        # what a waiting reader needs buffered before it is woken
+        self._gather = gather
+
+    def set_event(self, event) -> None:
+        with self._lock:
+            self._event = event
+            if self._closed or self._size:
+                event.set()
+            else:
+                event.clear()
+
+    def feed(self, data) -> None:
+        data = bytes(data) if type(data) is not bytes else data    # kept by reference: it must not change
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            if data:
+                self._packets.append(data)
+                self._size += len(data)
+            if self._size >= self._wanted:
+                self._cv.notify_all()
+
+    def read_ready(self) -> bool:
+        with self._lock:
+            return self._size > 0
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            wanted = min(nbytes, self._gather) if timeout is None else 1
+            if self._size < wanted and not self._closed:
+                if timeout == 0.0 and not self._size:
+                    raise paramiko.buffered_pipe.PipeTimeout()
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._wanted = min(self._wanted, wanted) if self._wanted else wanted    # the least any reader needs
+                try:
+                    while self._size < wanted and not self._closed:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            if self._size:
+                                break
+                            raise paramiko.buffered_pipe.PipeTimeout()
+                        self._cv.wait(left)
+                finally:
+                    self._wanted = 0
+            pieces = self._take(min(nbytes, self._size))
+            if not self._size and self._event is not None and not self._closed:
+                self._event.clear()
+        return pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces)
+
+    def _take(self, count: int) -> list:
+        """Unqueue ``count`` bytes (with the lock held); the pieces are joined after it is released."""
+        pieces = []
+        self._size -= count
+        while count:
+            packet = self._packets[0]
+            left = len(packet) - self._offset
+            if left <= count:
+                pieces.append(memoryview(packet)[self._offset:] if self._offset else packet)
+                self._packets.popleft()
+                self._offset = 0
+                count -= left
+            else:
+                pieces.append(memoryview(packet)[self._offset:self._offset + count])
+                self._offset += count
+                count = 0
+        return pieces
+
+    def empty(self) -> bytes:
+        with self._lock:
+            pieces = self._take(self._size)
+            if self._event is not None and not self._closed:
+                self._event.clear()
+        return b"".join(pieces)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._size
+
+
 @dataclass
 class ConnectionInfo:
     """What ``%rx check`` reports of the last connection."""
@@ -286,8 +413,7 @@ class SSHTransport(Transport):
             transport = self._ssh
             if self._sftp is None or self._sftp.get_channel().closed:
                 try:
-                    self._sftp = paramiko.SFTPClient.from_transport(
-                        transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+                    self._sftp = _open_sftp(transport)
                 except _CONNECTION_ERRORS as exc:
                     self.close()
                     raise TransportError(f"cannot open SFTP on {self.alias}: {exc}") from exc
@@ -395,7 +521,8 @@ class SSHTransport(Transport):
                 size = file.stat().st_size
                 if size - offset > SFTP_REQUEST_SIZE:
                     file.prefetch(size)
-                return file.read()
+                # paramiko's read() asks for 8 KiB at a time: one round trip each, or a split reply
+                return _PieceReader(file, nullcontext).read()
 
     def open_read(self, path: str) -> BinaryIO:
         with self._translated(f"opening {path}"):
@@ -530,58 +657,77 @@ class _PipelinedWriter:
 
 
 class _PieceReader:
-    """An SFTP file read in pieces of the request size (larger reads copy quadratically in paramiko).
+    """An SFTP file read one whole prefetched reply at a time, each byte copied once out of it.
+
+    ``open_read`` prefetches the file in replies of ``SFTP_REQUEST_SIZE`` bytes.
+    Asked for exactly one reply at a reply's start, paramiko hands the reply
+    over as it came; asked for anything else it slices replies and keeps the
+    rest as new copies (a 4 MiB read leaves every later read misaligned, a
+    small read copies the rest of its reply). So this reader always asks for
+    one reply, holds what the caller has not taken yet, and copies from it
+    straight into the caller's buffer (``readinto``) or into one ``bytes``
+    (``read``).
 
     To stream a large file, ``readinto`` a reused buffer: each large ``read``
-    returns a new ``bytes``, which glibc maps fresh (page faults, ~1.5 s/GB
-    more client CPU on loopback than ``readinto`` a 4 MiB buffer).
+    returns a new ``bytes``, which glibc maps fresh (page faults).
     """
 
     def __init__(self, file, translated):
         self.file = file
         self.translated = translated    # a dropped link becomes TransportError, as everywhere else
+        self._held = b""                # the reply being read, and how much of it was taken
+        self._taken = 0
+
+    def _reply(self) -> memoryview:
+        """What is left of the current reply, fetching the next when it is used up (empty at the end)."""
+        if self._taken == len(self._held):
+            self._held, self._taken = self.file.read(SFTP_REQUEST_SIZE), 0
+        return memoryview(self._held)[self._taken:]
 
     def read(self, size: int = -1) -> bytes:
         with self.translated():
-            return self._read(size)
-
-    def _read(self, size: int) -> bytes:
-        if 0 <= size <= SFTP_REQUEST_SIZE:
-            return self.file.read(size)
-        pieces = []
-        remaining = size
-        while remaining != 0:
-            piece = self.file.read(SFTP_REQUEST_SIZE if remaining < 0 else min(remaining, SFTP_REQUEST_SIZE))
-            if not piece:
-                break
-            pieces.append(piece)
-            if remaining > 0:
+            pieces = []
+            remaining = size
+            while remaining != 0 and (left := self._reply()):
+                piece = left if remaining < 0 else left[:remaining]
+                pieces.append(piece)
+                self._taken += len(piece)
                 remaining -= len(piece)
-        return b"".join(pieces)
+            if len(pieces) == 1 and len(pieces[0]) == len(self._held):
+                return self._held       # one whole reply: no copy
+            return b"".join(pieces)
 
     def readinto(self, buffer) -> int:
-        # piece by piece into the caller's buffer: no joined copy, so a large frame costs its size once
         view = memoryview(buffer).cast("B")
         done = 0
         with self.translated():
-            while done < len(view):
-                piece = self.file.read(min(len(view) - done, SFTP_REQUEST_SIZE))
-                if not piece:
-                    break
-                view[done:done + len(piece)] = piece
-                done += len(piece)
+            while done < len(view) and (left := self._reply()):
+                count = min(len(left), len(view) - done)
+                view[done:done + count] = left[:count]
+                self._taken += count
+                done += count
         return done
 
     def readline(self, size: int = -1) -> bytes:
         with self.translated():
-            return self.file.readline(size)
+            line = b""
+            while not line.endswith(b"\n") and (size < 0 or len(line) < size) and self._reply():
+                end = self._held.find(b"\n", self._taken) + 1 or len(self._held)
+                if size >= 0:
+                    end = min(end, self._taken + size - len(line))
+                line += self._held[self._taken:end]
+                self._taken = end
+            return line
 
     def seek(self, offset: int, whence: int = 0) -> int:
         with self.translated():
+            if whence == 1:
+                offset -= len(self._held) - self._taken
+            self._held, self._taken = b"", 0
             return self.file.seek(offset, whence)
 
     def tell(self) -> int:
-        return self.file.tell()
+        return self.file.tell() - (len(self._held) - self._taken)
 
     def close(self) -> None:
         self.file.close()
