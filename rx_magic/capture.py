@@ -133,6 +133,43 @@ def capture_cell(
     return capture
 
 
+def notebook_sources(values: dict) -> dict[str, dict]:
+    """The notebook cells that pushed functions and classes were defined in, so remote tracebacks
+    through them show their lines, labelled as IPython labels them (``Cell In[3]``).
+
+    Returns ``{code file name: {"lines": [...], "label": "Cell In[3]"}}``; empty outside IPython.
+    """
+    import linecache
+    try:
+        from IPython import get_ipython
+        compiler = get_ipython().compile
+    except Exception:
+        return {}
+    files: set[str] = set()
+
+    def code_files(code: types.CodeType) -> None:
+        files.add(code.co_filename)
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                code_files(constant)
+
+    for value in values.values():
+        if isinstance(value, types.FunctionType):
+            code_files(value.__code__)
+        elif isinstance(value, type) and value.__module__ == "__main__":
+            for member in vars(value).values():
+                function = getattr(member, "__func__", member)
+                if isinstance(function, types.FunctionType):
+                    code_files(function.__code__)
+    sources = {}
+    for filename in sorted(files):
+        label = compiler.format_code_name(filename) if hasattr(compiler, "format_code_name") else None
+        lines = linecache.getlines(filename)
+        if label and lines:     # only the notebook's own cells: files on disk the target may have anyway
+            sources[filename] = {"lines": lines, "label": " ".join(label)}
+    return sources
+
+
 def module_import_line(name: str, module: types.ModuleType) -> str:
     """The ``import`` statement that binds ``name`` to ``module`` on the target."""
     module_name = getattr(module, "__name__", None)

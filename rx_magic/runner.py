@@ -470,6 +470,8 @@ class CellProcess:
         lines = [f"{line}\n" for line in self.spec.get("header", [])][: first_line - 1]
         lines += [""] * (first_line - 1 - len(lines)) + code.splitlines(keepends=True)
         linecache.cache[CELL_FILENAME] = (len("".join(lines)), None, lines, CELL_FILENAME)
+        for filename, source in (self.spec.get("sources") or {}).items():    # the notebook's functions
+            linecache.cache[filename] = (len("".join(source["lines"])), None, source["lines"], filename)
         tree = ast.parse(code, CELL_FILENAME)
         ast.increment_lineno(tree, first_line - 1)
         last = None
@@ -488,6 +490,8 @@ class CellProcess:
         while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+        for filename, source in (self.spec.get("sources") or {}).items():   # as IPython names them: Cell In[3]
+            text = text.replace(f'File "{filename}"', source["label"])
         error = {"type": type(exc).__qualname__, "module": type(exc).__module__,
                  "message": str(exc), "traceback": text}
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .arrays import ArrayRequest, parse_map
 from .blobs import BlobRef, plan_blobs, size_report, write_blobs
-from .capture import Capture, capture_cell
+from .capture import Capture, capture_cell, notebook_sources
 from .errors import InputError, PayloadTooLarge
 from .jobs import Job, JobPaths, new_job_id
 from .registry import JobRecord, default_registry
@@ -160,6 +160,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "files": shipment.digests, "files_dir": paths.files_dir,
         "pythonpath": [paths.lib] if shipment.modules else [],
         "use_ipython": "get_ipython" in code or "IPython" in code,
+        "sources": notebook_sources(captured.push),
         "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
                    "host": socket.gethostname()},
     }

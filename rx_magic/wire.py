@@ -70,6 +70,7 @@ import sys
 import tempfile
 import types
 import warnings
+import weakref
 
 PROTOCOL = 5
 MAGIC = b"RXWIRE01"
@@ -126,7 +127,58 @@ def _reduce_with_dill(obj: object) -> tuple:
         # dill warns, then writes a by-name reference the target cannot resolve
         # (an Enum defined in the notebook); fail here instead.
         warnings.simplefilter("error", dill.PicklingWarning)
-        return (dill.loads, (dill.dumps(obj, protocol=PROTOCOL, recurse=True),))
+        data = dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+    if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
+        return (_main_class, (obj.__qualname__, _origin(obj, data), data))
+    return (dill.loads, (data,))
+
+
+# A class defined in the notebook travels by value, yet must come back as the notebook's own class
+# (``isinstance`` and ``except`` work on identity). Each such class carries an origin: the hash of
+# its bytes where it was defined, kept across the trip. On loading, a class of the same name in
+# ``__main__`` with the same origin is that class; anything else is built from the bytes.
+_origins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _origin(klass: type, data: bytes) -> str:
+    found = _origins.get(klass)
+    if found is None:
+        found = _origins[klass] = hashlib.sha256(data).hexdigest()[:32]
+    return found
+
+
+def _main_class(qualname: str, origin: str, data: bytes) -> type:
+    import dill
+    here = _find_main(qualname)
+    if isinstance(here, type) and _origins.get(here) == origin:
+        return here
+    if isinstance(here, type) and here.__module__ == "__main__" and here not in _origins:
+        try:       # defined here and not yet sent: its origin is the hash of its bytes now
+            if _reduce_with_dill(here)[1][1] == origin:
+                return here
+        except Exception:
+            pass
+    klass = dill.loads(data)
+    _origins[klass] = origin
+    return klass
+
+
+def _find_main(qualname: str):
+    """``qualname`` in the notebook's namespace (IPython's, when it runs) or in ``__main__``."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    name, _, rest = qualname.partition(".")
+    here = shell.user_ns.get(name) if shell is not None else None
+    if here is None:
+        here = getattr(sys.modules.get("__main__"), name, None)
+    for part in rest.split(".") if rest else ():
+        here = getattr(here, part, None)
+    return here
+
+
+# found by the same name wherever this file is imported from (rx_magic.wire here, wire beside the runner)
+_main_class.__module__ = "_rx_wire"
+sys.modules.setdefault("_rx_wire", sys.modules[__name__])
 
 
 class _Pickler(pickle.Pickler):

@@ -658,3 +658,31 @@ def test_workdir_with_a_space_and_a_quote_works(ip, tmp_path, configure_targets)
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 40
     assert job_folders(workdir) == [newest_job().id]
+
+
+def test_a_remote_traceback_through_a_notebook_function_shows_its_cell_and_line(ip):
+    ip.run_cell("def calibrate(reading):\n    scale = 10\n    return scale / reading\n", store_history=True)
+    result = ip.run_cell("%%remote local\nvalue = calibrate(0)\n")
+    error = result.error_in_exec
+    assert isinstance(error, ZeroDivisionError)
+    text = str(error.__cause__)
+    assert "return scale / reading" in text                 # the function's own line, from the notebook
+    assert re.search(r"Cell In\[\d+\], line 3, in calibrate", text)
+
+
+def test_instances_of_a_notebook_class_come_back_as_that_class(ip):
+    ip.run_cell("class Point:\n    def __init__(self, x):\n        self.x = x\n\n"
+                "class BadData(Exception):\n    pass\n\norigin = Point(0)\n")
+    result = ip.run_cell("%%remote local\nsame_class_there = isinstance(origin, Point)\nmoved = Point(origin.x + 1)\n")
+    assert result.error_in_exec is None
+    assert ip.user_ns["same_class_there"] is True
+    assert isinstance(ip.user_ns["moved"], ip.user_ns["Point"]) and ip.user_ns["moved"].x == 1
+    failed = ip.run_cell("%%remote local\nraise BadData('reading 3 is negative')\n")
+    assert isinstance(failed.error_in_exec, ip.user_ns["BadData"])        # `except BadData` catches it here
+
+
+def test_a_class_redefined_in_the_cell_comes_back_as_the_new_definition(ip):
+    ip.run_cell("class Unit:\n    name = 'old'\n")
+    result = ip.run_cell("%%remote local\nclass Unit:\n    name = 'new'\nthing = Unit()\n")
+    assert result.error_in_exec is None
+    assert ip.user_ns["thing"].name == "new" and ip.user_ns["Unit"].name == "new"
