@@ -171,7 +171,11 @@ class Job:
             changes = {"state": state, "reason": reason or ""}
             if state.is_final:
                 changes["ended_at"] = (seen.status or {}).get("ended") or time.time()
-            self.record = self._registry.update(self.id, **changes)
+            try:
+                self.record = self._registry.update(self.id, **changes)
+            except KeyError:    # removed from the registry (%rx clean): this handle still knows
+                from dataclasses import replace
+                self.record = replace(self.record, **changes)
         return self.record.state
 
     def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0, each_round=None):

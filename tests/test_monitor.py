@@ -219,6 +219,23 @@ def test_a_job_cancelled_by_another_handle_is_recorded_cancelled_by_you(monkeypa
     assert job.record.state is State.CANCELLED and job.reason == "cancelled by you"
 
 
+def test_a_job_removed_from_the_registry_while_watched_is_still_seen_to_end(monkeypatch):
+    from rx_magic.registry import default_registry
+    clock = Clock()
+    job = rx_magic.submit("import time\ntime.sleep(0.5)\nv = 1", "local")
+    watcher = Monitor("local", clock=clock, background=False)
+    ended = []
+    watcher.watch(job, on_end=ended.append)
+    default_registry().remove(job.id)                 # as `%rx clean` or another kernel may do
+    wait_for(lambda: folder_says(job, "done"), "the job to end")
+    deadline = time.monotonic() + 30
+    while not ended:
+        assert time.monotonic() < deadline, "the monitor never saw the job end"
+        step(watcher, clock, clock.now + 5)
+        time.sleep(0.05)
+    assert job.record.state is State.DONE
+
+
 # ----------------------------------------------------------------------------- queued jobs on a real Slurm
 
 
