@@ -42,6 +42,12 @@ function duration(seconds) {
  * @param {string} [text]
  * @returns {HTMLElement}
  */
+// Why a job did not end done: the reason, and the cell's error unless the reason says it already.
+function problem(reason, error) {
+  if (error && !(reason || "").includes(error)) return [reason, error].filter(Boolean).join(" \u2014 ");
+  return reason || "";
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   node.className = className;
@@ -159,7 +165,7 @@ function renderJob({ model, el }) {
     title.textContent = `${model.get("job_id")} on ${model.get("target")}` + (sid ? ` (${model.get("scheduler")} ${sid})` : "");
     cell.textContent = model.get("first_line");
     resources.textContent = model.get("resources") ? `asked for ${model.get("resources")}` : "";
-    reason.textContent = state === "done" ? "" : [model.get("reason"), model.get("error")].filter(Boolean).join(" \u2014 ");
+    reason.textContent = state === "done" ? "" : problem(model.get("reason"), model.get("error"));
     drawStrip(strip, model.get("elements"));
     stdout.textContent = model.get("stdout_tail");
     stderr.textContent = model.get("stderr_tail");

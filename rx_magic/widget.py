@@ -231,6 +231,12 @@ class JobWidget(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ static views
 
+    def problem(self) -> str:
+        """Why the job did not end ``done``: the reason, and the cell's error unless the reason says it already."""
+        if self.error and self.error not in self.reason:
+            return " — ".join(part for part in (self.reason, self.error) if part)
+        return self.reason
+
     def summary_text(self) -> str:
         """A few lines for people reading a terminal or plain text."""
         elapsed = _elapsed(self)
@@ -240,8 +246,8 @@ class JobWidget(anywidget.AnyWidget):
             lines.append(f"  cell: {self.first_line}")
         if self.resources:
             lines.append(f"  asked for {self.resources}")
-        if self.state != "done" and (self.reason or self.error):
-            lines.append(f"  {' - '.join(part for part in (self.reason, self.error) if part)}")
+        if self.state != "done" and self.problem():
+            lines.append(f"  {self.problem()}")
         if self.stdout_tail:
             lines.extend("  | " + line for line in self.stdout_tail.splitlines()[-3:])
         if self.pulled:
@@ -262,8 +268,8 @@ class JobWidget(anywidget.AnyWidget):
             rows.append(f"<div><code>{e(self.first_line)}</code></div>")
         if self.resources:
             rows.append(f"<div>asked for {e(self.resources)}</div>")
-        if self.state != "done" and (self.reason or self.error):
-            rows.append(f"<div style='color:{colour}'>{e(' - '.join(p for p in (self.reason, self.error) if p))}</div>")
+        if self.state != "done" and self.problem():
+            rows.append(f"<div style='color:{colour}'>{e(self.problem())}</div>")
         if self.stdout_tail:
             rows.append(f"<pre style='margin:2px 0'>{e(self.stdout_tail)}</pre>")
         if self.pulled:

@@ -167,6 +167,30 @@ def test_static_summary_names_the_job_and_escapes_the_cell():
     assert "application/vnd.jupyter.widget-view+json" in data
 
 
+def test_a_failed_cell_names_its_error_once(ip):
+    job = rx_magic.submit("ratio = 1 / 0", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job)
+    view.refresh(job.status)
+    view.show_results([], [], error="ZeroDivisionError: division by zero", arrival="nothing pulled")
+    view.flush()
+    data, _ = view._repr_mimebundle_()
+    for mime in ("text/plain", "text/html"):
+        assert data[mime].count("ZeroDivisionError") == 1, data[mime]
+        assert "the cell raised ZeroDivisionError: division by zero" in data[mime]
+
+
+def test_an_error_the_reason_does_not_name_is_added_to_it():
+    job = rx_magic.submit("import os\nos._exit(3)", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job)
+    view.refresh(job.status)
+    view.show_results([], [], error="KeyError: 'alpha'")
+    view.flush()
+    assert "exit code 3" in view.reason
+    assert f"{view.reason} — KeyError: 'alpha'" in view._repr_mimebundle_()[0]["text/plain"]
+
+
 def test_front_end_files_are_found_and_shipped_in_the_wheel():
     assert (_assets_dir() / "widget.js").read_text().rstrip().endswith("export default { render };")
     assert (_assets_dir() / "widget.css").is_file()
