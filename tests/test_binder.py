@@ -236,20 +236,29 @@ class Rehearsal:
         self.log.write(f"\n===== {step}: {' '.join(command)}\n")
         self.log.flush()
         started = time.monotonic()
+        # Its own session, so that on a timeout the whole step ends, not only runuser: a process the step
+        # started (pip, a kernel) would otherwise hold the output pipe open and the wait for it would never end.
+        process = subprocess.Popen(["runuser", "-u", USER, "--", "env", "-i", *environment, *command],
+                                   cwd=self.home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            result = subprocess.run(["runuser", "-u", USER, "--", "env", "-i", *environment, *command],
-                                    check=False, cwd=self.home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output or ""
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            end_processes(processes_of(self.account.pw_uid))
+            try:
+                output, _ = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                output = "(no output: the step's processes would not end)"
             self.log.write(output)
+            self.log.flush()
             pytest.fail(f"{step} did not end within {timeout:.0f} s; its output is in {LOG}:\n{output[-3000:]}")
         self.times[step] = time.monotonic() - started
-        self.log.write(result.stdout)
-        self.log.write(f"===== {step}: exit code {result.returncode} after {self.times[step]:.1f} s\n")
+        self.log.write(output)
+        self.log.write(f"===== {step}: exit code {process.returncode} after {self.times[step]:.1f} s\n")
         self.log.flush()
-        assert result.returncode == 0, f"{step} failed (exit code {result.returncode}):\n{result.stdout[-4000:]}"
-        return result
+        assert process.returncode == 0, f"{step} failed (exit code {process.returncode}):\n{output[-4000:]}"
+        return subprocess.CompletedProcess(process.args, process.returncode, output)
 
     def read_sshd_config(self) -> dict[str, str]:
         config = self.home / ".config" / "rx_magic" / "sshd" / "sshd_config"
