@@ -4,9 +4,10 @@ Jobs a test leaves running are cancelled when it ends, by the scheduler's own
 cancel, which stops only that job's process (by its pid).
 """
 
-import json
+import sys
 
 import pytest
+from helpers import targets_toml
 
 import rx_magic
 import rx_magic.registry
@@ -78,13 +79,8 @@ def configure_targets(isolated):
     path = isolated / "xdg_config_home" / "rx_magic" / "targets.toml"
 
     def write(**targets):
-        lines = []
-        for name, keys in targets.items():
-            lines.append(f"[targets.{name}]")
-            lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
-            lines.append("")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines))
+        path.write_text(targets_toml(targets))
         return path
 
     return write
@@ -122,3 +118,59 @@ def slurm_with_accounting(tmp_path_factory):
     cluster = start_for_tests(tmp_path_factory.mktemp("slurm-accounting"), accounting=True)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(params=["squeue", "sacct"])
+def any_hpc(request, slurm, configure_targets, tmp_path, monkeypatch):
+    """A target ``hpc`` (Slurm over the local transport, jobs in ``tmp_path/jobs``) on the cluster without
+    accounting (states from squeue), then on the one with (sacct); the cluster is returned."""
+    cluster = slurm
+    if request.param == "sacct":
+        cluster = request.getfixturevalue("slurm_with_accounting")
+        monkeypatch.setenv("SLURM_CONF", str(cluster.config))
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH sshd on loopback (tests/sshd.py), one per test module: some tests stop and restart it.
+
+    Without OpenSSH the tests skip, or fail when ``CI`` is set.
+    """
+    from sshd import start_for_tests
+    server = start_for_tests(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_home(sshd, tmp_path_factory, monkeypatch):
+    """A fresh ``HOME`` with ``.ssh/config`` (``rxtest``, ``rxjump``) and ``known_hosts`` for the sshd; no ssh-agent."""
+    home = tmp_path_factory.mktemp("home")
+    sshd.ssh_config(home)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+@pytest.fixture
+def remote_workdir(tmp_path):
+    """The workdir of the SSH targets, on this machine: what a job leaves there is checked on disk."""
+    return tmp_path / "remote jobs"
+
+
+@pytest.fixture
+def ssh_target(ssh_home, remote_workdir, configure_targets):
+    """Write targets.toml with ``ws`` (host ``rxtest``, only the alias); ``ssh_target(name, key=value)`` sets a target.
+
+    It returns the targets.toml written.
+    """
+    configured = {}
+
+    def configure(name="ws", **keys):
+        configured[name] = {"host": "rxtest", "python": sys.executable, "workdir": str(remote_workdir), **keys}
+        return configure_targets(**configured)
+
+    configure()
+    return configure

@@ -270,6 +270,11 @@ class LoopbackSlurm:
         return subprocess.run(["timeout", "-k", "5", str(timeout), *argv], capture_output=True, text=True,
                               env={**os.environ, **self.env})
 
+    def squeue_says(self, scheduler_id: str, fields: str = "%T") -> str:
+        """squeue's word on a job, "STATE" (or ``fields``), for a test's own check of what Slurm recorded."""
+        found = self.client("squeue", "--noheader", "--states=all", f"--format={fields}", "--jobs", scheduler_id)
+        return found.stdout.strip()
+
     # ------------------------------------------------------------------------- tear-down
 
     def stop(self) -> None:

@@ -34,6 +34,12 @@ def keygen(path: Path) -> Path:
     return path
 
 
+def fingerprint(public_key: Path) -> str:
+    """The key's SHA256 fingerprint as ssh-keygen prints it."""
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(public_key)], capture_output=True, text=True, check=True)
+    return listed.stdout.split()[1]      # "256 SHA256:... comment (ED25519)"
+
+
 class SSHServer:
     """``sshd`` on 127.0.0.1 accepting one user key; ``ssh_config()`` writes a client side for it.
 
@@ -138,3 +144,17 @@ class SSHServer:
         (ssh / "config").write_text("\n".join(["Host rxtest", *common, "", "Host rxjump", *common,
                                                "    ProxyJump rxtest", ""]))
         return ssh / "config"
+
+
+def start_for_tests(root: Path, extra_config: list[str] | None = None) -> SSHServer:
+    """Start a server for a test module; skip when OpenSSH is missing.
+
+    Under CI (``CI`` set) a missing package fails instead of skipping.
+    """
+    import pytest
+    if not sshd_available():
+        message = f"OpenSSH's server ({SSHD}) and ssh-keygen are needed: apt-get install openssh-server openssh-client"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    server = SSHServer(root, extra_config)
+    server.start()
+    return server

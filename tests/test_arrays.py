@@ -8,11 +8,12 @@ written to the PBS Pro reference format.
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import cell, newest_job, process_is_gone, wait_for
 from IPython.core.error import UsageError
+from scripted import ScriptedCommands
 
 import rx_magic
 from rx_magic.arrays import ArrayFailed, array_status, expand_indices, parse_map, scheduler_array_state
@@ -23,14 +24,8 @@ from rx_magic.schedulers import JobScript, PBSScheduler
 from rx_magic.schedulers.pbs import parse_qstat_json
 from rx_magic.schedulers.slurm import SlurmScheduler
 from rx_magic.states import SchedulerState, State
-from rx_magic.transport import CommandResult, Transport
-from helpers import newest_job, process_is_gone, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
-
-
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
 
 
 # ----------------------------------------------------------------------------- on the local target
@@ -232,20 +227,13 @@ def test_pbs_renders_an_array_with_j_and_a_single_element_as_a_plain_job():
     assert "-J" not in single and "element=0\n" in single
 
 
-class _Answers(Transport):
-    """A submit host that answers commands from recorded output (for parsing only)."""
+class _Answers(ScriptedCommands):
+    """A submit host that answers commands from recorded output (for parsing only); its folders are empty."""
 
     description = "recorded"
 
     def __init__(self, answers):
-        self.answers, self.calls = answers, []
-
-    def run(self, argv, *, input=None, timeout=120, check=True):
-        self.calls.append(tuple(argv))
-        for prefix, answer in self.answers:
-            if tuple(argv[:len(prefix)]) == tuple(prefix):
-                return CommandResult(tuple(argv), *answer)
-        raise AssertionError(f"unexpected command {argv}")
+        super().__init__(*answers)
 
     def read_bytes(self, path, offset=0):
         raise FileNotFoundError(path)
@@ -323,17 +311,7 @@ def test_a_registry_written_before_arrays_existed_gains_the_column(tmp_path):
 
 # ----------------------------------------------------------------------------- on a real Slurm
 
-@pytest.fixture(params=["squeue", "sacct"])
-def hpc(request, slurm, configure_targets, tmp_path, monkeypatch):
-    cluster = slurm
-    if request.param == "sacct":
-        cluster = request.getfixturevalue("slurm_with_accounting")
-        monkeypatch.setenv("SLURM_CONF", str(cluster.config))
-    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
-    return cluster
-
-
-def test_a_slurm_array_with_one_failing_element_pulls_the_others(ip, hpc):
+def test_a_slurm_array_with_one_failing_element_pulls_the_others(ip, any_hpc):
     result = ip.run_cell(cell("hpc --mem 200MB --walltime 2m --map seed=range(4)", """
         import os
         if seed == 2:

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from helpers import cell, newest_job, wait_for
 from IPython.utils.capture import capture_output
 
 import rx_magic
@@ -18,7 +19,6 @@ from rx_magic import monitor
 from rx_magic.background import background_jobs, close_background_jobs
 from rx_magic.states import State
 from rx_magic.targets import get_target
-from helpers import newest_job, wait_for  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +26,6 @@ def no_watching_left(ip):
     yield
     monitor.stop_monitors()
     close_background_jobs(ip)
-
-
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
 
 
 def staged(ip):

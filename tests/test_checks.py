@@ -1,12 +1,9 @@
 """``%rx check``: the checklist against the built-in ``local`` target and a real OpenSSH sshd on loopback."""
 
-import os
 import stat
-import subprocess
 import sys
 
-import pytest
-from sshd import SSHServer, sshd_available
+from sshd import fingerprint
 
 from rx_magic.checks import FAIL, INFO, OK, check_target
 
@@ -26,45 +23,6 @@ def only(lines, item):
 
 def failures(lines):
     return [line for line in lines if line.status == FAIL]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if not sshd_available():
-        message = "OpenSSH sshd is not installed (/usr/sbin/sshd; Debian package openssh-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def home(sshd, tmp_path, monkeypatch):
-    """A HOME whose ~/.ssh/config names the test sshd as `rxtest`, with its host key known."""
-    home = tmp_path / "home"
-    sshd.ssh_config(home)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
-
-
-@pytest.fixture
-def ssh_target(home, tmp_path, configure_targets):
-    """Configure target `ws` on the test sshd; keyword arguments override its keys."""
-    def configure(**keys):
-        settings = {"host": "rxtest", "python": sys.executable, "workdir": str(tmp_path / "rx jobs"), **keys}
-        return configure_targets(ws=settings)
-    return configure
-
-
-def fingerprint(public_key_file):
-    """The SHA256 fingerprint as ssh-keygen prints it."""
-    out = subprocess.run(["ssh-keygen", "-l", "-f", str(public_key_file)], capture_output=True, text=True,
-                         check=True).stdout
-    return out.split()[1]
 
 
 # ----------------------------------------------------------------------------- local
@@ -104,13 +62,13 @@ def test_unknown_target_fails_with_where_to_configure_it():
 # ----------------------------------------------------------------------------- ssh
 
 
-def test_ssh_target_passes_every_check_and_reports_what_it_found(sshd, home, ssh_target, tmp_path):
+def test_ssh_target_passes_every_check_and_reports_what_it_found(sshd, ssh_home, ssh_target, remote_workdir):
     config_file = ssh_target()
     lines = check_target("ws")
     assert failures(lines) == [], "\n".join(map(str, lines))
     assert str(config_file) in only(lines, "target").found
     assert only(lines, "transport").found == "ssh to rxtest"
-    assert only(lines, "ssh config").found == str(home / ".ssh" / "config")
+    assert only(lines, "ssh config").found == str(ssh_home / ".ssh" / "config")
     host = only(lines, "host")
     assert f"user {sshd.user}, host 127.0.0.1, port {sshd.port}, no proxy" in host.found
     key = only(lines, "host key")
@@ -120,7 +78,7 @@ def test_ssh_target_passes_every_check_and_reports_what_it_found(sshd, home, ssh
     assert only(lines, "connect time").found.endswith(" s")
     assert only(lines, "python").status == OK
     assert "%d.%d" % sys.version_info[:2] in only(lines, "python").found
-    workdir = tmp_path / "rx jobs"
+    workdir = remote_workdir
     assert only(lines, "workdir").found == f"{workdir} created (mode 0700)"
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
     assert only(lines, "workdir writable").status == OK
@@ -135,40 +93,40 @@ def test_ssh_target_through_proxyjump_reports_the_proxy(sshd, ssh_target):
     assert "ProxyJump rxtest" in only(lines, "host").found
 
 
-def test_unknown_host_key_fails_with_its_fingerprint_and_how_to_trust_it(sshd, home, ssh_target):
-    sshd.ssh_config(home, known=False)
+def test_unknown_host_key_fails_with_its_fingerprint_and_how_to_trust_it(sshd, ssh_home, ssh_target):
+    sshd.ssh_config(ssh_home, known=False)
     config_file = ssh_target()
     lines = check_target("ws")
     [key] = failures(lines)
     assert key.item == "host key" and key.found.startswith("unknown:")
     assert fingerprint(sshd.root / "host_key.pub") in key.found
     assert "`ssh rxtest`" in key.fix and 'host_key_policy = "accept-new"' in key.fix and str(config_file) in key.fix
-    assert (home / ".ssh" / "known_hosts").read_text() == ""     # the check trusts nothing by itself
+    assert (ssh_home / ".ssh" / "known_hosts").read_text() == ""     # the check trusts nothing by itself
     skipped = [line for line in lines if line.found == "skipped: not connected"]
     assert {line.item for line in skipped} >= {"python", "dill", "workdir", "free space"}
     assert all(line.status == INFO for line in skipped)
 
 
-def test_accept_new_records_an_unknown_host_key(sshd, home, ssh_target):
-    sshd.ssh_config(home, known=False)
+def test_accept_new_records_an_unknown_host_key(sshd, ssh_home, ssh_target):
+    sshd.ssh_config(ssh_home, known=False)
     ssh_target(host_key_policy="accept-new")
     lines = check_target("ws")
     assert failures(lines) == []
     assert "recorded in" in only(lines, "host key").found
-    assert sshd.known_hosts_line().split()[2] in (home / ".ssh" / "known_hosts").read_text()
+    assert sshd.known_hosts_line().split()[2] in (ssh_home / ".ssh" / "known_hosts").read_text()
 
 
-def test_changed_host_key_fails_and_says_how_to_remove_the_old_one(sshd, home, ssh_target):
+def test_changed_host_key_fails_and_says_how_to_remove_the_old_one(sshd, ssh_home, ssh_target):
     impostor = (sshd.root / "id_other.pub").read_text().split()
-    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {impostor[0]} {impostor[1]}\n")
+    (ssh_home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {impostor[0]} {impostor[1]}\n")
     ssh_target()
     [key] = failures(check_target("ws"))
     assert key.item == "host key" and "CHANGED" in key.found
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in key.fix
 
 
-def test_refused_key_fails_auth_naming_the_key_tried(sshd, home, ssh_target):
-    config = home / ".ssh" / "config"
+def test_refused_key_fails_auth_naming_the_key_tried(sshd, ssh_home, ssh_target):
+    config = ssh_home / ".ssh" / "config"
     config.write_text(config.read_text().replace(f"IdentityFile {sshd.user_key}", f"IdentityFile {sshd.other_key}"))
     ssh_target()
     lines = check_target("ws")
@@ -190,11 +148,11 @@ def test_missing_python_fails_naming_it_and_later_checks_still_run(sshd, ssh_tar
         assert only(lines, item).status == OK, only(lines, item)
 
 
-def test_unreachable_port_fails_the_connection_and_skips_the_remote_checks(ssh_target, tmp_path):
+def test_unreachable_port_fails_the_connection_and_skips_the_remote_checks(ssh_target, remote_workdir):
     from sshd import free_port
     ssh_target(host="127.0.0.1", port=free_port())
     lines = check_target("ws")
     [connection] = failures(lines)
     assert connection.item == "connection" and "cannot reach 127.0.0.1" in connection.found
     assert only(lines, "workdir").found == "skipped: not connected"
-    assert not (tmp_path / "rx jobs").exists()
+    assert not remote_workdir.exists()

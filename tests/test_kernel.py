@@ -1,16 +1,10 @@
 """rx_magic in real Jupyter kernels: reattaching after a kernel restart, and the widget's buttons while a cell waits."""
 
-import sys
 import time
-from pathlib import Path
 
 import nbformat
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run  # noqa: E402
+from helpers import run_notebook, text_of
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -22,18 +16,8 @@ def write_notebook(path, *sources):
     return path
 
 
-def text_of(cell) -> str:
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data"):
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
 def test_a_background_job_outlives_its_kernel_and_a_new_kernel_attaches_to_it(tmp_path):
-    first = run(write_notebook(
+    first = run_notebook(write_notebook(
         tmp_path / "submit.ipynb",
         "%load_ext rx_magic\nbase = 21",
         "%%remote local --bg\nimport time\ntime.sleep(4)\nprint('computed', flush=True)\nanswer = base * 2",
@@ -45,7 +29,7 @@ def test_a_background_job_outlives_its_kernel_and_a_new_kernel_attaches_to_it(tm
     job_id, state_then = submitted[1], submitted[2]
     assert state_then in ("submitted", "queued", "running")  # the first kernel ended before the job did
 
-    second = run(write_notebook(
+    second = run_notebook(write_notebook(
         tmp_path / "attach.ipynb",
         "%load_ext rx_magic",
         "%rx jobs",

@@ -2,36 +2,18 @@
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
-
-from rx_magic.registry import Registry
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run
-
-
-def text_of(cell, stream: str | None = None) -> str:
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream" and stream in (None, output.name):
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data") and stream is None:
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
-def cell_starting(notebook, start: str, nth: int = 0):
-    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
-    return cells[nth]
-
-
-def errors_of(cell):
-    return [output for output in cell.outputs if output.output_type == "error"]
+from helpers import (
+    NOTEBOOKS,
+    assert_stored_without_outputs,
+    cell_starting,
+    errors_of,
+    jobs_recorded,
+    run_isolated,
+    text_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,31 +23,16 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def travels(home):
-    monkeypatch = pytest.MonkeyPatch()
-    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, str(home / name.lower()))
-    try:
-        yield run(NOTEBOOKS / "02-what-travels.ipynb")
-    finally:
-        monkeypatch.undo()
+    return run_isolated(NOTEBOOKS / "02-what-travels.ipynb", home)
 
 
 @pytest.fixture(scope="module")
 def records(travels, home):
-    registry = Registry(home / "xdg_data_home" / "rx_magic" / "registry.sqlite")
-    try:
-        yield registry.recent(None)
-    finally:
-        registry.close()
+    return jobs_recorded(home)
 
 
 def test_the_notebook_is_stored_without_outputs():
-    import nbformat
-    notebook = nbformat.read(NOTEBOOKS / "02-what-travels.ipynb", as_version=4)
-    assert notebook.metadata.kernelspec.name == "python3"
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    assert_stored_without_outputs(NOTEBOOKS / "02-what-travels.ipynb")
 
 
 def test_dry_run_lists_what_is_pushed_imported_and_pulled(travels):

@@ -11,59 +11,18 @@ values come back.
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run  # noqa: E402
-
-
-def text_of(cell) -> str:
-    """What a code cell printed and showed, as text."""
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data"):
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
-def cell_starting(notebook, start: str):
-    [cell] = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
-    return cell
-
+from helpers import NOTEBOOKS, cell_starting, run_isolated, text_of
 
 NOTEBOOK = NOTEBOOKS / "04-hpc-schedulers.ipynb"
 SKIPPED = "this part needs Slurm and is skipped"
 
 
-def run_isolated(root: Path, targets: dict | None = None):
-    """Run the notebook with fresh XDG folders; ``targets`` are written to its user targets.toml."""
-    monkeypatch = pytest.MonkeyPatch()
-    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, str(root / name.lower()))
-    monkeypatch.delenv("RX_MAGIC_CONFIG", raising=False)
-    if targets:
-        config = root / "xdg_config_home" / "rx_magic" / "targets.toml"
-        config.parent.mkdir(parents=True)
-        lines = []
-        for name, keys in targets.items():
-            lines += [f"[targets.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in keys.items()), ""]
-        config.write_text("\n".join(lines))
-    try:
-        return run(NOTEBOOK)
-    finally:
-        monkeypatch.undo()
-
-
 @pytest.fixture(scope="module")
 def without_slurm(tmp_path_factory):
     """Notebook 04 as on Binder: no target named ``slurm``."""
-    return run_isolated(tmp_path_factory.mktemp("notebook04"))
+    return run_isolated(NOTEBOOK, tmp_path_factory.mktemp("notebook04"))
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +30,18 @@ def with_slurm(slurm, tmp_path_factory):
     """Notebook 04 with a ``slurm`` target on the test Slurm (the local transport, SLURM_CONF from the session)."""
     root = tmp_path_factory.mktemp("notebook04-slurm")
     workdir = root / "slurm-jobs"
-    notebook = run_isolated(root, {"slurm": {"scheduler": "slurm", "python": sys.executable, "workdir": str(workdir)}})
+    notebook = run_isolated(NOTEBOOK, root,
+                            targets={"slurm": {"scheduler": "slurm", "python": sys.executable, "workdir": str(workdir)}})
     return notebook, workdir
 
 
 def test_the_example_cluster_targets_are_shown(without_slurm):
-    shown = text_of(cell_starting(without_slurm, "from pathlib import Path"))
+    shown = text_of(cell_starting(without_slurm, "from pathlib import Path", unique=True))
     assert "[targets.gadi]" in shown and 'profile = "gadi"' in shown and "[targets.setonix]" in shown
 
 
 def test_dry_run_shows_the_pbs_pro_script_a_gadi_user_would_submit(without_slurm):
-    dry = text_of(cell_starting(without_slurm, "%%remote gadi --dry-run --mem 8GB"))
+    dry = text_of(cell_starting(without_slurm, "%%remote gadi --dry-run --mem 8GB", unique=True))
     assert "target 'gadi': pbs scheduler on gadi.nci.org.au (ssh)" in dry
     for line in ("#PBS -P ab12", "#PBS -q normal", "#PBS -l ncpus=4", "#PBS -l mem=8GB", "#PBS -l walltime=02:00:00",
                  "#PBS -l wd", "#PBS -l storage=scratch/ab12", "module load python3/3.11.7"):
@@ -92,7 +52,7 @@ def test_dry_run_shows_the_pbs_pro_script_a_gadi_user_would_submit(without_slurm
 
 
 def test_a_request_breaking_gadis_queue_rules_is_explained_before_anything_is_sent(without_slurm):
-    cell = cell_starting(without_slurm, "%%remote gadi --dry-run --mem 250GB")
+    cell = cell_starting(without_slurm, "%%remote gadi --dry-run --mem 250GB", unique=True)
     assert cell.metadata.tags == ["raises-exception"]
     # IPython shows a UsageError as one message on stderr, without a traceback
     shown = text_of(cell)
@@ -103,7 +63,7 @@ def test_a_request_breaking_gadis_queue_rules_is_explained_before_anything_is_se
 
 
 def test_dry_run_shows_the_slurm_script_for_setonix(without_slurm):
-    dry = text_of(cell_starting(without_slurm, "%%remote setonix --dry-run"))
+    dry = text_of(cell_starting(without_slurm, "%%remote setonix --dry-run", unique=True))
     assert "target 'setonix': slurm scheduler on setonix.pawsey.org.au (ssh)" in dry
     for line in ("#SBATCH --partition=work", "#SBATCH --account=pawsey0001", "#SBATCH --cpus-per-task=4",
                  "#SBATCH --mem=8G", "#SBATCH --time=02:00:00", "module load python/3.11.6"):
@@ -112,18 +72,18 @@ def test_dry_run_shows_the_slurm_script_for_setonix(without_slurm):
 
 
 def test_without_a_slurm_target_the_live_part_says_it_is_skipped(without_slurm):
-    assert SKIPPED in text_of(cell_starting(without_slurm, "from rx_magic.targets import load_configs"))
-    assert text_of(cell_starting(without_slurm, "job_cell = ")) == ""
-    assert text_of(cell_starting(without_slurm, "if have_slurm:")) == ""
+    assert SKIPPED in text_of(cell_starting(without_slurm, "from rx_magic.targets import load_configs", unique=True))
+    assert text_of(cell_starting(without_slurm, "job_cell = ", unique=True)) == ""
+    assert text_of(cell_starting(without_slurm, "if have_slurm:", unique=True)) == ""
 
 
 def test_with_a_slurm_target_the_cell_runs_as_a_slurm_job_and_its_values_come_back(with_slurm):
     notebook, workdir = with_slurm
-    assert SKIPPED not in text_of(cell_starting(notebook, "from rx_magic.targets import load_configs"))
-    live = text_of(cell_starting(notebook, "job_cell = "))
+    assert SKIPPED not in text_of(cell_starting(notebook, "from rx_magic.targets import load_configs", unique=True))
+    live = text_of(cell_starting(notebook, "job_cell = ", unique=True))
     found = re.search(r"Slurm job (\d+) on \S+ fitted \{'mean': 1\.5, 'n': 100000\}", live)
     assert found, live
-    back = text_of(cell_starting(notebook, "if have_slurm:"))
+    back = text_of(cell_starting(notebook, "if have_slurm:", unique=True))
     assert f"back in the notebook: {{'mean': 1.5, 'n': 100000}} from Slurm job {found[1]}" in back
     [folder] = workdir.glob("rx-*")
     assert json.loads((folder / "status.json").read_text())["state"] == "done"

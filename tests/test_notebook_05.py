@@ -1,35 +1,14 @@
 """Notebook 05 runs end to end, with a real kernel restart in the middle, and shows what it promises."""
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run  # noqa: E402
-
-
-def text_of(cell) -> str:
-    return "".join(output.get("text", "") or output.get("data", {}).get("text/plain", "") for output in cell.outputs)
-
-
-def cell_starting(notebook, start: str, nth: int = 0):
-    return [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)][nth]
+from helpers import NOTEBOOKS, cell_starting, errors_of, run_isolated, text_of
 
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("notebook05")
-    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, str(root / name.lower()))
-    try:
-        yield run(NOTEBOOKS / "05-background-and-arrays.ipynb")
-    finally:
-        monkeypatch.undo()
+    return run_isolated(NOTEBOOKS / "05-background-and-arrays.ipynb", tmp_path_factory.mktemp("notebook05"))
 
 
 def test_a_background_jobs_values_arrive_before_the_next_cell_and_not_sooner(notebook):
@@ -53,7 +32,7 @@ def test_an_array_brings_each_name_back_as_a_list_in_order(notebook):
 
 def test_a_failing_element_is_named_and_the_others_are_pulled(notebook):
     failing = cell_starting(notebook, "%%remote local --map n=")
-    errors = [output for output in failing.outputs if output.output_type == "error"]
+    errors = errors_of(failing)
     assert errors and errors[0].ename == "ArrayFailed"
     assert "n=0 (element 2): the cell raised ZeroDivisionError" in errors[0].evalue
     assert "share = [3.0, 6.0, None, 12.0]" in text_of(cell_starting(notebook, 'print("share'))

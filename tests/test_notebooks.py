@@ -1,42 +1,14 @@
 """The teaching notebooks run end to end in a real kernel, and show what they promise."""
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run  # noqa: E402
-
-
-def text_of(cell) -> str:
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data"):
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
-def cell_starting(notebook, start: str, nth: int = 0):
-    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
-    return cells[nth]
+from helpers import NOTEBOOKS, cell_starting, errors_of, run_isolated, text_of
 
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("quickstart")
-    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, str(root / name.lower()))
-    try:
-        yield run(NOTEBOOKS / "01-quickstart.ipynb")
-    finally:
-        monkeypatch.undo()
+    return run_isolated(NOTEBOOKS / "01-quickstart.ipynb", tmp_path_factory.mktemp("quickstart"))
 
 
 def test_quickstart_pulls_values_computed_by_another_process(quickstart):
@@ -66,6 +38,6 @@ def test_quickstart_dry_run_shows_the_script_and_sends_nothing(quickstart):
 
 def test_quickstart_failing_cell_raises_the_remote_error(quickstart):
     failing = cell_starting(quickstart, "%%remote local\nratio")
-    errors = [o for o in failing.outputs if o.output_type == "error"]
+    errors = errors_of(failing)
     assert errors and errors[0].ename == "ZeroDivisionError"
     assert any("<remote cell>" in line for line in errors[0].traceback)

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from scripted import ScriptedCommands
 
 from rx_magic.errors import ConfigError, ResourceError, SchedulerError
 from rx_magic.resources import Resources
@@ -24,7 +25,6 @@ from rx_magic.schedulers.pbs import (
     parse_qstat_json,
 )
 from rx_magic.states import State
-from rx_magic.transport import CommandResult, Transport
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
@@ -44,22 +44,10 @@ def fixture(name):
     return (FIXTURES / name).read_text()
 
 
-class ScriptedTransport(Transport):
-    """Answers each command from a list of (argv prefix, CommandResult); records every argv it ran."""
+class ScriptedTransport(ScriptedCommands):
+    """Answers each command from (argv prefix, (code, stdout, stderr)) pairs; has no files."""
 
     description = "gadi (ssh)"
-
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.calls = []
-
-    def run(self, argv, *, input=None, timeout=120, check=True):
-        argv = tuple(argv)
-        self.calls.append(argv)
-        for prefix, answer in self.answers:
-            if argv[:len(prefix)] == tuple(prefix):
-                return CommandResult(argv, *answer)
-        raise AssertionError(f"unexpected command {argv}")
 
     def _files_are_not_used(self, *args, **kwargs):
         raise NotImplementedError("the PBS scheduler only runs commands")

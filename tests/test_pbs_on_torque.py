@@ -13,20 +13,17 @@ job shows ``C`` with no exit status, so its folder decides how it ended.
 import os
 import shutil
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from helpers import cell, newest_job, observe_until_final, wait_for
 
 import rx_magic
 from rx_magic.errors import SchedulerError
-from rx_magic.monitor import observe
 from rx_magic.schedulers import PBSScheduler
-from rx_magic.states import State, decide_state
+from rx_magic.states import State
 from rx_magic.targets import get_target
 from rx_magic.transport import LocalTransport
-from helpers import newest_job, wait_for  # noqa: E402
 
 TORQUE_COMMANDS = ("qsub", "qstat", "qdel")
 
@@ -40,15 +37,6 @@ def torque(slurm, configure_targets, tmp_path):
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     configure_targets(torque={"scheduler": "pbs", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
     return slurm
-
-
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def slurm_says(cluster, scheduler_id):
-    """squeue's word on a job, "STATE", for the assertions' own check."""
-    return cluster.client("squeue", "--noheader", "--states=all", "--format=%T", "--jobs", scheduler_id).stdout.strip()
 
 
 def test_a_cell_runs_as_a_job_of_torques_qsub_and_its_values_come_back(ip, torque):
@@ -73,7 +61,7 @@ def test_a_cell_runs_as_a_job_of_torques_qsub_and_its_values_come_back(ip, torqu
     assert ip.user_ns["given"] == {"SLURM_MEM_PER_NODE": "200", "SLURM_JOB_NAME": lines[1].removeprefix("#PBS -N ")}
     # -o/-e on qsub's command line put the job script's output in the folder
     assert (folder / "scheduler.log").exists() and (folder / "scheduler.err").exists()
-    wait_for(lambda: slurm_says(torque, job.record.scheduler_id) == "COMPLETED", "Slurm to say COMPLETED")
+    wait_for(lambda: torque.squeue_says(job.record.scheduler_id) == "COMPLETED", "Slurm to say COMPLETED")
 
 
 def test_a_cell_that_raises_raises_its_own_exception_here(ip, torque):
@@ -94,7 +82,7 @@ def test_rx_cancel_ends_a_sleeping_job_cancelled(ip, torque, capsys):
     ip.run_line_magic("rx", f"cancel {job.id}")
     assert f"{job.id}: cancelled" in capsys.readouterr().out
     assert job.state is State.CANCELLED
-    wait_for(lambda: slurm_says(torque, job.record.scheduler_id) == "CANCELLED", "Slurm to record the cancel")
+    wait_for(lambda: torque.squeue_says(job.record.scheduler_id) == "CANCELLED", "Slurm to record the cancel")
     # qdel of a job that has ended is not an error
     PBSScheduler().cancel(LocalTransport(), job.record.scheduler_id, job.paths.folder)
 
@@ -124,16 +112,7 @@ def test_several_jobs_are_polled_with_one_qstat_per_round_once_the_text_form_is_
 
     monkeypatch.setattr(LocalTransport, "run", counting_run)
     target = get_target("torque")
-    rounds, live, deadline = [], {job.id: job for job in jobs}, time.monotonic() + 60
-    while live:
-        assert time.monotonic() < deadline, f"{len(live)} jobs still live after 60 s"
-        before = len(commands)
-        seen = observe(target, [job.record for job in live.values()])
-        rounds.append(commands[before:])
-        for job_id, observation in seen.items():
-            if decide_state(observation)[0].is_final:
-                del live[job_id]
-        time.sleep(0.3)
+    rounds = observe_until_final(target, jobs, commands, timeout=60, pause=0.3)
     # the command each round ran, its job ids (bare numbers from this qsub) left out
     forms = [[tuple(part for part in argv if not part.isdigit()) for argv in round_] for round_ in rounds]
     # the first round is refused -x -F json (exit 2) and falls back to qstat -f; later rounds ask qstat -f alone

@@ -13,23 +13,22 @@ Set RX_REGENERATE_GOLDEN=1 to rewrite the golden files, then read the diff.
 import json
 import os
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import cell, newest_job, observe_until_final, wait_for
+from scripted import ScriptedCommands
 
 import rx_magic
 from rx_magic.errors import SchedulerError
-from rx_magic.monitor import observe
 from rx_magic.resources import Resources
 from rx_magic.schedulers import SCHEDULERS, JobScript, scheduler_named
 from rx_magic.schedulers.slurm import SlurmScheduler, format_memory, format_time
-from rx_magic.states import SchedulerState, State, decide_state
+from rx_magic.states import SchedulerState, State
 from rx_magic.targets import get_target
-from rx_magic.transport import CommandResult, LocalTransport, Transport
-from helpers import newest_job, wait_for  # noqa: E402
+from rx_magic.transport import LocalTransport
 
 GOLDEN = Path(__file__).parent / "golden"
 JOB_ID = "rx-20261123-141502-3fa9"
@@ -119,23 +118,14 @@ def test_extra_lines_are_passed_through_once_each():
 
 # ----------------------------------------------------------------------------- reading states (recorded outputs)
 
-class ScriptedTransport(Transport):
+class ScriptedTransport(ScriptedCommands):
     """Answers each command from (argv prefix, (code, stdout, stderr)) pairs; files from a dict."""
 
     description = "setonix (ssh)"
 
     def __init__(self, *answers, files=None):
-        self.answers = list(answers)
+        super().__init__(*answers)
         self.files = files or {}
-        self.calls = []
-
-    def run(self, argv, *, input=None, timeout=120, check=True):
-        argv = tuple(argv)
-        self.calls.append(argv)
-        for prefix, answer in self.answers:
-            if argv[:len(prefix)] == tuple(prefix):
-                return CommandResult(argv, *answer)
-        raise AssertionError(f"unexpected command {argv}")
 
     def read_bytes(self, path, offset=0):
         if path not in self.files:
@@ -270,36 +260,16 @@ def test_a_failing_squeue_is_a_scheduler_error_naming_the_command():
 
 # ----------------------------------------------------------------------------- a real Slurm
 
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def configure_hpc(configure_targets, tmp_path):
-    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
-
-
 @pytest.fixture
 def hpc(slurm, configure_targets, tmp_path):
     """A target ``hpc``: Slurm without accounting over the local transport, jobs in ``tmp_path/jobs``."""
-    configure_hpc(configure_targets, tmp_path)
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
     return slurm
-
-
-@pytest.fixture(params=["squeue", "sacct"])
-def any_hpc(request, slurm, configure_targets, tmp_path, monkeypatch):
-    """The target ``hpc`` on a cluster without accounting (states from squeue), then on one with (sacct)."""
-    cluster = slurm
-    if request.param == "sacct":
-        cluster = request.getfixturevalue("slurm_with_accounting")
-        monkeypatch.setenv("SLURM_CONF", str(cluster.config))
-    configure_hpc(configure_targets, tmp_path)
-    return cluster
 
 
 def slurm_says(cluster, scheduler_id):
     """squeue's word on a job: "STATE|REASON", for the assertions' own check."""
-    found = cluster.client("squeue", "--noheader", "--states=all", "--format=%T|%r", "--jobs", scheduler_id)
-    return found.stdout.strip()
+    return cluster.squeue_says(scheduler_id, "%T|%r")
 
 
 def running_job_named(cluster, name):
@@ -458,16 +428,7 @@ def test_fifty_jobs_are_polled_with_one_scheduler_command_per_round(any_hpc, mon
 
     monkeypatch.setattr(LocalTransport, "run", counting_run)
     target = get_target("hpc")
-    rounds, live, deadline = [], {job.id: job for job in jobs}, time.monotonic() + 120
-    while live:
-        assert time.monotonic() < deadline, f"{len(live)} jobs still live after 120 s"
-        before = len(commands)
-        seen = observe(target, [job.record for job in live.values()])
-        rounds.append(commands[before:])
-        for job_id, observation in seen.items():
-            if decide_state(observation)[0].is_final:
-                del live[job_id]
-        time.sleep(0.5)
+    rounds = observe_until_final(target, jobs, commands, timeout=120, pause=0.5)
     # at most two commands a round, however many jobs are live; none once every folder says done
     if any_hpc.accounting:
         # sacct, and squeue only for jobs slurmdbd has not heard of yet (it lags a few seconds)

@@ -8,52 +8,31 @@ sets for it (``SetEnv``), as a site's profile would; ``sbatch`` is on sshd's
 default PATH (/usr/bin).
 """
 
-import os
 import sys
-import textwrap
 
 import pytest
-from sshd import SSHD, SSHServer, sshd_available
+from helpers import cell, newest_job, wait_for
+from sshd import start_for_tests
 
 import rx_magic
 from rx_magic.states import State
 from rx_magic.transport.ssh import SSHTransport
-from helpers import newest_job, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def sshd(slurm, tmp_path_factory):
-    """One real sshd for the module, whose sessions reach the test Slurm."""
-    if not sshd_available():
-        message = f"OpenSSH's server ({SSHD}) and ssh-keygen are needed: apt-get install openssh-server openssh-client"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = SSHServer(tmp_path_factory.mktemp("sshd"), extra_config=[f"SetEnv SLURM_CONF={slurm.config}"])
-    server.start()
+    """One real sshd for the module whose sessions reach the test Slurm, in place of conftest's ``sshd``."""
+    server = start_for_tests(tmp_path_factory.mktemp("sshd"), extra_config=[f"SetEnv SLURM_CONF={slurm.config}"])
     yield server
     server.stop()
 
 
 @pytest.fixture
-def cluster(sshd, slurm, tmp_path_factory, configure_targets, monkeypatch):
+def cluster(ssh_home, slurm, tmp_path_factory, configure_targets):
     """A target ``cluster``: host ``rxtest`` (a fresh ``HOME``'s ~/.ssh/config), scheduler ``slurm``."""
-    home = tmp_path_factory.mktemp("home")
-    sshd.ssh_config(home)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     configure_targets(cluster={"host": "rxtest", "scheduler": "slurm", "python": sys.executable,
                                "workdir": str(tmp_path_factory.mktemp("remote") / "jobs")})
     return slurm
-
-
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def slurm_says(cluster, scheduler_id):
-    """squeue's word on a job, "STATE", asked here, not over SSH, for the assertions' own check."""
-    return cluster.client("squeue", "--noheader", "--states=all", "--format=%T", "--jobs", scheduler_id).stdout.strip()
 
 
 def test_a_cell_runs_as_a_slurm_job_submitted_over_ssh_and_its_values_come_back(ip, cluster):
@@ -72,7 +51,7 @@ def test_a_cell_runs_as_a_slurm_job_submitted_over_ssh_and_its_values_come_back(
     assert ip.user_ns["slurm_job"] == job.record.scheduler_id
     # the SSH session, and so the job, found the cluster through sshd's SetEnv
     assert ip.user_ns["slurm_conf"] == str(cluster.config)
-    wait_for(lambda: slurm_says(cluster, job.record.scheduler_id) == "COMPLETED", "Slurm to say COMPLETED")
+    wait_for(lambda: cluster.squeue_says(job.record.scheduler_id) == "COMPLETED", "Slurm to say COMPLETED")
 
 
 def test_a_cell_that_raises_over_ssh_raises_its_own_exception_here(ip, cluster):
@@ -85,7 +64,7 @@ def test_a_cell_that_raises_over_ssh_raises_its_own_exception_here(ip, cluster):
     assert "done_before" not in ip.user_ns
     job = newest_job()
     assert (job.state, job.reason) == (State.FAILED, "the cell raised ValueError: bad input 7")
-    wait_for(lambda: slurm_says(cluster, job.record.scheduler_id) == "FAILED", "Slurm to say FAILED")
+    wait_for(lambda: cluster.squeue_says(job.record.scheduler_id) == "FAILED", "Slurm to say FAILED")
 
 
 def test_rx_cancel_over_ssh_stops_the_job_and_slurm_records_it_cancelled(ip, cluster, capsys):
@@ -94,4 +73,4 @@ def test_rx_cancel_over_ssh_stops_the_job_and_slurm_records_it_cancelled(ip, clu
     ip.run_line_magic("rx", f"cancel {job.id}")
     assert f"{job.id}: cancelled" in capsys.readouterr().out
     assert job.state is State.CANCELLED
-    wait_for(lambda: slurm_says(cluster, job.record.scheduler_id) == "CANCELLED", "Slurm to record the cancel")
+    wait_for(lambda: cluster.squeue_says(job.record.scheduler_id) == "CANCELLED", "Slurm to record the cancel")

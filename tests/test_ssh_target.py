@@ -18,74 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from IPython.core.error import UsageError
-from sshd import SSHD, SSHServer, keygen, sshd_available
+from helpers import newest_job, process_is_gone, run_remote, usage_error, wait_for
+from sshd import fingerprint, keygen
 
 import rx_magic
 from rx_magic.states import State
-from helpers import newest_job, process_is_gone, wait_for  # noqa: E402
-
-# ----------------------------------------------------------------------------- the server and the client's home
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """One real sshd for the module; in CI a missing sshd fails the tests instead of skipping them."""
-    if not sshd_available():
-        message = f"OpenSSH's server ({SSHD}) and ssh-keygen are needed: apt-get install openssh-server openssh-client"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ssh_home(sshd, tmp_path_factory, monkeypatch):
-    """A fresh ``HOME`` with ``.ssh/config`` and ``known_hosts`` for the server; no ssh-agent."""
-    home = tmp_path_factory.mktemp("home")
-    sshd.ssh_config(home)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
-
-
-@pytest.fixture
-def remote_workdir(tmp_path):
-    return tmp_path / "remote jobs"
-
-
-@pytest.fixture
-def target(ssh_home, remote_workdir, configure_targets):
-    """Write targets.toml with ``ws`` (host ``rxtest``, only the alias); ``target(name, key=value)`` sets a target."""
-    configured = {}
-
-    def configure(name="ws", **keys):
-        configured[name] = {"host": "rxtest", "python": sys.executable, "workdir": str(remote_workdir), **keys}
-        return configure_targets(**configured)
-
-    configure()
-    return configure
-
 
 # ----------------------------------------------------------------------------- helpers
-
-def cell(line, code):
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def run(ip, line, code):
-    return ip.run_cell(cell(line, code))
-
-
-def usage_error(result) -> str:
-    """The one-line message of a cell that failed with ``UsageError``."""
-    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
-    message = str(result.error_in_exec)
-    assert "\n" not in message
-    return message
-
 
 def assert_nothing_submitted(workdir):
     assert not Path(workdir).exists() or not list(Path(workdir).glob("rx-*"))
@@ -101,11 +40,6 @@ def script(path: Path, text: str) -> Path:
 
 def accepted_logins(server) -> int:
     return server.log.read_text().count("Accepted publickey")
-
-
-def fingerprint(public_key: Path) -> str:
-    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(public_key)], capture_output=True, text=True, check=True)
-    return listed.stdout.split()[1]      # "256 SHA256:... comment (ED25519)"
 
 
 class Terminal:
@@ -132,9 +66,9 @@ class Terminal:
 
 # ----------------------------------------------------------------------------- a cell over SSH
 
-def test_cell_over_ssh_reads_notebook_variables_and_its_assignments_come_back(ip, target, remote_workdir):
+def test_cell_over_ssh_reads_notebook_variables_and_its_assignments_come_back(ip, ssh_target, remote_workdir):
     ip.user_ns.update(x=20, words=["a", "b"])
-    result = run(ip, "ws", """
+    result = run_remote(ip, "ws", """
         import os
         y = x + 1
         joined = "-".join(words)
@@ -149,8 +83,8 @@ def test_cell_over_ssh_reads_notebook_variables_and_its_assignments_come_back(ip
     assert ip.user_ns["ran_in"].startswith(str(remote_workdir / job.id))
 
 
-def test_printed_output_of_a_cell_over_ssh_is_shown(ip, target, capsys):
-    result = run(ip, "ws", """
+def test_printed_output_of_a_cell_over_ssh_is_shown(ip, ssh_target, capsys):
+    result = run_remote(ip, "ws", """
         import sys
         print("to stdout from ssh")
         print("to stderr from ssh", file=sys.stderr)
@@ -161,8 +95,8 @@ def test_printed_output_of_a_cell_over_ssh_is_shown(ip, target, capsys):
     assert "to stderr from ssh" in err
 
 
-def test_exception_raised_over_ssh_is_raised_here_as_its_own_type(ip, target):
-    result = run(ip, "ws", """
+def test_exception_raised_over_ssh_is_raised_here_as_its_own_type(ip, ssh_target):
+    result = run_remote(ip, "ws", """
         def check(v):
             if v < 0:
                 raise ValueError(f"negative: {v}")
@@ -175,7 +109,7 @@ def test_exception_raised_over_ssh_is_raised_here_as_its_own_type(ip, target):
     assert newest_job().state is State.FAILED
 
 
-def test_attach_pulls_the_results_of_a_job_submitted_over_ssh(ip, target):
+def test_attach_pulls_the_results_of_a_job_submitted_over_ssh(ip, ssh_target):
     job = rx_magic.submit("import time\ntime.sleep(1)\nanswer = base + 1", "ws", {"base": 41})
     result = ip.run_cell(f"%rx attach {job.id}")
     assert result.error_in_exec is None
@@ -185,30 +119,30 @@ def test_attach_pulls_the_results_of_a_job_submitted_over_ssh(ip, target):
 
 # ----------------------------------------------------------------------------- reaching the host
 
-def test_target_given_only_as_an_ssh_config_alias_uses_its_hostname_port_user_and_key(ip, target, sshd):
+def test_target_given_only_as_an_ssh_config_alias_uses_its_hostname_port_user_and_key(ip, ssh_target, sshd):
     # targets.toml says only host = "rxtest": 127.0.0.1, the port, the user and the key come from ~/.ssh/config
     logins = accepted_logins(sshd)
-    result = run(ip, "ws", "y = 1")
+    result = run_remote(ip, "ws", "y = 1")
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 1
     assert accepted_logins(sshd) == logins + 1
 
 
-def test_host_with_only_a_port_in_ssh_config_uses_the_default_key_and_this_user(ip, target, sshd, ssh_home):
+def test_host_with_only_a_port_in_ssh_config_uses_the_default_key_and_this_user(ip, ssh_target, sshd, ssh_home):
     ssh = ssh_home / ".ssh"
     (ssh / "config").write_text(f"Host plain\n    HostName 127.0.0.1\n    Port {sshd.port}\n")
     (ssh / "id_ed25519").write_bytes(sshd.user_key.read_bytes())
     (ssh / "id_ed25519").chmod(0o600)
-    target(host="plain")
-    result = run(ip, "ws", "y = 3")
+    ssh_target(host="plain")
+    result = run_remote(ip, "ws", "y = 3")
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 3
 
 
-def test_proxyjump_host_is_reached_through_the_jump_host(ip, target, sshd, tmp_path):
-    target("jumped", host="rxjump", workdir=str(tmp_path / "jumped jobs"))
+def test_proxyjump_host_is_reached_through_the_jump_host(ip, ssh_target, sshd, tmp_path):
+    ssh_target("jumped", host="rxjump", workdir=str(tmp_path / "jumped jobs"))
     logins = accepted_logins(sshd)
-    result = run(ip, "jumped", "y = 2")
+    result = run_remote(ip, "jumped", "y = 2")
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 2
     assert accepted_logins(sshd) == logins + 2      # one login on the jump host, one through it
@@ -216,10 +150,10 @@ def test_proxyjump_host_is_reached_through_the_jump_host(ip, target, sshd, tmp_p
 
 # ----------------------------------------------------------------------------- host keys
 
-def test_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_trust_it(ip, target, sshd, ssh_home,
+def test_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_trust_it(ip, ssh_target, sshd, ssh_home,
                                                                                   remote_workdir):
     sshd.ssh_config(ssh_home, known=False)
-    result = run(ip, "ws", "y = 1")
+    result = run_remote(ip, "ws", "y = 1")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.TransportError)
     message = str(error)
@@ -231,33 +165,33 @@ def test_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_trust_it(ip
     assert_nothing_submitted(remote_workdir)
 
 
-def test_host_key_trusted_by_openssh_in_hashed_known_hosts_is_known(ip, target, sshd, ssh_home):
+def test_host_key_trusted_by_openssh_in_hashed_known_hosts_is_known(ip, ssh_target, sshd, ssh_home):
     # Debian's ssh hashes the names it records (HashKnownHosts yes); ssh-keyscan -H writes the same form
     scanned = subprocess.run(["ssh-keyscan", "-H", "-t", "ed25519", "-p", str(sshd.port), "127.0.0.1"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
     assert scanned.startswith("|1|")
     (ssh_home / ".ssh" / "known_hosts").write_text(scanned)
-    result = run(ip, "ws", "y = 1")
+    result = run_remote(ip, "ws", "y = 1")
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 1
 
 
-def test_accept_new_records_an_unknown_host_key_and_runs_the_job(ip, target, sshd, ssh_home):
+def test_accept_new_records_an_unknown_host_key_and_runs_the_job(ip, ssh_target, sshd, ssh_home):
     sshd.ssh_config(ssh_home, known=False)
-    target(host_key_policy="accept-new")
-    result = run(ip, "ws", "y = 1")
+    ssh_target(host_key_policy="accept-new")
+    result = run_remote(ip, "ws", "y = 1")
     assert result.error_in_exec is None
     assert ip.user_ns["y"] == 1
     assert (ssh_home / ".ssh" / "known_hosts").read_text().splitlines() == [sshd.known_hosts_line().strip()]
 
 
-def test_changed_host_key_is_refused_even_with_accept_new(ip, target, sshd, ssh_home, tmp_path, remote_workdir):
+def test_changed_host_key_is_refused_even_with_accept_new(ip, ssh_target, sshd, ssh_home, tmp_path, remote_workdir):
     keygen(tmp_path / "reinstalled_host_key")          # known_hosts holds the key from before a reinstall
     kind, key = (tmp_path / "reinstalled_host_key.pub").read_text().split()[:2]
     known_hosts = ssh_home / ".ssh" / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
-    target(host_key_policy="accept-new")
-    result = run(ip, "ws", "y = 1")
+    ssh_target(host_key_policy="accept-new")
+    result = run_remote(ip, "ws", "y = 1")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.TransportError)
     assert "CHANGED" in str(error)
@@ -269,11 +203,11 @@ def test_changed_host_key_is_refused_even_with_accept_new(ip, target, sshd, ssh_
 
 # ----------------------------------------------------------------------------- authentication
 
-def test_key_the_server_does_not_accept_gives_an_auth_failure_naming_the_key_tried(ip, target, sshd,
+def test_key_the_server_does_not_accept_gives_an_auth_failure_naming_the_key_tried(ip, ssh_target, sshd,
                                                                                      remote_workdir):
     # named by address, not alias, so that ~/.ssh/config's own key is not offered too
-    target(host="127.0.0.1", port=sshd.port, user=sshd.user, identity_file=str(sshd.other_key))
-    result = run(ip, "ws", "y = 1")
+    ssh_target(host="127.0.0.1", port=sshd.port, user=sshd.user, identity_file=str(sshd.other_key))
+    result = run_remote(ip, "ws", "y = 1")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.TransportError)
     message = str(error)
@@ -299,27 +233,27 @@ def old_python(tmp_path):
     """)
 
 
-def test_python_version_mismatch_is_refused_naming_both_versions_before_submitting(ip, target, old_python,
+def test_python_version_mismatch_is_refused_naming_both_versions_before_submitting(ip, ssh_target, old_python,
                                                                                    remote_workdir):
-    target(python=str(old_python))
-    message = usage_error(run(ip, "ws", "y = 1"))
+    ssh_target(python=str(old_python))
+    message = usage_error(run_remote(ip, "ws", "y = 1"))
     assert "3.8.10" in message
     assert platform.python_version() in message
     assert "allow_version_mismatch" in message
     assert_nothing_submitted(remote_workdir)
 
 
-def test_allow_version_mismatch_skips_the_version_check(ip, target, old_python):
-    target(python=str(old_python), allow_version_mismatch=True)
-    result = run(ip, "ws", "y = 1")
+def test_allow_version_mismatch_skips_the_version_check(ip, ssh_target, old_python):
+    ssh_target(python=str(old_python), allow_version_mismatch=True)
+    result = run_remote(ip, "ws", "y = 1")
     assert result.error_in_exec is None, result.error_in_exec
     assert ip.user_ns["y"] == 1
 
 
-def test_missing_dill_on_the_target_is_refused_naming_dill_before_submitting(ip, target, tmp_path, remote_workdir):
+def test_missing_dill_on_the_target_is_refused_naming_dill_before_submitting(ip, ssh_target, tmp_path, remote_workdir):
     bare = script(tmp_path / "bin" / "python-without-site", f'exec {shlex.quote(sys.executable)} -S -I "$@"\n')
-    target(python=str(bare))
-    message = usage_error(run(ip, "ws", "y = 1"))
+    ssh_target(python=str(bare))
+    message = usage_error(run_remote(ip, "ws", "y = 1"))
     assert "dill is not installed" in message
     assert str(bare) in message
     assert_nothing_submitted(remote_workdir)
@@ -327,14 +261,14 @@ def test_missing_dill_on_the_target_is_refused_naming_dill_before_submitting(ip,
 
 # ----------------------------------------------------------------------------- a dropped link
 
-def test_job_goes_on_and_results_are_pulled_when_the_connection_drops(ip, target, sshd, monkeypatch):
+def test_job_goes_on_and_results_are_pulled_when_the_connection_drops(ip, ssh_target, sshd, monkeypatch):
     # every SSH connection is cut once the notebook has shown the cell's first line
     logins = accepted_logins(sshd)
     out = Terminal()
     out.on("started", sshd.drop_connections)
     with monkeypatch.context() as patched:
         patched.setattr(sys, "stdout", out)
-        result = run(ip, "ws", """
+        result = run_remote(ip, "ws", """
             import time
             print("started", flush=True)
             time.sleep(3)
@@ -350,7 +284,7 @@ def test_job_goes_on_and_results_are_pulled_when_the_connection_drops(ip, target
 
 
 def test_wait_says_it_is_reconnecting_while_the_host_is_down_and_pulls_results_once_it_is_back(
-        ip, target, sshd, monkeypatch):
+        ip, ssh_target, sshd, monkeypatch):
     # sshd goes down once the cell's first line is shown, and comes back once the wait says it is reconnecting
     out, err = Terminal(), Terminal()
     out.on("started", sshd.stop)
@@ -359,7 +293,7 @@ def test_wait_says_it_is_reconnecting_while_the_host_is_down_and_pulls_results_o
         with monkeypatch.context() as patched:
             patched.setattr(sys, "stdout", out)
             patched.setattr(sys, "stderr", err)
-            result = run(ip, "ws", """
+            result = run_remote(ip, "ws", """
                 import time
                 print("started", flush=True)
                 time.sleep(3)
@@ -379,7 +313,7 @@ def test_wait_says_it_is_reconnecting_while_the_host_is_down_and_pulls_results_o
 
 # ----------------------------------------------------------------------------- transfers
 
-def test_200_mb_input_arrives_intact_and_is_not_uploaded_again(target):
+def test_200_mb_input_arrives_intact_and_is_not_uploaded_again(ssh_target):
     data = np.frombuffer(np.random.default_rng(6).bytes(200 * 2**20), dtype=np.uint8)
     code = "import hashlib\ndigest = hashlib.sha256(data).hexdigest()"
     expected = hashlib.sha256(data).hexdigest()
@@ -399,7 +333,7 @@ def test_200_mb_input_arrives_intact_and_is_not_uploaded_again(target):
     assert pulled["digest"] == expected
 
 
-def test_large_pulled_values_arrive_intact_and_are_held_once_while_pulled(target):
+def test_large_pulled_values_arrive_intact_and_are_held_once_while_pulled(ssh_target):
     # the array travels out of band, the bytes inside the pickle stream: each is read into its place
     size = 100 * 2**20
     job = rx_magic.submit(textwrap.dedent(f"""
@@ -424,7 +358,7 @@ def test_large_pulled_values_arrive_intact_and_are_held_once_while_pulled(target
 
 # paramiko's prefetch thread may still be sending read requests when the link is cut, and dies of it
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_download_cut_off_midway_raises_a_transport_error_and_the_next_one_reconnects(target, sshd, tmp_path):
+def test_download_cut_off_midway_raises_a_transport_error_and_the_next_one_reconnects(ssh_target, sshd, tmp_path):
     from rx_magic.targets import get_target
 
     data = np.random.default_rng(10).bytes(64 * 2**20)
@@ -455,7 +389,7 @@ class CutsTheLinkWhenSent:
         return (type(None), ())
 
 
-def test_upload_cut_off_leaves_no_blob_that_looks_complete_and_the_rerun_sends_it(target, sshd, remote_workdir):
+def test_upload_cut_off_leaves_no_blob_that_looks_complete_and_the_rerun_sends_it(ssh_target, sshd, remote_workdir):
     payload = [np.random.default_rng(7).bytes(20 * 2**20), CutsTheLinkWhenSent(sshd)]
     code = "import hashlib\ndigest = hashlib.sha256(payload[0]).hexdigest()"
     with pytest.raises(rx_magic.TransportError, match="on rxtest failed"):
@@ -475,7 +409,7 @@ def test_upload_cut_off_leaves_no_blob_that_looks_complete_and_the_rerun_sends_i
 
 # ----------------------------------------------------------------------------- cancel
 
-def test_cancel_over_ssh_stops_the_job_and_its_processes(ip, target, capsys):
+def test_cancel_over_ssh_stops_the_job_and_its_processes(ip, ssh_target, capsys):
     job = rx_magic.submit("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)", "ws")
     wait_for(lambda: job.log().strip(), "the cell to start")
     cell_pid = int(job.log().strip())
@@ -496,18 +430,18 @@ HOSTILE = ["x;touch {marker}", "x$(touch {marker})", "x`touch {marker}`", "x'tou
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_job_name_with_shell_syntax_is_refused(ip, target, tmp_path, remote_workdir, name):
+def test_job_name_with_shell_syntax_is_refused(ip, ssh_target, tmp_path, remote_workdir, name):
     marker = tmp_path / "MARKER"
     name = name.format(marker=marker)
     quoted = f'"{name}"' if "'" in name else f"'{name}'"     # as a user would type it
-    message = usage_error(run(ip, f"ws --name {quoted}", "y = 1"))
+    message = usage_error(run_remote(ip, f"ws --name {quoted}", "y = 1"))
     assert "--name" in message
     assert "is not allowed" in message
     assert not marker.exists()
     assert_nothing_submitted(remote_workdir)
 
 
-def test_job_name_and_extra_directive_with_a_newline_are_refused(target, tmp_path, remote_workdir):
+def test_job_name_and_extra_directive_with_a_newline_are_refused(ssh_target, tmp_path, remote_workdir):
     marker = tmp_path / "MARKER"
     with pytest.raises(rx_magic.ResourceError, match="--name"):
         rx_magic.submit("y = 1", "ws", name=f"fit\ntouch {marker}")
@@ -530,15 +464,15 @@ def test_hostile_path_would_run_its_command_if_quoted_naively(tmp_path, naive):
     assert marker.exists()
 
 
-def test_workdir_python_path_and_setup_with_shell_syntax_run_as_written(ip, target, tmp_path, capsys):
+def test_workdir_python_path_and_setup_with_shell_syntax_run_as_written(ip, ssh_target, tmp_path, capsys):
     # every piece a job script or command is built from holds quotes, spaces, ;, &, $(...) and backticks
     marker = tmp_path / "MARKER"
     odd = hostile_path(marker)
     workdir = tmp_path / odd / "jobs"
     python = script(tmp_path / odd / "bin" / "python", f'exec {shlex.quote(sys.executable)} "$@"\n')
-    target(workdir=str(workdir), python=str(python), setup=[f"export RX_GREETING={shlex.quote(odd)}"])
+    ssh_target(workdir=str(workdir), python=str(python), setup=[f"export RX_GREETING={shlex.quote(odd)}"])
     ip.user_ns["x"] = 4
-    result = run(ip, "ws", """
+    result = run_remote(ip, "ws", """
         import os
         print("printed from an odd place")
         y = x * 10
@@ -557,7 +491,7 @@ def test_workdir_python_path_and_setup_with_shell_syntax_run_as_written(ip, targ
     assert not marker.exists()
 
 
-def test_file_with_shell_syntax_in_its_name_arrives_under_that_name(sshd, target, remote_workdir):
+def test_file_with_shell_syntax_in_its_name_arrives_under_that_name(sshd, ssh_target, remote_workdir):
     marker = f"rx-marker-{os.getpid()}"
     name = f"""it's "odd"; $(touch {marker}) `touch {marker}` & x.csv"""
     Path("data").mkdir()
@@ -573,7 +507,7 @@ def test_file_with_shell_syntax_in_its_name_arrives_under_that_name(sshd, target
     assert not list(remote_workdir.rglob(marker))
 
 
-def test_file_with_a_newline_in_its_name_is_refused(target, remote_workdir):
+def test_file_with_a_newline_in_its_name_is_refused(ssh_target, remote_workdir):
     Path("data").mkdir()
     Path("data", "two\nlines.csv").write_text("1\n")
     with pytest.raises(rx_magic.InputError, match="line break"):
@@ -581,10 +515,10 @@ def test_file_with_a_newline_in_its_name_is_refused(target, remote_workdir):
     assert_nothing_submitted(remote_workdir)
 
 
-def test_workdir_with_a_newline_is_refused(ip, target, tmp_path):
+def test_workdir_with_a_newline_is_refused(ip, ssh_target, tmp_path):
     marker = tmp_path / "MARKER"
-    target(workdir=f"{tmp_path}/jobs\ntouch {marker}")
-    message = usage_error(run(ip, "ws", "y = 1"))
+    ssh_target(workdir=f"{tmp_path}/jobs\ntouch {marker}")
+    message = usage_error(run_remote(ip, "ws", "y = 1"))
     assert "workdir must be one line" in message
     assert not marker.exists()
     assert rx_magic.jobs() == []
@@ -592,8 +526,8 @@ def test_workdir_with_a_newline_is_refused(ip, target, tmp_path):
 
 # ----------------------------------------------------------------------------- %rx targets
 
-def test_rx_targets_lists_the_ssh_target_with_its_host_and_source_file(ip, target, capsys):
-    path = target()
+def test_rx_targets_lists_the_ssh_target_with_its_host_and_source_file(ip, ssh_target, capsys):
+    path = ssh_target()
     ip.run_cell("%rx targets")
     listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ws "))
     assert "rxtest" in listed
