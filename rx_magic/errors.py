@@ -17,7 +17,10 @@
 
 The magic turns an ``InputError`` into IPython's ``UsageError``: one line,
 no traceback. A cell's own exception is raised locally as itself when it
-unpickles, with the remote traceback as its ``__cause__``.
+unpickles, with the remote traceback as its ``__cause__``. IPython shows a
+``JobError``, and a cell's exception raised here, through ``_render_traceback_``
+(as ipyparallel's remote errors are shown): the remote traceback and the
+message, without rx_magic's own frames, which only waited and pulled.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ class JobError(RxError):
         super().__init__(message)
         self.job_id = job_id
 
+    def _render_traceback_(self) -> list[str]:
+        return traceback_lines(self)
+
 
 class JobFailed(JobError):
     """The job was killed or crashed outside the cell (walltime, memory, ...)."""
@@ -101,3 +107,43 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n" + self.text.rstrip()
+
+
+class ShownAsRemote:
+    """A cell's own exception's ``_render_traceback_``: IPython then shows where it was raised on the target."""
+
+    def __init__(self, exception: BaseException):
+        self.exception = exception
+
+    def __call__(self) -> list[str]:
+        return traceback_lines(self.exception)
+
+
+def show_as_remote(exception: BaseException) -> BaseException:
+    """Have IPython show ``exception`` (a cell's own, with a ``RemoteTraceback`` cause) without local frames."""
+    try:
+        exception._render_traceback_ = ShownAsRemote(exception)
+    except (AttributeError, TypeError):     # an exception type without a __dict__: shown the usual way
+        pass
+    return exception
+
+
+_RED, _PLAIN = "\x1b[0;31m", "\x1b[0m"
+
+
+def traceback_lines(exception: BaseException) -> list[str]:
+    """What IPython shows for an error of a job: the remote traceback, if any, then the exception's own line.
+
+    The remote text already ends with the exception's line when the cell's own exception is shown.
+    """
+    name = type(exception).__name__
+    own_line = f"{name}: {exception}" if str(exception) else name
+    cause = exception.__cause__
+    if not isinstance(cause, RemoteTraceback):
+        return [f"{_RED}{name}{_PLAIN}: {exception}" if str(exception) else f"{_RED}{name}{_PLAIN}"]
+    lines = ["-" * 75, f"{_RED}{name.ljust(41)}{_PLAIN} Traceback on the target (most recent call last)"]
+    remote = [line for line in cause.text.rstrip().splitlines() if line != "Traceback (most recent call last):"]
+    lines += remote
+    if not remote or not remote[-1].endswith(own_line):    # Python names a module's exception in full
+        lines += ["", f"{_RED}{name}{_PLAIN}{own_line[len(name):]}"]
+    return lines

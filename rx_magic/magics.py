@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import shlex
-import os
-import socket
 import sys
 
 from IPython.core.error import UsageError
@@ -15,7 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .errors import InputError, PullError, TransportError
 from .jobs import Job
-from .registry import default_registry
+from .registry import default_registry, this_session
 from .resources import Resources, parse_walltime
 from .results import replay_outputs
 from .states import State
@@ -206,7 +205,7 @@ class RemoteMagics(Magics):
         %rx jobs [--all]                 recent jobs (all with --all)
         %rx attach [ID]                  wait for a job and pull its results here (the newest when no ID)
         %rx log [ID] [--stderr]          a job's printed output so far
-        %rx cancel ID                    stop a job
+        %rx cancel [ID]                  stop a job (this notebook's only unfinished one when no ID)
         %rx clean [--older-than 7d]      remove finished job folders, and blobs no live job uses
         %rx targets                      the configured targets and where each came from
         %rx check [TARGET]               TARGET's connection and environment, ok/FAIL with fixes
@@ -215,11 +214,12 @@ class RemoteMagics(Magics):
         ID may be a job's full id or any unique start or end of it.
         """
         __tracebackhide__ = True
-        parser = _rx_parser()
         try:
-            args = parser.parse_args(shlex.split(line))
-        except SystemExit:
-            raise UsageError(f"usage: {parser.format_usage().strip()}\n{self.rx.__doc__}") from None
+            args = _rx_parser().parse_args(shlex.split(line))
+        except InputError as exc:
+            raise UsageError(f"{exc}\n{inspect.cleandoc(self.rx.__doc__)}") from None
+        except SystemExit:      # `%rx COMMAND -h` printed that command's usage
+            return None
         try:
             return getattr(self, f"_rx_{args.command}")(args)
         except InputError as exc:
@@ -232,7 +232,7 @@ class RemoteMagics(Magics):
         if not records and not shown:
             print("no jobs yet")
             return
-        here = f"{os.getpid()}@{socket.gethostname()}"
+        here = this_session()
         lines, rows = [], []
         for record in records:
             job = Job(record)
@@ -280,7 +280,7 @@ class RemoteMagics(Magics):
         print(text, end="" if text.endswith("\n") or not text else "\n")
 
     def _rx_cancel(self, args):
-        job = find_job(args.id)
+        job = find_job(args.id) if args.id else _only_unfinished_job_here()
         if job.refresh().is_final:
             print(f"{job.id} already ended: {job.state}")
             return
@@ -307,15 +307,22 @@ class RemoteMagics(Magics):
         print(format_checklist(args.target, check_target(args.target)))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises its complaint instead of printing it and exiting; ``%rx`` adds its own help."""
+
+    def error(self, message: str):
+        raise InputError(f"{self.prog}: {message}")
+
+
 def _rx_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="%rx", add_help=False)
+    parser = _Parser(prog="%rx", add_help=False)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("jobs").add_argument("--all", action="store_true")
     commands.add_parser("attach").add_argument("id", nargs="?")
     log = commands.add_parser("log")
     log.add_argument("id", nargs="?")
     log.add_argument("--stderr", action="store_true")
-    commands.add_parser("cancel").add_argument("id")
+    commands.add_parser("cancel").add_argument("id", nargs="?")
     commands.add_parser("clean").add_argument("--older-than", default="7d")
     commands.add_parser("targets")
     commands.add_parser("stop")
@@ -378,6 +385,30 @@ class _JobsPanel:
         data["text/plain"] = self.table.text
         data["text/html"] = self.table.summary_html()
         return data, metadata
+
+
+def _only_unfinished_job_here() -> Job:
+    """``%rx cancel`` without an id: the one job this kernel submitted that has not ended, else say which to name."""
+    registry = default_registry()
+    here = this_session()
+    unfinished = []
+    for record in registry.recent(None):
+        if record.session == here and not record.state.is_final:
+            job = Job(record, registry)
+            try:
+                if job.refresh().is_final:
+                    continue
+            except Exception:   # an unreachable target: its job may still run, so it counts
+                pass
+            unfinished.append(job)
+    if len(unfinished) == 1:
+        return unfinished[0]
+    if not unfinished:
+        raise InputError("no job this notebook submitted is still running; `%rx cancel ID` stops another "
+                         "(`%rx jobs` lists them)")
+    shown = ", ".join(job.id for job in unfinished[:5]) + (", ..." if len(unfinished) > 5 else "")
+    raise InputError(f"this notebook has {len(unfinished)} unfinished jobs ({shown}): "
+                     "name the one to stop, `%rx cancel ID`")
 
 
 def find_job(text: str | None) -> Job:

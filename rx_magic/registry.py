@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .states import State
+
+
+def this_session() -> str:
+    """What a job's ``session`` column holds for jobs submitted by this kernel: ``pid@host``."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 def data_home() -> Path:

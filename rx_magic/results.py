@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import wire
-from .errors import PullError, RemoteError, RemoteTraceback, TransportError
+from .errors import PullError, RemoteError, RemoteTraceback, TransportError, show_as_remote
 from .jobs import JobPaths
 from .transport import Transport
 
@@ -126,7 +126,7 @@ def remote_exception(results: Results, job_id: str) -> BaseException:
         exc = RemoteError(f"{qualified}: {error.get('message', '')}", qualified, text, job_id)
     exc.__cause__ = RemoteTraceback(text)
     exc.__suppress_context__ = True
-    return exc
+    return show_as_remote(exc)
 
 
 def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: Results) -> Path:

@@ -24,7 +24,7 @@ from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell, notebook_sources
 from .errors import InputError, PayloadTooLarge
 from .jobs import Job, JobPaths, new_job_id
-from .registry import JobRecord, default_registry
+from .registry import JobRecord, default_registry, this_session
 from .resources import Resources, format_size_human
 from .schedulers import JobScript
 from .shipping import Shipment, missing_packages, plan_shipment, upload_shipment, used_modules
@@ -282,7 +282,7 @@ def _record(plan: Plan, scheduler_id: str) -> Job:
     record = JobRecord(
         id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=plan.paths.workdir,
         scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
-        pull=tuple(plan.capture.pull), session=f"{os.getpid()}@{socket.gethostname()}",
+        pull=tuple(plan.capture.pull), session=this_session(),
         elements=plan.array.size if plan.array else 0,
     )
     registry = default_registry()

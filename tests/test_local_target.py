@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from helpers import newest_job, process_is_gone, run_remote, usage_error, wait_for
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
@@ -27,18 +28,8 @@ import rx_magic
 from rx_magic.errors import RemoteTraceback
 from rx_magic.registry import cache_home, data_home
 from rx_magic.states import State
-from helpers import newest_job, process_is_gone, wait_for  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
-
-def cell(line, code):
-    """A ``%%remote`` cell: the magic line, then the code."""
-    return f"%%remote {line}".rstrip() + "\n" + textwrap.dedent(code).strip("\n") + "\n"
-
-
-def run(ip, line, code):
-    return ip.run_cell(cell(line, code))
-
 
 def local_workdir():
     return data_home() / "local-jobs"
@@ -54,14 +45,6 @@ def assert_nothing_submitted(workdir=None):
     assert rx_magic.jobs() == []
 
 
-def usage_error(result) -> str:
-    """The one-line message of a cell that failed with ``UsageError``."""
-    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
-    message = str(result.error_in_exec)
-    assert "\n" not in message
-    return message
-
-
 def status_of(job):
     try:
         return json.loads((Path(job.paths.folder) / "status.json").read_text())
@@ -73,7 +56,7 @@ def status_of(job):
 
 def test_cell_reads_notebook_variables_and_its_assignments_come_back(ip):
     ip.user_ns.update(x=20, words=["a", "b"])
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         y = x + 1
         joined = "-".join(words)
     """)
@@ -92,7 +75,7 @@ def test_target_defaults_to_local(ip):
 
 
 def test_cell_runs_in_another_process(ip):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         import os
         remote_pid = os.getpid()
     """)
@@ -113,7 +96,7 @@ def test_notebook_functions_lambdas_and_classes_travel_and_work_remotely(ip):
             def norm1(self):
                 return abs(self.x) + abs(self.y)
     """))
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         total = shifted(1) + square(3) + Point(-2, 5).norm1()
         far = Point(3, -4)
     """)
@@ -123,7 +106,7 @@ def test_notebook_functions_lambdas_and_classes_travel_and_work_remotely(ip):
 
 
 def test_functions_and_classes_defined_in_the_cell_come_back_and_work_here(ip):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         def triple(v):
             return 3 * v
         class Counter:
@@ -141,7 +124,7 @@ def test_functions_and_classes_defined_in_the_cell_come_back_and_work_here(ip):
 
 def test_modules_travel_as_imports(ip):
     ip.run_cell("import numpy as np")
-    result = run(ip, "local", "total = float(np.arange(5).sum())")
+    result = run_remote(ip, "local", "total = float(np.arange(5).sum())")
     assert result.error_in_exec is None
     assert ip.user_ns["total"] == 10.0
     spec = json.loads((Path(newest_job().paths.folder) / "job.json").read_text())
@@ -201,7 +184,7 @@ def test_printed_output_is_shown_while_the_cell_runs(ip, tmp_path, monkeypatch):
     ip.user_ns["go_file"] = str(go)
     with monkeypatch.context() as patched:
         patched.setattr(sys, "stdout", terminal)
-        result = run(ip, "local", """
+        result = run_remote(ip, "local", """
             import os, time
             print("waiting for go", flush=True)
             for _ in range(600):
@@ -217,7 +200,7 @@ def test_printed_output_is_shown_while_the_cell_runs(ip, tmp_path, monkeypatch):
 
 
 def test_stdout_and_stderr_of_the_cell_are_printed(ip, capsys):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         import sys
         print("to stdout")
         print("to stderr", file=sys.stderr)
@@ -230,14 +213,14 @@ def test_stdout_and_stderr_of_the_cell_are_printed(ip, capsys):
 
 def test_trailing_expression_is_the_cells_result(ip):
     ip.user_ns["x"] = 6
-    result = run(ip, "local", "x * 7")
+    result = run_remote(ip, "local", "x * 7")
     assert result.error_in_exec is None
     assert repr(result.result) == "42"
 
 
 def test_display_of_an_object_with_html_comes_back_as_html(ip):
     with capture_output() as captured:
-        result = run(ip, "local", """
+        result = run_remote(ip, "local", """
             class Badge:
                 def _repr_html_(self):
                     return "<b>remote badge</b>"
@@ -249,7 +232,7 @@ def test_display_of_an_object_with_html_comes_back_as_html(ip):
 
 def test_matplotlib_figure_comes_back_as_png(ip):
     with capture_output() as captured:
-        result = run(ip, "local --no-pull", """
+        result = run_remote(ip, "local --no-pull", """
             import matplotlib.pyplot as plt
             fig, ax = plt.subplots()
             ax.plot([1, 3, 2])
@@ -263,7 +246,7 @@ def test_matplotlib_figure_comes_back_as_png(ip):
 # ----------------------------------------------------------------------------- errors
 
 def test_remote_exception_is_raised_here_with_the_remote_traceback(ip, capsys):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         def check(v):
             if v < 0:
                 raise ValueError(f"negative: {v}")
@@ -282,7 +265,7 @@ def test_remote_exception_is_raised_here_with_the_remote_traceback(ip, capsys):
 
 
 def test_exception_of_a_class_defined_in_the_cell_is_raised_here(ip):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         class KettleTooHot(Exception):
             pass
         raise KettleTooHot("120 C")
@@ -295,7 +278,7 @@ def test_exception_of_a_class_defined_in_the_cell_is_raised_here(ip):
 
 
 def test_exception_that_cannot_be_pickled_becomes_remote_error(ip):
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         import threading
         class Stuck(Exception):
             def __init__(self):
@@ -313,7 +296,7 @@ def test_exception_that_cannot_be_pickled_becomes_remote_error(ip):
 
 def test_failed_cell_leaves_the_namespace_untouched(ip):
     ip.user_ns["before"] = 1
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         before = 2
         assigned_then_failed = 3
         raise RuntimeError("stop")
@@ -324,7 +307,7 @@ def test_failed_cell_leaves_the_namespace_untouched(ip):
 
 
 def test_finished_job_has_a_notebook_with_the_cell_and_its_error(ip):
-    run(ip, "local", """
+    run_remote(ip, "local", """
         print("about to fail")
         raise ValueError("kept in the notebook")
     """)
@@ -342,7 +325,7 @@ def test_finished_job_has_a_notebook_with_the_cell_and_its_error(ip):
 # ----------------------------------------------------------------------------- limits
 
 def test_walltime_stops_the_job_and_says_so(ip):
-    result = run(ip, "local --walltime 2s", """
+    result = run_remote(ip, "local --walltime 2s", """
         import time
         time.sleep(30)
         never = 1
@@ -354,7 +337,7 @@ def test_walltime_stops_the_job_and_says_so(ip):
 
 
 def test_memory_limit_stops_the_job_and_says_so(ip):
-    result = run(ip, "local --mem 100MB", """
+    result = run_remote(ip, "local --mem 100MB", """
         import time
         import numpy as np
         big = np.ones(50_000_000)
@@ -368,7 +351,7 @@ def test_memory_limit_stops_the_job_and_says_so(ip):
 def test_cell_runs_with_pythons_default_signal_handling(ip):
     # the job's supervisor catches SIGTERM to record how the job ended; the
     # cell must not inherit that, or the SIGTERM that stops it is ignored
-    result = run(ip, "local", """
+    result = run_remote(ip, "local", """
         import signal
         on_term = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         on_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -380,7 +363,7 @@ def test_cell_runs_with_pythons_default_signal_handling(ip):
 # ----------------------------------------------------------------------------- bad input
 
 def test_unknown_target_lists_the_known_ones_and_the_config_file(ip):
-    message = usage_error(run(ip, "nowhere", "x = 1"))
+    message = usage_error(run_remote(ip, "nowhere", "x = 1"))
     assert "'nowhere'" in message
     assert "local" in message
     assert os.path.join(os.environ["XDG_CONFIG_HOME"], "rx_magic", "targets.toml") in message
@@ -392,13 +375,13 @@ def test_unknown_target_lists_the_known_ones_and_the_config_file(ip):
     ("local --walltime 99:99", "'99:99'"),
 ])
 def test_malformed_resources_are_refused(ip, line, expected):
-    message = usage_error(run(ip, line, "x = 1"))
+    message = usage_error(run_remote(ip, line, "x = 1"))
     assert expected in message
     assert_nothing_submitted()
 
 
 def test_syntax_error_names_the_cell_line(ip):
-    message = usage_error(run(ip, "local", """
+    message = usage_error(run_remote(ip, "local", """
         x = 1
         y = = 2
     """))
@@ -415,7 +398,7 @@ def test_empty_cell_is_refused(ip):
 
 def test_unpicklable_variable_is_named_with_its_type(ip):
     ip.user_ns["guard"] = threading.Lock()
-    message = usage_error(run(ip, "local", "held = guard.locked()"))
+    message = usage_error(run_remote(ip, "local", "held = guard.locked()"))
     assert "'guard' (_thread.lock)" in message
     assert "cannot pickle" in message
     assert_nothing_submitted()
@@ -425,21 +408,21 @@ def test_payload_over_the_targets_limit_is_refused(ip, tmp_path, configure_targe
     workdir = tmp_path / "small-jobs"
     configure_targets(small={"workdir": str(workdir), "python": sys.executable, "max_payload": "1KB"})
     ip.user_ns["blob"] = b"x" * 10_240
-    message = usage_error(run(ip, "small", "n = len(blob)"))
+    message = usage_error(run_remote(ip, "small", "n = len(blob)"))
     assert "limit" in message
     assert "'blob'" in message
     assert_nothing_submitted(workdir)
 
 
 def test_push_of_an_undefined_name_is_refused(ip):
-    message = usage_error(run(ip, "local --push ghost", "x = 1"))
+    message = usage_error(run_remote(ip, "local --push ghost", "x = 1"))
     assert "'ghost'" in message
     assert "not defined" in message
     assert_nothing_submitted()
 
 
 def test_pull_of_a_name_never_bound_warns_but_runs(ip, capsys):
-    result = run(ip, "local --pull y,never", "y = 1")
+    result = run_remote(ip, "local --pull y,never", "y = 1")
     assert result.error_in_exec is None
     assert "'never'" in capsys.readouterr().err
     assert ip.user_ns["y"] == 1
@@ -449,14 +432,14 @@ def test_pull_of_a_name_never_bound_warns_but_runs(ip, capsys):
 
 def test_secret_looking_variable_is_held_back_unless_pushed(ip, capsys):
     ip.user_ns["api_token"] = "abc123-not-a-real-token"
-    result = run(ip, "local", "sent = api_token")
+    result = run_remote(ip, "local", "sent = api_token")
     assert isinstance(result.error_in_exec, NameError)
     err = capsys.readouterr().err
     assert "held back 'api_token'" in err
     assert "--push api_token" in err
     assert "sent" not in ip.user_ns
 
-    result = run(ip, "local --push api_token", "sent = api_token")
+    result = run_remote(ip, "local --push api_token", "sent = api_token")
     assert result.error_in_exec is None
     assert ip.user_ns["sent"] == "abc123-not-a-real-token"
 
@@ -465,7 +448,7 @@ def test_secret_looking_variable_is_held_back_unless_pushed(ip, capsys):
 
 def test_dry_run_shows_the_script_and_pushed_names_and_submits_nothing(ip, capsys):
     ip.user_ns.update(x=21, table=list(range(1000)))
-    result = run(ip, "local --dry-run --walltime 1h", "y = x * len(table)")
+    result = run_remote(ip, "local --dry-run --walltime 1h", "y = x * len(table)")
     assert result.error_in_exec is None
     out = capsys.readouterr().out
     assert re.search(r"^\s*table\s+list\s+\d+(\.\d+)? (B|KiB)", out, re.MULTILINE)
@@ -479,7 +462,7 @@ def test_dry_run_shows_the_script_and_pushed_names_and_submits_nothing(ip, capsy
 
 
 def test_no_pull_brings_nothing_back(ip):
-    result = run(ip, "local --no-pull", """
+    result = run_remote(ip, "local --no-pull", """
         y = 1
         print("ran")
     """)
@@ -489,7 +472,7 @@ def test_no_pull_brings_nothing_back(ip):
 
 
 def test_pull_brings_back_only_the_names_given(ip):
-    result = run(ip, "local --pull y", """
+    result = run_remote(ip, "local --pull y", """
         y = 1
         z = 2
     """)
@@ -532,7 +515,7 @@ def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys):
     interrupter = threading.Thread(target=interrupt_once_the_cell_runs)
     interrupter.start()
     try:
-        result = run(ip, "local", """
+        result = run_remote(ip, "local", """
             import time
             print("started", flush=True)
             time.sleep(4)
@@ -572,9 +555,9 @@ def test_cancel_stops_the_job_and_its_process(ip, capsys):
 # ----------------------------------------------------------------------------- %rx and the Python API
 
 def test_rx_jobs_lists_jobs_newest_first_with_their_state(ip, capsys):
-    run(ip, "local", "first = 1")
+    run_remote(ip, "local", "first = 1")
     older = newest_job().id
-    run(ip, "local", "raise ValueError('second fails')")
+    run_remote(ip, "local", "raise ValueError('second fails')")
     newer = newest_job().id
     capsys.readouterr()
     ip.run_cell("%rx jobs")
@@ -587,7 +570,7 @@ def test_rx_jobs_lists_jobs_newest_first_with_their_state(ip, capsys):
 
 
 def test_rx_log_prints_the_jobs_output(ip, capsys):
-    run(ip, "local", "print('line one')\nprint('line two')")
+    run_remote(ip, "local", "print('line one')\nprint('line two')")
     job = newest_job()
     capsys.readouterr()
     ip.run_cell(f"%rx log {job.id}")
@@ -596,8 +579,8 @@ def test_rx_log_prints_the_jobs_output(ip, capsys):
 
 def test_rx_clean_removes_finished_jobs_and_unused_blobs_and_says_what_it_freed(ip, capsys):
     ip.user_ns["payload"] = list(range(5000))
-    run(ip, "local", "n = len(payload)")
-    run(ip, "local", "m = 2")
+    run_remote(ip, "local", "n = len(payload)")
+    run_remote(ip, "local", "m = 2")
     live = rx_magic.submit("import time\ntime.sleep(60)\nk = len(kept)", "local", {"kept": "still needed"})
     blobs = local_workdir() / ".rx" / "blobs"
     assert len(list(blobs.glob("*.dill"))) == 2
@@ -627,7 +610,7 @@ def test_api_jobs_are_newest_first():
 
 def test_missing_python_on_the_target_fails_the_job_with_the_reason(ip, tmp_path, configure_targets):
     configure_targets(broken={"workdir": str(tmp_path / "broken-jobs"), "python": str(tmp_path / "no-such-python")})
-    result = run(ip, "broken", "y = 1")
+    result = run_remote(ip, "broken", "y = 1")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.JobFailed)
     assert "127" in str(error) or "not found" in str(error)
@@ -640,7 +623,7 @@ def test_target_python_without_dill_fails_the_job_naming_dill(ip, tmp_path, conf
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S -I "$@"\n')
     wrapper.chmod(0o755)
     configure_targets(bare={"workdir": str(tmp_path / "bare-jobs"), "python": str(wrapper)})
-    result = run(ip, "bare", "y = 1")
+    result = run_remote(ip, "bare", "y = 1")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.JobFailed)
     assert "dill" in str(error)
@@ -651,7 +634,7 @@ def test_workdir_with_a_space_and_a_quote_works(ip, tmp_path, configure_targets)
     workdir = tmp_path / "it's a folder" / "with space" / "jobs"
     configure_targets(odd={"workdir": str(workdir), "python": sys.executable})
     ip.user_ns["x"] = 4
-    result = run(ip, "odd", """
+    result = run_remote(ip, "odd", """
         print("printed from an odd place")
         y = x * 10
     """)
@@ -686,3 +669,55 @@ def test_a_class_redefined_in_the_cell_comes_back_as_the_new_definition(ip):
     result = ip.run_cell("%%remote local\nclass Unit:\n    name = 'new'\nthing = Unit()\n")
     assert result.error_in_exec is None
     assert ip.user_ns["thing"].name == "new" and ip.user_ns["Unit"].name == "new"
+
+
+def test_a_remote_exception_is_shown_without_rx_magic_frames(ip, capsys):
+    result = run_remote(ip, "local", """
+        def check(v):
+            raise ValueError(f"negative: {v}")
+        check(-1)
+    """)
+    assert type(result.error_in_exec) is ValueError
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)     # without its colours
+    assert "Traceback on the target" in shown and "line 3, in check" in shown
+    assert shown.rstrip().endswith("ValueError: negative: -1")
+    assert "rx_magic" not in shown.replace("rx_magic:", "")       # no frame of rx_magic's own waiting and pulling
+
+
+def test_a_job_error_is_shown_as_its_message_alone(ip, capsys):
+    result = run_remote(ip, "local --walltime 1s", "import time\ntime.sleep(30)")
+    assert isinstance(result.error_in_exec, rx_magic.JobFailed)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)     # without its colours
+    assert re.search(r"JobFailed: job rx-\S+ failed: walltime exceeded", shown)
+    assert "Traceback" not in shown and "jobs.py" not in shown
+
+
+def test_rx_cancel_without_an_id_stops_this_notebooks_only_unfinished_job(ip, capsys):
+    job = rx_magic.submit("import time\ntime.sleep(60)", "local")
+    result = ip.run_cell("%rx cancel")
+    assert result.error_in_exec is None
+    assert f"{job.id}: cancelled" in capsys.readouterr().out
+    assert job.refresh() is State.CANCELLED
+
+
+def test_rx_cancel_without_an_id_names_the_jobs_when_there_are_several(ip):
+    first = rx_magic.submit("import time\ntime.sleep(60)", "local")
+    second = rx_magic.submit("import time\ntime.sleep(60)", "local")
+    message = usage_error(ip.run_cell("%rx cancel"))
+    assert "2 unfinished jobs" in message and first.id in message and second.id in message
+    assert "%rx cancel ID" in message
+    assert first.refresh() is not State.CANCELLED and second.refresh() is not State.CANCELLED
+
+
+def test_rx_cancel_without_an_id_and_nothing_running_says_so(ip):
+    rx_magic.submit("x = 1", "local").wait(timeout=60)
+    message = usage_error(ip.run_cell("%rx cancel"))
+    assert "no job this notebook submitted is still running" in message
+
+
+def test_an_unknown_rx_command_is_named_with_the_list_of_commands(ip):
+    result = ip.run_cell("%rx cancle")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "invalid choice: 'cancle'" in message
+    assert "%rx cancel [ID]" in message and "usage: usage" not in message

@@ -4,42 +4,32 @@ import json
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import (
+    NOTEBOOKS,
+    assert_stored_without_outputs,
+    cell_starting,
+    errors_of,
+    jobs_recorded,
+    run_isolated,
+    text_of,
+)
 
-from rx_magic.registry import Registry
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-
-from run import run
-
-
-def text_of(cell, streams=("stdout", "stderr")) -> str:
-    """What the cell showed: its ``streams`` and its displays' plain text.
+def text_without_stderr(cell) -> str:
+    """What the cell printed to stdout and showed, in order.
 
     A background job's notice goes to stderr of whichever cell runs after it ends; leave
     stderr out where a check must not depend on when that was.
     """
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream" and output.name in streams:
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data"):
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
-def cell_starting(notebook, start: str, nth: int = 0):
-    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.startswith(start)]
-    return cells[nth]
+    return text_of(cell, "stdout", displays=True)
 
 
 def the_error_of(cell):
     assert "raises-exception" in cell.metadata.get("tags", [])
-    [error] = [output for output in cell.outputs if output.output_type == "error"]
+    [error] = errors_of(cell)
     return error
 
 
@@ -69,13 +59,9 @@ def jobs_folder(home):
 
 @pytest.fixture(scope="module")
 def going_wrong(home, jobs_folder):
-    monkeypatch = pytest.MonkeyPatch()
-    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
-        monkeypatch.setenv(name, str(home / name.lower()))
     try:
-        yield run(NOTEBOOKS / "06-when-things-go-wrong.ipynb")
+        yield run_isolated(NOTEBOOKS / "06-when-things-go-wrong.ipynb", home)
     finally:
-        monkeypatch.undo()
         # a run that stopped half way may leave its background job behind: stop it, by its own pid
         for pid in processes_mentioning(str(jobs_folder)):
             try:
@@ -86,20 +72,11 @@ def going_wrong(home, jobs_folder):
 
 @pytest.fixture(scope="module")
 def records(going_wrong, home):
-    registry = Registry(home / "xdg_data_home" / "rx_magic" / "registry.sqlite")
-    try:
-        yield {record.first_line: record for record in registry.recent(None)}
-    finally:
-        registry.close()
+    return {record.first_line: record for record in jobs_recorded(home)}
 
 
 def test_the_notebook_is_stored_without_outputs():
-    import nbformat
-    notebook = nbformat.read(NOTEBOOKS / "06-when-things-go-wrong.ipynb", as_version=4)
-    assert notebook.metadata.kernelspec.name == "python3"
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    assert_stored_without_outputs(NOTEBOOKS / "06-when-things-go-wrong.ipynb")
 
 
 def test_a_remote_exception_is_raised_as_itself_with_the_remote_traceback(going_wrong):
@@ -110,6 +87,7 @@ def test_a_remote_exception_is_raised_as_itself_with_the_remote_traceback(going_
     assert 'File "<remote cell>", line 3' in traceback     # the %%remote line is line 1
     assert "calibrated = calibrate(readings)" in traceback
     assert ", in calibrate" in traceback
+    assert "Traceback on the target" in traceback and "rx_magic/" not in traceback    # no frame of rx_magic's own
 
 
 def test_a_failed_cell_changes_no_variable(going_wrong):
@@ -123,7 +101,7 @@ def test_walltime_stops_the_job_and_says_so(going_wrong, records):
     error = the_error_of(cell)
     assert error.ename == "JobFailed"
     assert re.fullmatch(r"job rx-\S+ failed: walltime exceeded \(0:00:03\)", error.evalue)
-    assert "working, second 0" in text_of(cell, ["stdout"])         # its output showed while it ran
+    assert "working, second 0" in text_without_stderr(cell)         # its output showed while it ran
     record = records["for second in range(60):"]
     assert record.state.value == "failed" and record.reason == "walltime exceeded (0:00:03)"
     assert record.ended_at - record.submitted_at < 15               # stopped, not left to run its minute
@@ -134,7 +112,7 @@ def test_memory_limit_stops_the_job_and_says_so(going_wrong, records):
     error = the_error_of(cell)
     assert error.ename == "JobFailed"
     assert re.fullmatch(r"job rx-\S+ failed: memory limit exceeded \(100\.0 MiB\)", error.evalue)
-    held = [int(mb) for mb in re.findall(r"holding (\d+) MB", text_of(cell, ["stdout"]))]
+    held = [int(mb) for mb in re.findall(r"holding (\d+) MB", text_without_stderr(cell))]
     assert held and max(held) < 400                                # stopped before it got all it asked for
     assert records["chunks = []"].reason == "memory limit exceeded (100.0 MiB)"
 
@@ -145,14 +123,14 @@ def test_log_shows_what_a_running_job_printed(going_wrong):
 
 
 def test_cancel_stops_a_background_job_and_pulls_nothing(going_wrong, records):
-    assert re.fullmatch(r"rx-\S+: cancelled\n", text_of(cell_starting(going_wrong, "%rx cancel {job_id}"), ["stdout"]))
+    assert re.fullmatch(r"rx-\S+: cancelled\n", text_without_stderr(cell_starting(going_wrong, "%rx cancel {job_id}")))
     assert "result exists: False" in text_of(cell_starting(going_wrong, 'print("result exists:"'))
     record = records["for step in range(60):"]
     assert record.state.value == "cancelled" and record.reason == "cancelled by you"
 
 
 def test_jobs_lists_every_job_ended_with_its_reason(going_wrong):
-    listing = text_of(cell_starting(going_wrong, "%rx jobs"), ["stdout"])
+    listing = text_without_stderr(cell_starting(going_wrong, "%rx jobs"))
     assert listing.count("rx-2") == 4
     assert re.search(r"local\s+cancelled .*for step in range\(60\):", listing)
     assert "walltime exceeded (0:00:03)" in listing and "memory limit exceeded (100.0 MiB)" in listing
@@ -161,7 +139,7 @@ def test_jobs_lists_every_job_ended_with_its_reason(going_wrong):
 
 
 def test_nothing_is_left_running(going_wrong, records, jobs_folder):
-    assert text_of(cell_starting(going_wrong, "still_running = "), ["stdout"]).strip() == "[]"
+    assert text_without_stderr(cell_starting(going_wrong, "still_running = ")).strip() == "[]"
     assert len(records) == 4 and all(record.state.is_final for record in records.values())
     for record in records.values():
         status = json.loads((jobs_folder / record.id / "status.json").read_text())
