@@ -10,6 +10,7 @@ import pytest
 from helpers import targets_toml
 
 import rx_magic
+import rx_magic.monitor
 import rx_magic.registry
 import rx_magic.targets
 
@@ -35,6 +36,9 @@ def isolated(tmp_path_factory, monkeypatch):
         if rx_magic.registry.data_home() == home / "xdg_data_home" / "rx_magic":  # never anyone else's jobs
             _cancel_live_jobs()
     finally:
+        # Monitors first: a monitor thread still polling would use the registry's connection while it is
+        # closed below, which crashed the interpreter (a segfault in sqlite3) in a clean-clone CI run.
+        rx_magic.monitor.stop_monitors()
         rx_magic.targets.close_all()
         registry = rx_magic.registry._registries.pop(rx_magic.registry.data_home() / "registry.sqlite", None)
         if registry is not None:
