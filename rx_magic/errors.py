@@ -136,14 +136,14 @@ def traceback_lines(exception: BaseException) -> list[str]:
 
     The remote text already ends with the exception's line when the cell's own exception is shown.
     """
-    name = type(exception).__name__
-    own_line = f"{name}: {exception}" if str(exception) else name
+    name, message = type(exception).__name__, str(exception)
+    own_line = f"{name}: {message}" if message else name
+    shown_line = f"{_RED}{name}{_PLAIN}{own_line[len(name):]}"
     cause = exception.__cause__
     if not isinstance(cause, RemoteTraceback):
-        return [f"{_RED}{name}{_PLAIN}: {exception}" if str(exception) else f"{_RED}{name}{_PLAIN}"]
-    lines = ["-" * 75, f"{_RED}{name.ljust(41)}{_PLAIN} Traceback on the target (most recent call last)"]
+        return [shown_line]
     remote = [line for line in cause.text.rstrip().splitlines() if line != "Traceback (most recent call last):"]
-    lines += remote
+    lines = ["-" * 75, f"{_RED}{name.ljust(41)}{_PLAIN} Traceback on the target (most recent call last)", *remote]
     if not remote or not remote[-1].endswith(own_line):    # Python names a module's exception in full
-        lines += ["", f"{_RED}{name}{_PLAIN}{own_line[len(name):]}"]
+        lines += ["", shown_line]
     return lines
