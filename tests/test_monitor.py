@@ -200,6 +200,15 @@ def test_a_short_job_watched_beside_a_long_quiet_one_ends_within_half_a_second(m
     assert watcher.job_ids == [long.id]
 
 
+def step_until_ended(watcher, clock, ended, what, timeout=30):
+    """Step ``watcher`` 5 s of its clock at a time until its ``on_end`` has filled ``ended``."""
+    deadline = time.monotonic() + timeout
+    while not ended:
+        assert time.monotonic() < deadline, f"the monitor never saw {what} end"
+        step(watcher, clock, clock.now + 5)
+        time.sleep(0.05)
+
+
 def test_a_job_cancelled_by_another_handle_is_recorded_cancelled_by_you(monkeypatch):
     clock = Clock()
     job = rx_magic.submit("import time\ntime.sleep(600)", "local")
@@ -211,11 +220,7 @@ def test_a_job_cancelled_by_another_handle_is_recorded_cancelled_by_you(monkeypa
     other = rx_magic.jobs(1)[0]                       # a second handle, as `%rx cancel` makes
     assert other is not job and other.id == job.id
     other.cancel()
-    deadline = time.monotonic() + 30
-    while not ended:
-        assert time.monotonic() < deadline, "the monitor never saw the cancelled job end"
-        step(watcher, clock, clock.now + 5)
-        time.sleep(0.05)
+    step_until_ended(watcher, clock, ended, "the cancelled job")
     assert job.record.state is State.CANCELLED and job.reason == "cancelled by you"
 
 
@@ -228,11 +233,7 @@ def test_a_job_removed_from_the_registry_while_watched_is_still_seen_to_end(monk
     watcher.watch(job, on_end=ended.append)
     default_registry().remove(job.id)                 # as `%rx clean` or another kernel may do
     wait_for(lambda: folder_says(job, "done"), "the job to end")
-    deadline = time.monotonic() + 30
-    while not ended:
-        assert time.monotonic() < deadline, "the monitor never saw the job end"
-        step(watcher, clock, clock.now + 5)
-        time.sleep(0.05)
+    step_until_ended(watcher, clock, ended, "the job")
     assert job.record.state is State.DONE
 
 
