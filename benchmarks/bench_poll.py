@@ -7,7 +7,7 @@ slurmctld and slurmd of its own, in a temporary folder, stopped by PID at the
 end, even on error), configures a target ``scheduler = "slurm"`` over the
 local transport, submits N (200) cells that sleep for an hour with
 ``rx_magic.submit`` (a 2-core node runs 8 of them and the rest stay pending:
-pending jobs are live jobs too), and lets one ``rx_magic.monitor.Monitor``
+pending jobs are live jobs too), and lets one ``rx_magic.flow.watch.Monitor``
 watch them all, counting:
 
 a. scheduler commands (``sacct``/``squeue``/...) per poll round (goal: 1);
@@ -438,9 +438,9 @@ def run(args, root: Path) -> None:
     work.mkdir()
     os.chdir(work)
 
-    import rx_magic.monitor as monitor_module
+    import rx_magic.flow.watch as monitor_module
     import rx_magic.targets as targets_module
-    from rx_magic.registry import default_registry
+    from rx_magic.flow.registry import default_registry
 
     cluster = LoopbackSlurm(root / "slurm", accounting=args.accounting)
     ids: list[str] = []
@@ -465,7 +465,7 @@ def run(args, root: Path) -> None:
         target = targets_module.get_target(TARGET)
         meter.wrap_observe(monitor_module)
         meter.wrap_transport(target.transport)
-        meter.wrap_calls(targets_module, "get_target", "get_target (config re-read)")
+        meter.wrap_calls(monitor_module, "get_target", "get_target (config re-read)")
         registry = default_registry()
         meter.wrap_calls(registry, "get", "registry.get")
         meter.wrap_calls(registry, "update", "registry.update")
@@ -545,7 +545,7 @@ def report(args, cluster, started_in, jobs, submit_seconds, collisions, at_start
     n = len(jobs)
     print()
     if not real_time.rounds:
-        print("NOTE: the monitor never called rx_magic.monitor.observe, so no round could be counted: "
+        print("NOTE: the monitor never called rx_magic.flow.watch.observe, so no round could be counted: "
               "has the Monitor changed how it polls? Only the CPU figures below mean anything.")
     print(f"rx_magic poll benchmark: {n} live jobs on one target (scheduler = \"slurm\", local transport)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; Slurm node of {cluster.cpus} cpus, "
@@ -711,7 +711,7 @@ def main() -> None:
             run(args, Path(root))
         finally:
             os.chdir(cwd)
-            from rx_magic import registry
+            from rx_magic.flow import registry
             for opened in list(registry._registries.values()):
                 opened.close()
             registry._registries.clear()

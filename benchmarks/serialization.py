@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 import dill  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rx_magic import wire  # noqa: E402
+from rx_magic.runtime import wire
 
 MB = 10**6
 TIME_GOAL = 1.2

@@ -13,37 +13,62 @@ From Python::
     job.wait()
     namespace = {}
     job.pull(namespace)      # namespace == {"y": 42}
+
+The package is layered (``../DESIGN.md``): ``runtime`` < ``model`` <
+``transport`` < ``schedulers`` < ``targets`` < ``flow`` < ``ui``, with
+``errors`` below them all; this module, the public face, wires the top.
 """
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
-    CaptureError, ConfigError, InputError, JobCancelled, JobError, JobFailed, PayloadTooLarge, PullError, RemoteError,
-    ResourceError, RxError, SchedulerError, TransportError, UnpicklableError,
+from ._version import __version__
+from .errors import (
+    CaptureError,
+    ConfigError,
+    InputError,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    PayloadTooLarge,
+    PullError,
+    RemoteError,
+    ResourceError,
+    RxError,
+    SchedulerError,
+    TransportError,
+    UnpicklableError,
 )
-from .jobs import Job  # noqa: E402
-from .resources import Resources  # noqa: E402
-from .states import State  # noqa: E402
-from .submission import submit  # noqa: E402
+from .flow.job import Job
+from .flow.registry import default_registry
+from .flow.submit import submit
+from .model.resources import Resources
+from .model.states import State
 
 
 def jobs(limit: int | None = 20) -> list[Job]:
     """Recent jobs from the registry, newest first."""
-    from .registry import default_registry
     registry = default_registry()
     return [Job(record, registry) for record in registry.recent(limit)]
 
 
+def _job_view(job: Job):
+    """A job shown as a cell's result is its status widget; anywidget is imported when one is first shown."""
+    from .ui.widget import job_view
+    return job_view(job)
+
+
+Job.view = _job_view
+
+
 def load_ipython_extension(ipython) -> None:
     """``%load_ext rx_magic``: register ``%%remote`` and ``%rx``."""
-    from .magics import RemoteMagics
+    from .ui.magics import RemoteMagics
     ipython.register_magics(RemoteMagics(ipython))
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .background import close_background_jobs
-    from .monitor import stop_monitors
-    from .targets import close_all
+    """``%unload_ext rx_magic``: stop bringing in background results and watching jobs, close connections."""
+    from .flow.watch import stop_monitors
+    from .targets.target import close_all
+    from .ui.background import close_background_jobs
     close_background_jobs(ipython)
     stop_monitors()
     close_all()
@@ -52,5 +77,5 @@ def unload_ipython_extension(ipython) -> None:
 __all__ = [
     "CaptureError", "ConfigError", "InputError", "Job", "JobCancelled", "JobError", "JobFailed",
     "PayloadTooLarge", "PullError", "RemoteError", "Resources", "ResourceError", "RxError", "SchedulerError", "State",
-    "TransportError", "UnpicklableError", "jobs", "load_ipython_extension", "submit",
+    "TransportError", "UnpicklableError", "__version__", "jobs", "load_ipython_extension", "submit",
 ]

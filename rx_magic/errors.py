@@ -11,6 +11,7 @@
     ├── SchedulerError        the scheduler refused or lost a job
     └── JobError              a job ended without the result the user wanted
         ├── JobFailed         killed or crashed: walltime, memory, runner died
+        │   └── ArrayFailed   some elements of a --map array failed; the others were pulled
         ├── JobCancelled      cancelled before it finished
         ├── RemoteError       the cell raised, and its exception did not unpickle
         └── PullError         a pulled value cannot be loaded here; nothing was applied
@@ -75,6 +76,18 @@ class JobError(RxError):
 
 class JobFailed(JobError):
     """The job was killed or crashed outside the cell (walltime, memory, ...)."""
+
+
+class ArrayFailed(JobFailed):
+    """Some elements of a job array failed; the others' values were pulled.
+
+    ``failures`` lists each failed element (``flow.arrays.ElementFailure``): its
+    index, its value of NAME, why, and its remote traceback when the cell raised.
+    """
+
+    def __init__(self, message: str, job_id: str, failures: list):
+        super().__init__(message, job_id)
+        self.failures = failures
 
 
 class JobCancelled(JobError):

@@ -10,8 +10,8 @@ import pytest
 from helpers import targets_toml
 
 import rx_magic
-import rx_magic.monitor
-import rx_magic.registry
+import rx_magic.flow.watch
+import rx_magic.flow.registry
 import rx_magic.targets
 
 
@@ -33,20 +33,20 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(work)
     yield home
     try:
-        if rx_magic.registry.data_home() == home / "xdg_data_home" / "rx_magic":  # never anyone else's jobs
+        if rx_magic.model.local_dirs.data_home() == home / "xdg_data_home" / "rx_magic":  # never anyone else's jobs
             _cancel_live_jobs()
     finally:
         # Monitors first: a monitor thread still polling would use the registry's connection while it is
         # closed below, which crashed the interpreter (a segfault in sqlite3) in a clean-clone CI run.
-        rx_magic.monitor.stop_monitors()
+        rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
-        registry = rx_magic.registry._registries.pop(rx_magic.registry.data_home() / "registry.sqlite", None)
+        registry = rx_magic.flow.registry._registries.pop(rx_magic.model.local_dirs.data_home() / "registry.sqlite", None)
         if registry is not None:
             registry.close()
 
 
 def _cancel_live_jobs():
-    if not (rx_magic.registry.data_home() / "registry.sqlite").exists():
+    if not (rx_magic.model.local_dirs.data_home() / "registry.sqlite").exists():
         return
     for job in rx_magic.jobs(None):
         try:

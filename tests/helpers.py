@@ -11,9 +11,9 @@ import pytest
 from IPython.core.error import UsageError
 
 import rx_magic
-from rx_magic.monitor import observe
-from rx_magic.registry import Registry
-from rx_magic.states import decide_state
+from rx_magic.flow.watch import observe
+from rx_magic.flow.registry import Registry
+from rx_magic.model.states import decide_state
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -59,7 +59,7 @@ def _option(action: argparse.Action) -> str:
 
 def render_remote_options() -> str:
     """The ``%%remote`` help: its docstring, then a table of its arguments in the order they are declared."""
-    from rx_magic.magics import RemoteMagics
+    from rx_magic.ui.magics import RemoteMagics
 
     parser = RemoteMagics.remote.parser
     lines = [inspect.cleandoc(parser.description or ""), "", "| option | meaning |", "| --- | --- |"]
@@ -75,7 +75,7 @@ _COMMAND_LINE = re.compile(r"(%rx \S.*?)\s{2,}(\S.*)")
 
 def render_rx_commands() -> str:
     """The ``%rx`` docstring: its summary, its command lines as a table, and the paragraphs after them."""
-    from rx_magic.magics import RemoteMagics
+    from rx_magic.ui.magics import RemoteMagics
 
     summary, _, body = inspect.cleandoc(RemoteMagics.rx.__doc__ or "").partition("\n")
     rows, prose = [], []

@@ -16,14 +16,17 @@ from IPython.core.error import UsageError
 from scripted import ScriptedCommands
 
 import rx_magic
-from rx_magic.arrays import ArrayFailed, array_status, expand_indices, parse_map, scheduler_array_state
+from rx_magic.errors import ArrayFailed
+from rx_magic.flow.arrays import array_status, parse_map
+from rx_magic.schedulers.base import expand_indices
+from rx_magic.model.states import scheduler_array_state
 from rx_magic.errors import InputError
-from rx_magic.registry import Registry
-from rx_magic.resources import Resources
+from rx_magic.flow.registry import Registry
+from rx_magic.model.resources import Resources
 from rx_magic.schedulers import JobScript, PBSScheduler
 from rx_magic.schedulers.pbs import parse_qstat_json
 from rx_magic.schedulers.slurm import SlurmScheduler
-from rx_magic.states import SchedulerState, State
+from rx_magic.model.states import SchedulerState, State
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
 

@@ -15,9 +15,9 @@ from helpers import cell, newest_job, wait_for
 from IPython.utils.capture import capture_output
 
 import rx_magic
-from rx_magic import monitor
-from rx_magic.background import background_jobs, close_background_jobs
-from rx_magic.states import State
+from rx_magic.flow import watch as monitor
+from rx_magic.ui.background import background_jobs, close_background_jobs
+from rx_magic.model.states import State
 from rx_magic.targets import get_target
 
 
@@ -62,7 +62,7 @@ def test_nothing_is_applied_in_the_middle_of_a_cell(ip):
     # this cell waits, inside itself, until the job's results are staged: they must not land in it
     result = ip.run_cell(textwrap.dedent("""
         import time
-        from rx_magic.background import background_jobs
+        from rx_magic.ui.background import background_jobs
         for _ in range(600):
             if background_jobs(get_ipython()).staged:
                 break
@@ -194,7 +194,7 @@ def test_rx_stop_stops_the_monitors_and_the_jobs_go_on(ip, capsys):
 
 
 def test_attach_button_of_the_jobs_table_brings_the_results_in_before_the_next_cell(ip, capsys):
-    from rx_magic.magics import RemoteMagics, _jobs_panel
+    from rx_magic.ui.magics import RemoteMagics, _jobs_panel
     job = rx_magic.submit("import time\ntime.sleep(0.5)\nfrom_table = 'here'", "local")
     magics = ip.magics_manager.registry[RemoteMagics.__name__]
     panel = _jobs_panel(magics, [{"id": job.id, "state": "running", "target": "local", "age": "1s",
@@ -209,7 +209,7 @@ def test_attach_button_of_the_jobs_table_brings_the_results_in_before_the_next_c
 
 
 def test_cancel_button_of_the_jobs_table_cancels(ip):
-    from rx_magic.magics import RemoteMagics, _jobs_panel
+    from rx_magic.ui.magics import RemoteMagics, _jobs_panel
     job = rx_magic.submit("import time\ntime.sleep(60)", "local")
     magics = ip.magics_manager.registry[RemoteMagics.__name__]
     panel = _jobs_panel(magics, [], "")

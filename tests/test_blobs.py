@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rx_magic import wire
-from rx_magic.blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
+from rx_magic.runtime import wire
+from rx_magic.flow.blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
 from rx_magic.errors import CaptureError, PayloadTooLarge, UnpicklableError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def dump_from_notebook(tmp_path: Path, expression: str, source: str = NOTEBOOK) 
     script.write_text(textwrap.dedent(source) + textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        from rx_magic import wire
+        from rx_magic.runtime import wire
         with open({str(blob)!r}, "wb") as file:
             wire.dump({expression}, file)
     """))
@@ -106,7 +106,7 @@ def load_in_fresh_process(tmp_path: Path, blob: Path, expression: str) -> str:
     target.mkdir(exist_ok=True)
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO / "rx_magic")!r})
+        sys.path.insert(0, {str(REPO / "rx_magic" / "runtime")!r})
         import dill, wire
         value = wire.load_path({str(blob)!r})
         assert not [m for m in sys.modules if m.startswith("rx_magic")], "loading imported rx_magic"
@@ -171,7 +171,7 @@ def test_module_inside_a_value_travels_as_an_import():
 def test_values_needing_nothing_from_dill_do_not_import_it(tmp_path):
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO / "rx_magic")!r})
+        sys.path.insert(0, {str(REPO / "rx_magic" / "runtime")!r})
         import wire, numpy as np
         wire.digest({{"a": [1, "x", 2.0], "arr": np.ones(3), "f": len, "t": int}})
         print("dill" in sys.modules, sorted(m for m in sys.modules if m.startswith("rx_magic")))
@@ -187,7 +187,7 @@ def test_values_needing_nothing_from_dill_do_not_import_it(tmp_path):
 def test_dumping_or_hashing_a_large_array_makes_no_second_copy(tmp_path, call):
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO / "rx_magic")!r})
+        sys.path.insert(0, {str(REPO / "rx_magic" / "runtime")!r})
         import numpy as np, wire
 
         def peak():

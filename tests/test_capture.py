@@ -7,14 +7,7 @@ import numpy
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from rx_magic.capture import (
-    Capture,
-    CellNames,
-    capture_cell,
-    looks_secret,
-    module_import_line,
-    names_in_cell,
-)
+from rx_magic.flow.capture import Capture, CellNames, capture_cell, looks_secret, module_import_line, names_in_cell
 from rx_magic.errors import CaptureError
 
 # Built from pieces so that no real-looking secret sits in the source.

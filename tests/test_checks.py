@@ -5,7 +5,7 @@ import sys
 
 from sshd import fingerprint
 
-from rx_magic.checks import FAIL, INFO, OK, check_target
+from rx_magic.targets.checks import FAIL, INFO, OK, check_target
 
 
 def by_item(lines):

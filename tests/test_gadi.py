@@ -3,10 +3,10 @@
 import pytest
 
 from rx_magic.errors import ConfigError, ResourceError
-from rx_magic.resources import Resources
+from rx_magic.model.resources import Resources
 from rx_magic.schedulers import PBSScheduler
 from rx_magic.schedulers.gadi import GPU_QUEUES, QUEUES, check_request, describe_queue
-from rx_magic.submission import plan_cell
+from rx_magic.flow.submit import plan_cell
 from rx_magic.targets import get_target
 
 

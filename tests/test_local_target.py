@@ -26,8 +26,8 @@ from IPython.utils.capture import capture_output
 
 import rx_magic
 from rx_magic.errors import RemoteTraceback
-from rx_magic.registry import cache_home, data_home
-from rx_magic.states import State
+from rx_magic.model.local_dirs import cache_home, data_home
+from rx_magic.model.states import State
 
 # ----------------------------------------------------------------------------- helpers
 

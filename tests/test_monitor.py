@@ -16,8 +16,8 @@ import pytest
 
 import rx_magic
 from rx_magic.errors import ConfigError
-from rx_magic.monitor import Monitor, PollSchedule, folder_gap
-from rx_magic.states import State
+from rx_magic.flow.watch import Monitor, PollSchedule, folder_gap
+from rx_magic.model.states import State
 from rx_magic.targets import get_target
 from helpers import wait_for  # noqa: E402
 
@@ -225,7 +225,7 @@ def test_a_job_cancelled_by_another_handle_is_recorded_cancelled_by_you(monkeypa
 
 
 def test_a_job_removed_from_the_registry_while_watched_is_still_seen_to_end(monkeypatch):
-    from rx_magic.registry import default_registry
+    from rx_magic.flow.registry import default_registry
     clock = Clock()
     job = rx_magic.submit("import time\ntime.sleep(0.5)\nv = 1", "local")
     watcher = Monitor("local", clock=clock, background=False)

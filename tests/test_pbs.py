@@ -15,7 +15,7 @@ import pytest
 from scripted import ScriptedCommands
 
 from rx_magic.errors import ConfigError, ResourceError, SchedulerError
-from rx_magic.resources import Resources
+from rx_magic.model.resources import Resources
 from rx_magic.schedulers import SCHEDULERS, JobScript, PBSScheduler, scheduler_named
 from rx_magic.schedulers.pbs import (
     clean_pbs_json,
@@ -24,7 +24,7 @@ from rx_magic.schedulers.pbs import (
     parse_qstat_full,
     parse_qstat_json,
 )
-from rx_magic.states import State
+from rx_magic.model.states import State
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"

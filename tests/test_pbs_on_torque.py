@@ -21,7 +21,7 @@ from helpers import cell, newest_job, observe_until_final, wait_for
 import rx_magic
 from rx_magic.errors import SchedulerError
 from rx_magic.schedulers import PBSScheduler
-from rx_magic.states import State
+from rx_magic.model.states import State
 from rx_magic.targets import get_target
 from rx_magic.transport import LocalTransport
 

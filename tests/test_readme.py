@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from readme_sections import README, SECTIONS, current_section, rendered_section
-from rx_magic.magics import RemoteMagics, _rx_parser
-from rx_magic.resources import Resources, parse_size
+from rx_magic.ui.magics import RemoteMagics, _rx_parser
+from rx_magic.model.resources import Resources, parse_size
 from rx_magic.targets import VALID_KEYS, TargetConfig, parse_target, tomllib
 
 ROOT = README.parent

@@ -5,14 +5,7 @@ import json
 import pytest
 
 from rx_magic.errors import ResourceError
-from rx_magic.resources import (
-    Resources,
-    format_size,
-    format_size_human,
-    format_walltime,
-    parse_size,
-    parse_walltime,
-)
+from rx_magic.model.resources import Resources, format_size, format_size_human, format_walltime, parse_size, parse_walltime
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 

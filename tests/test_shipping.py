@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from rx_magic.capture import capture_cell
+from rx_magic.flow.capture import capture_cell
 from rx_magic.errors import InputError
-from rx_magic.shipping import plan_shipment, upload_shipment
+from rx_magic.flow.shipping import plan_shipment, upload_shipment
 from rx_magic.transport import LocalTransport
 
 

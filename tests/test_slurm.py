@@ -23,10 +23,10 @@ from scripted import ScriptedCommands
 
 import rx_magic
 from rx_magic.errors import SchedulerError
-from rx_magic.resources import Resources
+from rx_magic.model.resources import Resources
 from rx_magic.schedulers import SCHEDULERS, JobScript, scheduler_named
 from rx_magic.schedulers.slurm import SlurmScheduler, format_memory, format_time
-from rx_magic.states import SchedulerState, State
+from rx_magic.model.states import SchedulerState, State
 from rx_magic.targets import get_target
 from rx_magic.transport import LocalTransport
 

@@ -15,7 +15,7 @@ from helpers import cell, newest_job, wait_for
 from sshd import start_for_tests
 
 import rx_magic
-from rx_magic.states import State
+from rx_magic.model.states import State
 from rx_magic.transport.ssh import SSHTransport
 
 

@@ -22,7 +22,7 @@ from helpers import newest_job, process_is_gone, run_remote, usage_error, wait_f
 from sshd import fingerprint, keygen
 
 import rx_magic
-from rx_magic.states import State
+from rx_magic.model.states import State
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rx_magic.states import Observation, SchedulerState, State, decide_state
+from rx_magic.model.states import Observation, SchedulerState, State, decide_state
 
 RUNNING = {"state": "running"}
 DONE = {"state": "done"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import rx_magic
-from rx_magic.registry import JobRecord
-from rx_magic.resources import Resources
-from rx_magic.states import State
-from rx_magic.widget import MIN_INTERVAL, JobWidget, _assets_dir, full_log, job_traits
+from rx_magic.model.record import JobRecord
+from rx_magic.model.resources import Resources
+from rx_magic.model.states import State
+from rx_magic.ui.widget import MIN_INTERVAL, JobWidget, _assets_dir, full_log, job_traits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,8 +204,8 @@ def test_a_job_shown_outside_jupyter_is_its_plain_repr():
 
 
 def test_pull_results_of_a_job_looked_at_brings_them_in_before_the_next_cell(ip):
-    from rx_magic.background import background_jobs, close_background_jobs
-    from rx_magic.widget import job_widget_to_look_at
+    from rx_magic.ui.background import background_jobs, close_background_jobs
+    from rx_magic.ui.widget import job_widget_to_look_at
     job = rx_magic.submit("looked_at = 'pulled'", "local")
     job.wait(timeout=60)
     view = job_widget_to_look_at(job)

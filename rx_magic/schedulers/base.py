@@ -12,8 +12,8 @@ import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..resources import Resources
-from ..states import SchedulerState
+from ..model.resources import Resources
+from ..model.states import SchedulerState
 from ..transport import Transport
 
 
@@ -74,6 +74,21 @@ def render_body(script: JobScript, element: str | None = None, pool: bool = Fals
         "exit \"$code\"",
     ]
     return "\n".join(lines) + "\n"
+
+
+def expand_indices(text: str) -> list[int]:
+    """Slurm's and PBS's index lists: ``"5-19"``, ``"1,3,5-7"``, ``"0-9:2"``, ``"2-19%4"``."""
+    indices: list[int] = []
+    for part in text.split("%")[0].split(","):
+        part = part.strip()
+        if not part:
+            continue
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()) or (step and not step.isdigit()):
+            continue
+        indices.extend(range(int(first), int(last or first) + 1, int(step or 1) or 1))
+    return indices
 
 
 class Scheduler(abc.ABC):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 
 from ..errors import SchedulerError
-from ..states import SchedulerState, State
+from ..model.states import SchedulerState, State
 from ..transport import Transport
 from .base import JobScript, Scheduler, render_body
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..resources import Resources, format_size, format_walltime
+from ..model.resources import Resources, format_size, format_walltime
 
 GB = 2**30
 HOUR = 3600

@@ -18,12 +18,11 @@ import re
 import signal
 
 from ..errors import ConfigError, ResourceError, SchedulerError
-from ..jobs import JOB_ID_PATTERN
-from ..resources import Resources, format_size, format_walltime
-from ..states import SchedulerState, State
+from ..model.resources import Resources, format_size, format_walltime
+from ..model.states import SchedulerState, State, scheduler_array_state
+from ..runtime.layout import JOB_ID_PATTERN
 from ..transport import CommandResult, Transport
 from . import gadi
-from ..arrays import scheduler_array_state
 from .base import JobScript, Scheduler, render_body
 
 #: PBS shows (and Gadi keeps) at most this many characters of a job name.

@@ -13,11 +13,10 @@ import re
 import shlex
 
 from ..errors import ResourceError, SchedulerError
-from ..resources import format_size_human, format_walltime, parse_walltime
-from ..states import SchedulerState, State
+from ..model.resources import format_size_human, format_walltime, parse_walltime
+from ..model.states import SchedulerState, State, scheduler_array_state
 from ..transport import CommandResult, Transport
-from ..arrays import expand_indices, scheduler_array_state
-from .base import JobScript, Scheduler, render_body
+from .base import JobScript, Scheduler, expand_indices, render_body
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = State.QUEUED, State.RUNNING, State.DONE, State.FAILED, State.CANCELLED
 

@@ -1,0 +1,167 @@
+"""Pushed values as content-addressed blobs, and the report of their sizes.
+
+Each value a cell reads is serialized by :mod:`rx_magic.wire` into its own
+file, ``{workdir}/.rx/blobs/{digest}.dill``, named by the digest of its bytes
+(``wire.frame_digest``), which the runner memory-maps.
+:func:`plan_blobs` hashes every value without writing anything, so an
+unpicklable value or an oversized payload is reported before anything is
+sent; :func:`write_blobs` then writes only the blobs the target lacks, so an
+unchanged value is never sent twice.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from ..errors import CaptureError, PayloadTooLarge, UnpicklableError
+from ..model.resources import format_size_human
+from ..runtime import wire
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_SHOWN_IN_ERRORS = 3
+_DIGEST_PREFIX = 12
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """One pushed value, planned: which blob holds it and how big that blob is."""
+
+    name: str
+    digest: str
+    size: int
+    type_name: str
+
+
+class BlobStore(Protocol):
+    """Where blobs live on the target: file names are relative to ``.rx/blobs/``."""
+
+    def exists(self, name: str) -> bool:
+        """Whether a complete blob called ``name`` is already stored."""
+
+    def open_atomic(self, name: str) -> AbstractContextManager[BinaryIO]:
+        """A writable binary file that appears as ``name`` (mode 0600) only if the block exits without error.
+
+        Its ``write`` receives bytes-like objects (often a ``memoryview`` of a
+        large array), not only ``bytes``.
+        """
+
+
+def blob_file_name(digest: str) -> str:
+    """The file name of the blob with this digest: ``{digest}.dill``."""
+    if not _DIGEST.fullmatch(digest):
+        raise ValueError(f"not a blob digest: {digest!r} (expected 64 lowercase hex digits)")
+    return f"{digest}.dill"
+
+
+def type_name(value: object) -> str:
+    """A short name for ``value``'s type as people write it: "numpy.ndarray", "dict", "Point"."""
+    kind = type(value)
+    module, qualname = kind.__module__, kind.__qualname__
+    if module in ("builtins", "__main__"):
+        return qualname
+    package = module.partition(".")[0]
+    if getattr(sys.modules.get(package), qualname, None) is kind:
+        return f"{package}.{qualname}"
+    return f"{module}.{qualname}"
+
+
+def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30) -> list[BlobRef]:
+    """Hash every value (writing nothing) and return one ``BlobRef`` per name, in order.
+
+    Raises ``UnpicklableError`` naming every value that cannot be serialized,
+    and ``PayloadTooLarge`` when the distinct blobs add up to more than
+    ``limit`` bytes (``None``: no limit).
+    """
+    refs: list[BlobRef] = []
+    failures: list[str] = []
+    for name, value in values.items():
+        try:
+            digest, size = wire.digest(value)
+        except Exception as exc:
+            failures.append(f"{name!r} ({type_name(value)}): {_reason(exc)}")
+            continue
+        refs.append(BlobRef(name, digest, size, type_name(value)))
+    if len(failures) == 1:
+        raise UnpicklableError(
+            f"cannot send {failures[0]} — recreate it inside the cell instead")
+    if failures:
+        raise UnpicklableError(
+            f"cannot send {len(failures)} values: {'; '.join(failures)}"
+            " — recreate them inside the cell instead")
+    total = total_size(refs)
+    if limit is not None and total > limit:
+        largest = _largest_first(refs)
+        shown = ", ".join(
+            f"{ref.name!r} {format_size_human(ref.size)} ({ref.type_name})" for ref in largest[:_SHOWN_IN_ERRORS])
+        if len(largest) > _SHOWN_IN_ERRORS:
+            shown += ", ..."
+        raise PayloadTooLarge(
+            f"the cell would send {format_size_human(total)}, over this target's limit of "
+            f"{format_size_human(limit)}; largest: {shown} — leave big values out with --push, "
+            "load them on the target, or raise max_payload in the target's configuration")
+    return refs
+
+
+def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore) -> tuple[int, int]:
+    """Write each planned blob the store lacks; return ``(blobs written, bytes written)``.
+
+    Each blob is hashed again as it is written; if its bytes no longer match
+    the plan (the value changed meanwhile, or does not pickle the same way
+    twice), nothing is stored under its name and ``CaptureError`` is raised.
+    """
+    written = written_bytes = 0
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.digest in seen:
+            continue
+        seen.add(ref.digest)
+        name = blob_file_name(ref.digest)
+        if store.exists(name):
+            continue
+        with store.open_atomic(name) as file:
+            digest, size = wire.dump_and_digest(values[ref.name], file)
+            if digest != ref.digest:
+                raise CaptureError(
+                    f"cannot send {ref.name!r} ({ref.type_name}): it serialized differently when written than "
+                    "when it was hashed (changed meanwhile, or does not pickle the same way twice) — "
+                    "run the cell again, or leave it out with --push/--pull")
+        written += 1
+        written_bytes += size
+    return written, written_bytes
+
+
+def total_size(refs: list[BlobRef]) -> int:
+    """Bytes to send for ``refs``, counting a blob shared by several names once."""
+    return sum({ref.digest: ref.size for ref in refs}.values())
+
+
+def size_report(refs: list[BlobRef]) -> str:
+    """An aligned table of the pushed values, largest first, with a total line."""
+    rows = [("name", "type", "size", "digest")]
+    rows += [(ref.name, ref.type_name, format_size_human(ref.size), ref.digest[:_DIGEST_PREFIX])
+             for ref in _largest_first(refs)]
+    count = len(refs)
+    rows.append(("total", f"{count} value{'' if count == 1 else 's'}", format_size_human(total_size(refs)), ""))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines = [
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _largest_first(refs: list[BlobRef]) -> list[BlobRef]:
+    return sorted(refs, key=lambda ref: (-ref.size, ref.name))
+
+
+def _reason(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0].rstrip(".") if lines else ""
+    if isinstance(exc, (TypeError, pickle.PicklingError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,330 @@
+"""A job's actions: refresh, wait, pull, cancel, read its log.
+
+A ``Job`` is a cheap handle on a registry row (``model.record.JobRecord``);
+``rx_magic.jobs()`` and ``%rx attach`` rebuild them in a new kernel. It knows
+nothing of how it is shown: the ui layer sets ``Job.view`` (its status widget)
+and observes jobs through ``wait(each_round=...)`` and the target's monitor
+(``flow.watch.Monitor.watch(job, on_change, on_end)``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+import time
+from dataclasses import replace
+from typing import Callable
+
+from ..errors import JobCancelled, JobFailed, SchedulerError, TransportError
+from ..model.jobspec import JobSpecError, read_spec
+from ..model.local_dirs import cache_home
+from ..model.states import State, decide_state
+from ..runtime.layout import JobPaths
+from ..targets.target import get_target
+from .arrays import ElementFailure, combine, failure_error, read_progress
+from .pull import apply_values, fetch_results, remote_exception, write_notebook
+from .registry import Registry, default_registry
+from .watch import observe, read_status
+
+
+class Job:
+    """A submitted job: watch it, wait for it, pull its results, cancel it.
+
+    ``Job`` objects are cheap handles on a registry row; ``rx_magic.jobs()``
+    and ``%rx attach`` rebuild them in a new kernel.
+    """
+
+    #: How a job shows itself as a cell's result in a front end with widgets: ``view(job)`` returns an object
+    #: with ``_repr_mimebundle_``, or None. The ui layer sets it (``ui.widget``); the domain never imports the UI.
+    view: Callable[[Job], object] | None = None
+
+    def __init__(self, record, registry: Registry | None = None):
+        self._registry = registry or default_registry()
+        self.record = record
+        self._target = None
+        self._last_asked = 0.0
+        self.results = None         # Results, once pulled
+        self.notebook_path = None   # the local job.ipynb, once pulled
+        self.warnings: list[str] = []  # what the pull could not do, for the user
+        self.status: dict | None = None  # the last status.json seen
+        self._spec: dict | None = None
+
+    def __repr__(self) -> str:
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"<Job {self.id} on {self.record.target}: {self.record.state}{reason}>"
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """In Jupyter, a job shown as a cell's result is its status widget, with a Pull results button."""
+        shown = Job.view(self) if Job.view is not None else None
+        return None if shown is None else shown._repr_mimebundle_()
+
+    @property
+    def state(self):
+        """The job's state now: its folder is read, and the scheduler asked at most every few seconds."""
+        if not self.record.state.is_final:
+            try:
+                self.refresh(ask_scheduler=time.monotonic() - self._last_asked > 2.0)
+            except Exception:  # an unreachable target: the last state known stands
+                pass
+        return self.record.state
+
+    @property
+    def reason(self) -> str:
+        return self.record.reason
+
+    @property
+    def target(self):
+        if self._target is None:
+            self._target = get_target(self.record.target)
+        return self._target
+
+    @property
+    def paths(self) -> JobPaths:
+        return JobPaths(self.record.workdir, self.id)
+
+    def refresh(self, ask_scheduler: bool = True):
+        """Look at the job once more; return its state."""
+        if self.record.state.is_final:
+            return self.record.state
+        # another handle on this job (``%rx cancel``, another kernel) may have cancelled or ended it
+        try:
+            self.record = self._registry.get(self.id)
+        except KeyError:    # removed from the registry (``%rx clean``): what this handle knows stands
+            pass
+        if self.record.state.is_final:
+            return self.record.state
+        if ask_scheduler:
+            self._last_asked = time.monotonic()
+        return self.settle(observe(self.target, [self.record], ask_scheduler)[self.id])
+
+    def settle(self, seen):
+        """Take what one poll round saw of the job (``monitor.observe``) as news; return its state."""
+        if seen.status:
+            self.status = seen.status
+        if self.record.state.is_final:
+            return self.record.state
+        state, reason = decide_state(seen, self.record.cancel_requested)
+        if seen.scheduler is None and state is State.SUBMITTED:
+            # a round that only read the folder knows nothing new of a job that has not started
+            return self.record.state
+        if state != self.record.state or (reason or "") != self.reason:
+            changes = {"state": state, "reason": reason or ""}
+            if state.is_final:
+                changes["ended_at"] = (seen.status or {}).get("ended") or time.time()
+            try:
+                self.record = self._registry.update(self.id, **changes)
+            except KeyError:    # removed from the registry (%rx clean): this handle still knows
+                self.record = replace(self.record, **changes)
+        return self.record.state
+
+    def wait(self, timeout: float | None = None, *, echo: bool = False, poll_interval: float = 1.0, each_round=None):
+        """Block until the job ends (or ``timeout`` seconds pass); return its state.
+
+        With ``echo``, the job's stdout and stderr are printed here as they arrive;
+        ``each_round()`` is called after every look at the job (the status widget).
+        """
+        started = time.monotonic()
+        streams = _Echo(self) if echo else None
+        nap, last_asked, outage = 0.005, time.monotonic(), None
+        while True:
+            now = time.monotonic()
+            # the folder is read every round; the scheduler is asked every few seconds
+            ask = now - last_asked > max(2.0, poll_interval * 2) or self.record.state is State.UNKNOWN
+            if ask:
+                last_asked = now
+            try:
+                state = self.refresh(ask_scheduler=ask)
+                if streams:
+                    streams.pump()
+            except (TransportError, SchedulerError) as exc:
+                # the link or the scheduler is down: the job goes on; try again, backing off, until it is back
+                outage = _Outage(self) if outage is None else outage
+                outage.retry_later(exc)
+                if timeout is not None and now - started > timeout:
+                    return self.record.state
+                continue
+            if outage is not None:
+                outage = outage.over()
+            if each_round is not None:
+                each_round()
+            if state.is_final or (timeout is not None and now - started > timeout):
+                if streams:
+                    streams.pump(final=state.is_final)
+                return state
+            time.sleep(nap)
+            nap = min(nap * 1.5, poll_interval)
+
+    def pull(self, namespace: dict | None = None, *, raise_error: bool = True):
+        """Fetch the results of a finished job and put its pulled values into ``namespace``.
+
+        A failed job applies nothing but its outputs and raises its error (the
+        cell's own exception when it can be rebuilt here, else ``RemoteError``);
+        a killed or cancelled one raises ``JobFailed`` or ``JobCancelled``.
+        Returns the names set. Waits for the job first if it is still running.
+        """
+        results = self.fetch()
+        names, warnings = [], []
+        if self.has_values and namespace is not None:
+            names, warnings = apply_values(results, namespace)
+            self.record = self._registry.update(self.id, pulled=True)
+        self.warnings = warnings
+        if raise_error:
+            self.raise_for_state()
+        return names
+
+    @property
+    def has_values(self) -> bool:
+        """Whether the job left values to pull: it is done, or it is a job array some of whose elements are."""
+        if self.record.state is State.DONE:
+            return True
+        return (self.record.state is State.FAILED and bool(self.record.elements)
+                and "d" in (self.status or {}).get("elements", ""))
+
+    def fetch(self):
+        """Read a finished job's results (values only when it is done), touching no namespace."""
+        if not self.record.state.is_final:
+            self.wait()
+        if self.record.elements:
+            self.results = self._fetch_array()
+        else:
+            self.results = fetch_results(self.target.transport, self.paths, values=self.record.state is State.DONE)
+        self.notebook_path = self._write_notebook(self.results)
+        return self.results
+
+    def spec(self) -> dict | None:
+        """The job's ``job.json``, upgraded to this release's format; None when it cannot be read.
+
+        Read once per handle: a spec never changes once the folder is in place.
+        """
+        if self._spec is None:
+            try:
+                self._spec = read_spec(self.target.transport.read_bytes(self.paths.job_json), self.paths.job_json)
+            except (FileNotFoundError, JobSpecError):
+                return None
+        return self._spec
+
+    def _array_spec(self) -> dict:
+        return (self.spec() or {}).get("map") or {}
+
+    def _fetch_array(self):
+        """Every element's results, as one: each pulled name a list in element order, None where one failed."""
+        spec, size = self._array_spec(), self.record.elements
+        labels = spec.get("labels") or [str(index) for index in range(size)]
+        status = self.status if (self.status or {}).get("ended") is not None or self.status else None
+        status = read_status(self.target, self.record, self.paths) or status or {}
+        self.status = status
+        _, ended = read_progress(self.target.transport, self.paths, size)
+        reasons = {int(index): reason for index, reason in (status.get("failed_elements") or {}).items()}
+        element_results, failures = {}, []
+        for index in range(size):
+            state = (ended.get(index) or {}).get("state")
+            if state is None and index not in reasons:
+                continue            # cancelled before it ran
+            paths = self.paths.element(index)
+            results = fetch_results(self.target.transport, paths, values=state == "done")
+            element_results[index] = results
+            if state != "done":
+                error = results.error or {}
+                reason = reasons.get(index) or (ended.get(index) or {}).get("reason") or "failed"
+                failures.append(ElementFailure(index, labels[index] if index < len(labels) else str(index),
+                                               reason, error.get("traceback", "")))
+        return combine(spec.get("name", "element"), labels, element_results, size, list(self.record.pull), failures)
+
+    def raise_for_state(self) -> None:
+        """Raise what a job that did not end ``done`` should raise in the notebook."""
+        __tracebackhide__ = True
+        failures = getattr(self.results, "failures", None)
+        if self.record.elements and failures and self.record.state is State.FAILED:
+            name = self._array_spec().get("name", "element")
+            raise failure_error(self.id, name, self.record.elements, failures, list(self.record.pull))
+        if self.record.state is State.FAILED:
+            if self.results and self.results.error and self.results.error.get("type"):
+                raise remote_exception(self.results, self.id)
+            raise JobFailed(f"job {self.id} failed: {self.reason}", self.id)
+        if self.record.state is State.CANCELLED:
+            raise JobCancelled(f"job {self.id} was cancelled", self.id)
+
+    def cancel(self) -> None:
+        """Stop the job; cancelling one that already ended does nothing."""
+        if self.record.state.is_final:
+            return
+        self.record = self._registry.update(self.id, cancel_requested=True)
+        self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
+
+    def log(self, stream: str = "stdout") -> str:
+        """The job's ``stdout`` or ``stderr`` so far; a job array's, element by element under a heading."""
+        if self.record.elements:
+            return self._array_log(stream)
+        path = self.paths.stdout if stream == "stdout" else self.paths.stderr
+        try:
+            return self.target.transport.read_bytes(path).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _array_log(self, stream: str) -> str:
+        spec = self._array_spec()
+        name, labels = spec.get("name", "element"), spec.get("labels") or []
+        parts = []
+        for index in range(self.record.elements):
+            paths = self.paths.element(index)
+            try:
+                text = self.target.transport.read_bytes(paths.stdout if stream == "stdout" else paths.stderr)
+            except FileNotFoundError:
+                continue
+            if text:
+                label = f"{name}={labels[index]}" if index < len(labels) else f"element {index}"
+                body = text.decode(errors="replace")
+                parts.append(f"── {label} ──\n{body}" + ("" if body.endswith("\n") else "\n"))
+        return "".join(parts)
+
+    def _write_notebook(self, results):
+        spec = self.spec()
+        if spec is None:
+            return None
+        source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
+        path = cache_home() / "jobs" / self.id / "job.ipynb"
+        return write_notebook(path, source, self.log("stdout"), self.log("stderr"), results)
+
+
+class _Outage:
+    """Says once that the link to a job's target dropped, and waits longer between each retry."""
+
+    def __init__(self, job: Job):
+        self.job, self.stream, self.delay = job, sys.stderr, 0.5
+
+    def retry_later(self, exc: Exception) -> None:
+        if self.delay == 0.5:
+            print(f"rx_magic: lost the connection to {self.job.record.target} ({exc}); the job goes on. "
+                  "Reconnecting...", file=self.stream, flush=True)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 30.0)
+
+    def over(self) -> None:
+        print(f"rx_magic: reconnected to {self.job.record.target}", file=self.stream, flush=True)
+
+
+class _Echo:
+    """Prints what a job writes to stdout and stderr, as it arrives."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.sources = [(job.paths.stdout, sys.stdout), (job.paths.stderr, sys.stderr)]
+        self.offsets = [0, 0]
+        self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in self.sources]
+
+    def pump(self, final: bool = False) -> None:
+        transport = self.job.target.transport
+        for index, (path, stream) in enumerate(self.sources):
+            try:
+                data = transport.read_bytes(path, self.offsets[index])
+            except FileNotFoundError:
+                continue
+            self.offsets[index] += len(data)
+            text = self.decoders[index].decode(data, final=final)
+            if text:
+                stream.write(text)
+                stream.flush()

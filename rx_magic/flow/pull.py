@@ -1,0 +1,158 @@
+"""A finished job's results: fetched from its folder, then applied in the notebook.
+
+Applying is all or nothing: every pulled value is loaded before the namespace
+is touched, so a value that cannot be loaded here leaves the namespace as it
+was (and the job's folder keeps the values for another try).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import PullError, RemoteError, RemoteTraceback, TransportError, show_as_remote
+from ..runtime import wire
+from ..runtime.layout import JobPaths
+from ..transport import Transport
+
+NOTEBOOK_LOG_LIMIT = 1_000_000
+
+
+@dataclass
+class Results:
+    """What a finished job left in its folder."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)       # name -> module to import here
+    missing: list[str] = field(default_factory=list)            # pulled names the cell never bound
+    unpicklable: dict[str, str] = field(default_factory=dict)   # name -> why it stayed on the target
+    outputs: list[dict] = field(default_factory=list)           # nbformat output dicts (display.json)
+    error: dict | None = None                                   # error.json
+    exception: BaseException | None = None                      # the cell's exception, rebuilt here
+
+
+def _read_json(transport: Transport, path: str):
+    try:
+        return json.loads(transport.read_bytes(path))
+    except FileNotFoundError:
+        return None
+
+
+def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True) -> Results:
+    """Read the outputs, the error and (with ``values``) every pulled value of a finished job."""
+    results = Results(outputs=_read_json(transport, paths.display) or [], error=_read_json(transport, paths.error))
+    if results.error and results.error.get("type") and "unpicklable" not in results.error:
+        try:
+            with transport.open_read(paths.exception) as file:
+                results.exception = wire.load(file)
+        except Exception:  # an exception class this kernel cannot rebuild: RemoteError stands in
+            results.exception = None
+    if values and transport.exists(paths.outputs):
+        with transport.open_read(paths.outputs) as file:
+            while True:
+                try:
+                    name, value = wire.load(file)
+                except EOFError:
+                    break
+                except TransportError:
+                    raise               # the link dropped: the values are still there for another try
+                except Exception as exc:
+                    raise PullError(f"a pulled value could not be loaded here ({type(exc).__name__}: {exc}); "
+                                    "nothing was changed in the notebook. The values stay in "
+                                    f"{paths.outputs}; install what is missing and attach again") from exc
+                if name == "":
+                    results.missing = value["missing"]
+                    results.unpicklable = value["unpicklable"]
+                    results.modules = value["modules"]
+                else:
+                    results.values[name] = value
+    return results
+
+
+def apply_values(results: Results, namespace: dict) -> tuple[list[str], list[str]]:
+    """Put the pulled values into ``namespace`` at once; return (names set, warnings)."""
+    staged, warnings = dict(results.values), []
+    for name, module_name in results.modules.items():
+        try:
+            staged[name] = importlib.import_module(module_name)
+        except ImportError as exc:
+            warnings.append(f"{name!r} is the module {module_name}, which this kernel cannot import: {exc}")
+    for name, why in results.unpicklable.items():
+        warnings.append(f"{name!r} stayed on the target: it cannot be pickled ({why})")
+    if results.missing:
+        names = ", ".join(repr(name) for name in results.missing)
+        warnings.append(f"the cell did not define {names}, so {'it was' if len(results.missing) == 1 else 'they were'} "
+                        "not pulled")
+    namespace.update(staged)
+    return list(staged), warnings
+
+
+class RemoteResult:
+    """The value of the cell's trailing expression, shown as the target rendered it."""
+
+    def __init__(self, data: dict, metadata: dict | None = None):
+        self.data = data
+        self.metadata = metadata or {}
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return self.data.get("text/plain", "<remote result>")
+
+
+def replay_outputs(outputs: list[dict]) -> RemoteResult | None:
+    """Show the cell's display outputs here; return its trailing expression's result, if any."""
+    from IPython.display import publish_display_data
+    result = None
+    for output in outputs:
+        if output.get("output_type") == "execute_result":
+            result = RemoteResult(output["data"], output.get("metadata"))
+        elif output.get("output_type") == "display_data":
+            publish_display_data(output["data"], output.get("metadata") or {})
+    return result
+
+
+def remote_exception(results: Results, job_id: str) -> BaseException:
+    """The exception to raise here: the cell's own when it rebuilt, else ``RemoteError``; cause = remote traceback."""
+    error = results.error or {}
+    text = error.get("traceback", "")
+    exc = results.exception
+    if exc is None:
+        qualified = ".".join(part for part in (error.get("module"), error.get("type")) if part and part != "builtins")
+        exc = RemoteError(f"{qualified}: {error.get('message', '')}", qualified, text, job_id)
+    exc.__cause__ = RemoteTraceback(text)
+    exc.__suppress_context__ = True
+    return show_as_remote(exc)
+
+
+def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: Results) -> Path:
+    """``job.ipynb``: the cell as written, with everything it output, for people to open later."""
+    import nbformat
+    outputs = []
+    for name, text in (("stdout", stdout), ("stderr", stderr)):
+        if text:
+            clipped = text if len(text) <= NOTEBOOK_LOG_LIMIT else "…\n" + text[-NOTEBOOK_LOG_LIMIT:]
+            outputs.append(nbformat.v4.new_output("stream", name=name, text=clipped))
+    for output in results.outputs:
+        if output["output_type"] == "execute_result":
+            outputs.append(nbformat.v4.new_output("execute_result", data=output["data"],
+                                                  metadata=output.get("metadata") or {}, execution_count=1))
+        else:
+            outputs.append(nbformat.v4.new_output("display_data", data=output["data"],
+                                                  metadata=output.get("metadata") or {}))
+    if results.error and results.error.get("type"):
+        outputs.append(nbformat.v4.new_output("error", ename=results.error["type"],
+                                              evalue=results.error.get("message", ""),
+                                              traceback=results.error.get("traceback", "").splitlines()))
+    cell = nbformat.v4.new_code_cell(source, outputs=outputs, execution_count=1)
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_suffix(".part")
+    nbformat.write(notebook, str(temporary))
+    temporary.replace(path)
+    return path

@@ -1,0 +1,299 @@
+"""Submitting a cell: capture, package, write the job folder, submit, record.
+
+Every check that can fail on the user's input (target, resources, syntax,
+pickling, payload size) runs before the first byte is written, and a job
+folder appears under its final name only once it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import posixpath
+import signal
+import socket
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._version import __version__
+from ..errors import InputError, PayloadTooLarge
+from ..model import jobspec
+from ..model.jobspec import new_spec
+from ..model.record import JobRecord
+from ..model.resources import Resources, format_size_human
+from ..model.states import State
+from ..runtime import RUNTIME_FILES, runtime_file, runtime_version
+from ..runtime.layout import JobPaths, new_job_id
+from ..schedulers import JobScript
+from ..targets.target import Target, get_target
+from ..transport import Transport
+from .arrays import ArrayRequest, parse_map
+from .blobs import BlobRef, plan_blobs, size_report, write_blobs
+from .capture import Capture, capture_cell, notebook_sources
+from .job import Job
+from .registry import default_registry, this_session
+from .shipping import Shipment, missing_packages, plan_shipment, upload_shipment, used_modules
+
+
+@dataclass
+class Plan:
+    """Everything a submission will send, worked out before anything is written."""
+
+    target: Target
+    job_id: str
+    paths: JobPaths
+    capture: Capture
+    blobs: list[BlobRef]
+    resources: Resources
+    script: JobScript
+    script_text: str
+    spec: dict
+    warnings: list[str] = field(default_factory=list)
+    shipment: Shipment = field(default_factory=Shipment)
+    array: ArrayRequest | None = None
+
+    @property
+    def pushed_values(self) -> dict:
+        """Every value the job needs in the blob store: the pushed names, and a job array's values."""
+        values = dict(self.capture.push)
+        if self.array is not None:
+            values[map_key(self.array)] = self.array.values
+        return values
+
+    def report(self) -> str:
+        """What ``--dry-run`` shows: what would be sent, and the job script."""
+        c = self.capture
+        lines = [f"target {self.target.name!r}: {self.target.config.scheduler} scheduler on "
+                 f"{self.target.transport.description}, job folder {self.paths.folder}"]
+        if self.resources.describe():
+            lines.append(f"resources: {self.resources.describe()}" + (" (each element)" if self.array else ""))
+        if self.array is not None:
+            shown = ", ".join(_short_repr(value) for value in self.array.values[:5])
+            more = ", ..." if self.array.size > 5 else ""
+            lines.append(f"array: {self.array.size} elements, {self.array.name} = {shown}{more}")
+        lines.append("push:" if self.blobs else "push: nothing")
+        if self.blobs:
+            lines.extend("  " + line for line in size_report(self.blobs).splitlines())
+        if c.imports:
+            lines.append("imports: " + "; ".join(c.imports.values()))
+        if self.shipment:
+            lines.append(f"files: {len(self.shipment.files)} ({format_size_human(self.shipment.size)})"
+                         + (f", the notebook's modules {', '.join(self.shipment.modules)}" if self.shipment.modules
+                            else ""))
+            lines.extend(f"  {relative}" for relative in list(self.shipment.files)[:20])
+            if len(self.shipment.files) > 20:
+                lines.append(f"  ... and {len(self.shipment.files) - 20} more")
+        lines.append("pull: " + (", ".join(c.pull) if c.pull else "nothing"))
+        if c.held_back:
+            lines.append("held back: " + ", ".join(f"{name} ({why})" for name, why in c.held_back.items()))
+        lines.extend(f"note: {warning}" for warning in self.warnings)
+        lines += ["", "job script (job.sh):", self.script_text.rstrip()]
+        return "\n".join(lines)
+
+
+def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
+              resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
+              source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1,
+              files: list[str] = (), dry_run: bool = False, map: str | None = None) -> Plan:
+    """Check and package a cell for a target, writing nothing.
+
+    With ``dry_run`` no connection is opened: checks that need the target
+    (its Python and packages, ``~`` in its workdir) use a connection only if
+    one is open already, and the plan says which were left for submission.
+    ``map`` is ``--map NAME=EXPR``: the cell runs once per value as a job array.
+    """
+    chosen = get_target(target)
+    resources = (resources or Resources()).over(chosen.config.defaults)
+    if chosen.config.project and not resources.project:
+        resources = Resources.from_json({**resources.to_json(), "project": chosen.config.project})
+    # the batch system's own rules (e.g. profile = "gadi"), checked before anything is packaged
+    chosen.scheduler.check_request(resources)
+    array = parse_map(map, namespace if namespace is not None else {}) if map is not None else None
+    captured = capture_cell(code, namespace if namespace is not None else {}, push=push, pull=pull,
+                            no_pull=no_pull, first_line=first_line)
+    if array is not None:   # each element has its own value of NAME: none is sent from here or pulled back
+        captured.push.pop(array.name, None)
+        captured.pull = [name for name in captured.pull if name != array.name]
+    values = dict(captured.push)
+    if array is not None:
+        values[map_key(array)] = array.values
+    blobs = plan_blobs(values, limit=chosen.config.max_payload)
+    shipment = Shipment()
+    offline = dry_run and not chosen.transport.connected
+    if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
+        shipment = plan_shipment(captured, namespace or {}, list(files), Path.cwd())
+        _check_payload(blobs, shipment, chosen.config.max_payload)
+    if offline:
+        captured.warnings.append(
+            f"not connected to {chosen.name!r}, so its Python and packages are checked when the cell is submitted")
+    elif not chosen.is_local:
+        chosen.environment()
+        missing = missing_packages(chosen, used_modules(captured, namespace or {}), shipment.modules)
+        if missing:
+            raise InputError(
+                f"target {chosen.name!r} lacks packages the cell uses: {', '.join(missing)} (versions here). "
+                f"Install them for {chosen.config.python} there, or load them in the target's setup lines")
+    job_id = new_job_id()
+    paths = JobPaths(chosen.workdir_path(expand_home=not offline), job_id)
+    runtime = paths.runtime_dir(runtime_version())
+    scheduler = chosen.scheduler
+    script = JobScript(
+        job_id=job_id, folder=paths.folder, runner=posixpath.join(runtime, "runner.py"),
+        python=chosen.config.python, setup=chosen.config.setup, resources=resources,
+        cwd=os.getcwd() if chosen.is_local else paths.work, elements=array.size if array else 0,
+    )
+    enforce = {} if scheduler.enforces_limits else {"walltime": resources.walltime, "mem": resources.mem}
+    spec = new_spec(**{
+        "job_id": job_id, "target": chosen.name,
+        "source": source if source is not None else code, "code": code,
+        "header": list(header), "first_line": first_line,
+        "push": {ref.name: ref.digest for ref in blobs if array is None or ref.name != map_key(array)},
+        "imports": captured.imports, "pull": captured.pull,
+        "limits": enforce, "resources": resources.to_json(), "files": shipment.digests,
+        "pythonpath": [paths.lib] if shipment.modules else [],
+        "use_ipython": "get_ipython" in code or "IPython" in code,
+        "sources": notebook_sources(captured.push),
+        "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
+                   "host": socket.gethostname()},
+        **({"map": {"name": array.name, "expr": array.expr, "size": array.size,
+                    "values": next(ref.digest for ref in blobs if ref.name == map_key(array)),
+                    "labels": [_short_repr(value) for value in array.values]}} if array is not None else {}),
+    })
+    return Plan(chosen, job_id, paths, captured, blobs, resources, script, scheduler.render(script), spec,
+                list(captured.warnings), shipment, array)
+
+
+def map_key(array: ArrayRequest) -> str:
+    """The blob name of an array's values in size reports: ``--map seed``, never a Python name."""
+    return f"--map {array.name}"
+
+
+def _short_repr(value, limit: int = 40) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_payload(blobs: list[BlobRef], shipment: Shipment, limit: int) -> None:
+    total = sum(ref.size for ref in blobs) + shipment.size
+    if total > limit:
+        raise PayloadTooLarge(
+            f"the cell would send {format_size_human(total)} ({format_size_human(shipment.size)} of it in "
+            f"{len(shipment.files)} files), over this target's limit of {format_size_human(limit)}: send less with "
+            "--files, or raise max_payload in the target's configuration")
+
+
+def _dill_version() -> str:
+    import dill
+    return dill.__version__
+
+
+class _BlobStore:
+    """The target's blob folder, as ``blobs.write_blobs`` sees it."""
+
+    def __init__(self, transport: Transport, folder: str):
+        self.transport, self.folder = transport, folder
+
+    def exists(self, name: str) -> bool:
+        return self.transport.exists(posixpath.join(self.folder, name))
+
+    def open_atomic(self, name: str):
+        return self.transport.open_atomic(posixpath.join(self.folder, name))
+
+
+def install_runtime(transport: Transport, paths: JobPaths) -> str:
+    """Copy runner.py and wire.py to the target once per version; return the folder."""
+    folder = paths.runtime_dir(runtime_version())
+    if not transport.exists(posixpath.join(folder, "runner.py")):
+        transport.makedirs(folder)
+        for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
+            transport.write_bytes(posixpath.join(folder, name), runtime_file(name).read_bytes())
+    return folder
+
+
+def submit_plan(plan: Plan) -> Job:
+    """Write the job folder, submit it, and record the job."""
+    transport, paths = plan.target.transport, plan.paths
+    transport.makedirs(plan.paths.workdir)
+    transport.makedirs(paths.blobs_dir)
+    install_runtime(transport, paths)
+    blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs,
+                                               _BlobStore(transport, paths.blobs_dir))
+    if plan.shipment:
+        files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
+        blobs_written, bytes_written = blobs_written + files_sent, bytes_written + file_bytes
+    staged = paths.staged()
+    transport.makedirs(staged.folder)
+    try:
+        if not plan.target.is_local:
+            transport.makedirs(staged.work)
+        if plan.array is not None:  # where each element writes (a batch system opens its log there first)
+            transport.makedirs(staged.elements_dir)
+        files = {staged.job_json: jobspec.dumps(plan.spec), staged.cell_py: plan.spec["source"].encode(),
+                 staged.job_sh: plan.script_text.encode()}
+        for path, data in files.items():
+            transport.write_bytes(path, data)
+        transport.rename(staged.folder, paths.folder)
+    except BaseException:
+        transport.remove_tree(staged.folder)
+        raise
+    with _interrupts_deferred():     # a job that runs is a job the registry knows
+        try:
+            scheduler_id = plan.target.scheduler.submit(transport, plan.script)
+        except BaseException:
+            transport.remove_tree(paths.folder)
+            raise
+        job = _record(plan, scheduler_id)
+    job.bytes_sent = bytes_written
+    job.blobs_sent = blobs_written
+    return job
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C / kernel interrupt until the block ends (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def _record(plan: Plan, scheduler_id: str) -> Job:
+    source_lines = [line for line in plan.spec["source"].splitlines() if line.strip()]
+    record = JobRecord(
+        id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=plan.paths.workdir,
+        scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
+        pull=tuple(plan.capture.pull), session=this_session(),
+        elements=plan.array.size if plan.array else 0,
+    )
+    registry = default_registry()
+    registry.add(record)
+    return Job(record, registry)
+
+
+def submit(code: str, target: str = "local", namespace: dict | None = None, *, push=(), pull=None,
+           no_pull: bool = False, files=(), map: str | None = None, **resources) -> Job:
+    """Run ``code`` as a job on ``target``; return the ``Job`` at once.
+
+    ``namespace`` is where the cell's inputs are read from (nothing is read
+    when it is None); keyword arguments are resources as the magic takes them:
+    ``submit(code, "gadi", ns, mem="8GB", ncpus=4, walltime="2:00:00")``.
+    """
+    try:
+        parsed = Resources.parse(**resources)
+    except TypeError as exc:
+        valid = ", ".join(Resources.__dataclass_fields__)
+        raise InputError(f"{exc}; the resources are {valid}") from None
+    return submit_plan(plan_cell(code, target, namespace=namespace, resources=parsed, push=push, pull=pull,
+                                 no_pull=no_pull, files=list(files), map=map))

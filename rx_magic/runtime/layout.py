@@ -1,0 +1,154 @@
+"""The job folder's layout: every file name in it, for the notebook and the runner alike.
+
+This module is the one owner of those names. It needs only the standard
+library, because it is copied to ``{workdir}/.rx/runtime-*/`` beside
+``runner.py`` and ``wire.py``, which import it there::
+
+    {workdir}/
+      .rx/blobs/{hash}.dill       content-addressed inputs, shared by jobs
+      .rx/files/{hash}            the notebook's modules and --files, by content
+      .rx/runtime-{hash}/         wire.py, layout.py, runner.py (one copy per version)
+      .rx/staging-{job_id}/       a job folder being written, renamed into place when complete
+      {job_id}/
+        job.json cell.py job.sh status.json stdout.log stderr.log exit_code
+        outputs.dill display.json error.json exception.dill scheduler.log scheduler.err
+        work/ lib/ elements/{i}/ (a job array's element i: a single job's names) elements/{i}.end
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import time
+
+JOB_ID_PATTERN = re.compile(r"^rx-\d{8}-\d{6}-[0-9a-f]{4,8}$")
+
+#: The format of ``job.json`` this release writes and its runner reads (``model.jobspec`` upgrades older ones).
+SPEC_FORMAT = 2
+
+#: A job folder's final files: once ``status.json`` says one of these, the job's folder says how it ended.
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A sortable, unique job id such as ``rx-20261123-141502-3fa9b1`` (UTC)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"rx-{stamp}-{os.urandom(3).hex()}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ValueError(f"{job_id!r} is not an rx_magic job id (they look like rx-20261123-141502-3fa9b1)")
+    return job_id
+
+
+class WorkdirPaths:
+    """The target's shared ``{workdir}/.rx`` folder: blobs, shipped files, the runner."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir.rstrip("/") or "/"
+
+    @property
+    def rx_dir(self) -> str:
+        return posixpath.join(self.workdir, ".rx")
+
+    @property
+    def blobs_dir(self) -> str:
+        return posixpath.join(self.rx_dir, "blobs")
+
+    @property
+    def files_dir(self) -> str:
+        """Content-addressed copies of the notebook's modules and ``--files``, shared by jobs."""
+        return posixpath.join(self.rx_dir, "files")
+
+    def runtime_dir(self, version: str) -> str:
+        return posixpath.join(self.rx_dir, f"runtime-{version}")
+
+    def blob(self, digest: str) -> str:
+        return posixpath.join(self.blobs_dir, blob_name(digest))
+
+    def staging_folder(self, job_id: str) -> str:
+        """Where a job folder is written before it is renamed into place."""
+        return posixpath.join(self.rx_dir, f"{STAGING_PREFIX}{job_id}")
+
+
+STAGING_PREFIX = "staging-"
+
+
+def blob_name(digest: str) -> str:
+    """The file name of a blob in ``.rx/blobs``."""
+    return f"{digest}.dill"
+
+
+class JobPaths(WorkdirPaths):
+    """Every file name in a job folder, and the shared ``.rx`` folder beside it."""
+
+    def __init__(self, workdir: str, job_id: str):
+        super().__init__(workdir)
+        self.job_id = check_job_id(job_id)
+        self.folder = posixpath.join(self.workdir, job_id)
+
+    @classmethod
+    def of_folder(cls, folder: str) -> JobPaths:
+        """The paths of the job whose folder is ``folder`` (``{workdir}/{job_id}``)."""
+        folder = folder.rstrip("/")
+        return cls(posixpath.dirname(folder), posixpath.basename(folder))
+
+    def _in_folder(name: str) -> property:  # noqa: N805 - a property factory
+        return property(lambda self: posixpath.join(self.folder, name))
+
+    job_json = _in_folder("job.json")
+    cell_py = _in_folder("cell.py")
+    job_sh = _in_folder("job.sh")
+    status_json = _in_folder("status.json")
+    stdout = _in_folder("stdout.log")
+    stderr = _in_folder("stderr.log")
+    scheduler_log = _in_folder("scheduler.log")
+    scheduler_err = _in_folder("scheduler.err")     # where a batch system writes it apart (Slurm)
+    exit_code = _in_folder("exit_code")
+    outputs = _in_folder("outputs.dill")
+    display = _in_folder("display.json")
+    error = _in_folder("error.json")
+    exception = _in_folder("exception.dill")
+    work = _in_folder("work")    # the cell's working folder on targets other than local; --files land here
+    lib = _in_folder("lib")      # the notebook's own modules, put on the cell's sys.path
+    elements_dir = _in_folder("elements")    # a job array's elements, each in a folder of its own
+    del _in_folder
+
+    @property
+    def staging(self) -> str:
+        """Where this job's folder is written before it is renamed into place."""
+        return self.staging_folder(self.job_id)
+
+    def staged(self) -> JobPaths:
+        """The same names inside the staging folder, where the job folder is written before it is renamed."""
+        staged = JobPaths(self.workdir, self.job_id)
+        staged.folder = self.staging
+        return staged
+
+    def element(self, index: int) -> ElementPaths:
+        return ElementPaths(self.workdir, self.job_id, index)
+
+
+class ElementPaths(JobPaths):
+    """The files of element ``index`` of a job array: a single job's names, inside ``elements/{index}/``."""
+
+    def __init__(self, workdir: str, job_id: str, index: int):
+        super().__init__(workdir, job_id)
+        self.job_folder = self.folder
+        self.index = index
+        self.folder = posixpath.join(self.job_folder, "elements", str(index))
+
+    @property
+    def end_marker(self) -> str:
+        """An empty file the runner writes when the element has ended (one listing finds them all)."""
+        return self.folder + ".end"
+
+
+def element_entry(name: str) -> tuple[int, bool] | None:
+    """``(index, ended)`` for an entry of ``elements/`` (``"3"`` or ``"3.end"``); None for anything else."""
+    stem, _, suffix = name.partition(".")
+    if not stem.isdigit() or suffix not in ("", "end"):
+        return None
+    return int(stem), suffix == "end"

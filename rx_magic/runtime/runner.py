@@ -1,0 +1,607 @@
+"""Runs one rx_magic job on the target: ``python runner.py JOB_FOLDER``.
+
+It imports nothing from rx_magic's package. It is copied to
+``{workdir}/.rx/runtime-*/`` beside ``layout.py`` (the job folder's file names)
+and ``wire.py`` (the pickle format) and needs only the standard library and
+dill; IPython and matplotlib are used when the cell uses them.
+
+Two processes share the work. The *supervisor* (this process, standard
+library only) records ``status.json``, enforces walltime and memory, and
+always writes the job's ending, whatever happens to the cell. The *cell
+process*, forked from it in its own process group, loads the pushed values,
+runs the cell with stdout/stderr going to the folder, and writes the pulled
+values, the rich outputs and any exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+# layout.py and wire.py lie beside this file; python -I would not look there by itself
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layout  # noqa: E402 - the job folder's file names
+
+CELL_FILENAME = "<remote cell>"
+
+# exit codes of the cell process
+CELL_OK, CELL_RAISED, RUNNER_ERROR = 0, 1, 3
+
+
+def _write_json(path: str, data) -> None:
+    temporary = f"{path}.part"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        json.dump(data, file)
+    os.replace(temporary, path)
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: str, lines: int = 8) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - 4096))
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc; 0 elsewhere)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as file:
+                for line in file:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            with open(f"/proc/{current}/task/{current}/children") as file:
+                pending.extend(int(child) for child in file.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class Supervisor:
+    """Starts the cell process, watches it, and writes the job's ending.
+
+    For one element of a job array, everything it writes goes to
+    ``elements/{element}/`` and an empty ``elements/{element}.end`` says it
+    has ended.
+    """
+
+    def __init__(self, folder: str, spec: dict, element: int | None = None):
+        self.folder = folder
+        self.spec = spec
+        self.element = element
+        self.paths = layout.JobPaths.of_folder(folder)
+        if element is not None:
+            self.paths = self.paths.element(element)
+        limits = spec.get("limits") or {}
+        self.walltime = limits.get("walltime")
+        self.mem = limits.get("mem")
+        self.signalled: int | None = None
+        self.started = time.time()
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signalled = signum
+
+    def run(self) -> int:
+        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        for signum in stop_signals:
+            signal.signal(signum, self._on_signal)
+        self.write_status("running")
+        # held until the cell process has its own handlers and group, so no stop signal is lost
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        pid = os.fork()
+        if pid == 0:  # the cell process
+            code = RUNNER_ERROR
+            try:
+                # the supervisor's handlers would make the cell ignore the SIGTERM that stops it
+                for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+                code = CellProcess(self.folder, self.spec, self.element).run()
+            finally:
+                os._exit(code)
+        try:
+            os.setpgid(pid, pid)  # as the child does: whichever runs first, killpg finds the group
+        except OSError:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        killed_for, peak, status = self.watch(pid)
+        usage = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)
+        peak = max(peak, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        state, reason, exit_code = self.outcome(status, killed_for)
+        self.write_status(state, reason=reason, exit_code=exit_code, peak_memory=peak)
+        with open(self.paths.exit_code, "w") as file:
+            file.write(f"{exit_code}\n")
+        if self.element is not None:
+            os.close(os.open(self.paths.end_marker, os.O_WRONLY | os.O_CREAT, 0o600))
+        return exit_code
+
+    def watch(self, pid: int) -> tuple[str | None, int, int]:
+        """Wait for the cell process; kill it on walltime, memory or a signal."""
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        killed_for, peak, kill_sent, nap = None, 0, None, 0.01
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                if pidfd is not None:
+                    os.close(pidfd)
+                return killed_for, peak, status
+            now = time.time()
+            if self.mem:
+                peak = max(peak, _tree_rss(pid))
+            if killed_for is None:
+                if self.signalled is not None:
+                    killed_for = f"signal:{self.signalled}"
+                elif self.walltime and now - self.started > self.walltime:
+                    killed_for = "walltime"
+                elif self.mem and peak > self.mem:
+                    killed_for = "memory"
+            if killed_for is not None:
+                if kill_sent is None:
+                    self._kill(pid, signal.SIGTERM)
+                    kill_sent = now
+                elif now - kill_sent > 5:
+                    self._kill(pid, signal.SIGKILL)
+            timeout = nap if self.mem or pidfd is None else 0.25
+            if pidfd is not None:
+                try:
+                    select.select([pidfd], [], [], timeout)
+                except InterruptedError:
+                    pass
+            else:
+                time.sleep(timeout)
+            nap = min(nap * 2, 0.1 if self.mem else 0.2)
+
+    @staticmethod
+    def _kill(pid: int, signum: int) -> None:
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def outcome(self, status: int, killed_for: str | None) -> tuple[str, str | None, int]:
+        if killed_for == "walltime":
+            return "failed", f"walltime exceeded ({_clock(self.walltime)})", 124
+        if killed_for == "memory":
+            return "failed", f"memory limit exceeded ({_size(self.mem)})", 125
+        if killed_for and killed_for.startswith("signal:"):
+            signum = int(killed_for.split(":")[1])
+            return "failed", f"terminated by signal {signal.Signals(signum).name}", 128 + signum
+        if os.WIFSIGNALED(status):
+            name = signal.Signals(os.WTERMSIG(status)).name
+            hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+            tail = _tail(self.paths.stderr)
+            return "failed", f"the cell's process was killed by {name}{hint}" + (f": {tail}" if tail else ""), \
+                128 + os.WTERMSIG(status)
+        code = os.WEXITSTATUS(status)
+        if code == CELL_OK:
+            return "done", None, 0
+        error = _read_json(self.paths.error) or {}
+        if code == CELL_RAISED and error.get("type"):
+            message = error.get("message", "")
+            return "failed", f"the cell raised {error['type']}" + (f": {message}" if message else ""), 1
+        reason = error.get("runner_error") or "the runner failed: " + (_tail(self.paths.stderr) or f"exit code {code}")
+        return "failed", reason, code
+
+    def write_status(self, state: str, **extra) -> None:
+        now = time.time()
+        status = {
+            "state": state, "reason": None, "started": self.started,
+            "ended": now if state != "running" else None,
+            "elapsed": now - self.started, "host": socket.gethostname(), "pid": os.getpid(),
+            "python": "%d.%d.%d" % sys.version_info[:3],
+        }
+        if self.element is not None:
+            status["element"] = self.element
+        status.update(extra)
+        _write_json(self.paths.status_json, status)
+
+
+# ----------------------------------------------------------------------------- cell process
+
+class RunnerError(Exception):
+    """Something outside the cell stopped it from running: the message says what and how to fix it."""
+
+
+class Outputs:
+    """Rich outputs as nbformat output dicts, in the order the cell produced them."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+        self.formatter = None           # IPython's DisplayFormatter, when IPython runs the show
+
+    def bundle(self, obj) -> tuple[dict, dict]:
+        if self.formatter is not None:
+            data, metadata = self.formatter.format(obj)
+            return data, metadata
+        data, metadata = {"text/plain": repr(obj)}, {}
+        mimebundle = getattr(obj, "_repr_mimebundle_", None)
+        if callable(mimebundle) and not isinstance(obj, type):
+            found = mimebundle()
+            if isinstance(found, tuple):
+                found, metadata = found[0], found[1] or {}
+            data.update(found or {})
+        for method, mime in (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+                             ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+                             ("_repr_jpeg_", "image/jpeg"), ("_repr_latex_", "text/latex"),
+                             ("_repr_json_", "application/json")):
+            render = getattr(obj, method, None)
+            if callable(render) and not isinstance(obj, type) and mime not in data:
+                value = render()
+                if isinstance(value, tuple):
+                    value, metadata[mime] = value
+                if value is not None:
+                    data[mime] = value
+        return data, metadata
+
+    def add(self, output_type: str, data: dict, metadata: dict | None = None) -> None:
+        import base64
+        clean = {}
+        for mime, value in data.items():
+            if isinstance(value, (bytes, bytearray)):
+                value = base64.b64encode(value).decode("ascii")
+            clean[mime] = value
+        output = {"output_type": output_type, "data": clean, "metadata": metadata or {}}
+        if output_type == "execute_result":
+            output["execution_count"] = None
+        self.items.append(output)
+
+    def display(self, *objs, raw: bool = False, **_ignored) -> None:
+        """``display()`` for cells that run without IPython."""
+        sys.stdout.flush()
+        for obj in objs:
+            self.add("display_data", *((obj, {}) if raw else self.bundle(obj)))
+
+    def publish(self, data, metadata=None, *args, **kwargs) -> None:
+        """Stands in for IPython's DisplayPublisher.publish."""
+        sys.stdout.flush()
+        self.add("display_data", data, metadata)
+
+    def flush_figures(self) -> None:
+        """Open matplotlib figures become PNG outputs, as the inline backend does."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        import io
+        for number in pyplot.get_fignums():
+            figure = pyplot.figure(number)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", bbox_inches="tight")
+            self.add("display_data", {"image/png": buffer.getvalue(), "text/plain": repr(figure)})
+        pyplot.close("all")
+
+
+class _PyplotHook:
+    """After ``matplotlib.pyplot`` is imported, make ``show()`` emit figures as outputs."""
+
+    def __init__(self, outputs: Outputs):
+        self.outputs = outputs
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "matplotlib.pyplot":
+            return None
+        import importlib.machinery
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, outputs = spec.loader.exec_module, self.outputs
+
+        def exec_and_patch(module):
+            exec_module(module)
+            module.show = lambda *args, **kwargs: outputs.flush_figures()
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+class CellProcess:
+    """Loads the pushed values, runs the cell, and writes what it produced."""
+
+    def __init__(self, folder: str, spec: dict, element: int | None = None):
+        self.folder = folder
+        self.spec = spec
+        self.element = element
+        self.paths = layout.JobPaths.of_folder(folder)
+        if element is not None:
+            self.paths = self.paths.element(element)
+        self.outputs = Outputs()
+
+    def run(self) -> int:
+        os.setpgid(0, 0)
+        self._die_with_supervisor()
+        self._redirect_streams()
+        try:
+            namespace = self.prepare()
+        except RunnerError as exc:
+            print(f"rx_magic runner: {exc}", file=sys.stderr)
+            _write_json(self.paths.error, {"runner_error": str(exc)})
+            return RUNNER_ERROR
+        try:
+            self.execute(namespace)
+        except BaseException as exc:  # the cell's own exception, whatever it is
+            self.outputs.flush_figures()
+            self.write_error(exc)
+            self.write_display()
+            return CELL_RAISED
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self.outputs.flush_figures()
+        self.write_display()
+        self.write_pulled(namespace)
+        return CELL_OK
+
+    @staticmethod
+    def _die_with_supervisor() -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except Exception:
+                pass
+
+    def _redirect_streams(self) -> None:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        for fd, name in ((1, self.paths.stdout), (2, self.paths.stderr)):
+            target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        os.environ.setdefault("MPLBACKEND", "Agg")
+
+    def prepare(self) -> dict:
+        runtime = os.path.dirname(os.path.abspath(__file__))
+        try:
+            import dill  # noqa: F401 - blobs of notebook functions need it
+            import wire
+        except ImportError as exc:
+            raise RunnerError(
+                f"{exc.name or exc} is not importable by {sys.executable} (Python {sys.version.split()[0]}) "
+                f"on {socket.gethostname()}: install it there with `{sys.executable} -m pip install dill`, "
+                "or point the target's `python` at an environment that has it") from exc
+        self.wire = wire
+        self._link_files()
+        sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
+        sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
+
+        import types
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+        namespace = main.__dict__
+        if self.spec.get("use_ipython"):
+            self._start_ipython(main)
+        else:
+            namespace["display"] = self.outputs.display
+        for name, line in self.spec.get("imports", {}).items():
+            try:
+                exec(line, namespace)
+            except ImportError as exc:
+                raise RunnerError(f"the cell uses the module {name!r} ({line!r}), which {sys.executable} on "
+                                  f"{socket.gethostname()} cannot import: {exc}") from exc
+        for name, digest in self.spec.get("push", {}).items():
+            try:
+                namespace[name] = wire.load_path(self.paths.blob(digest))
+            except Exception as exc:
+                raise RunnerError(f"could not load the value of {name!r} on the target: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        array = self.spec.get("map")
+        if array and self.element is not None:
+            try:
+                values = wire.load_path(self.paths.blob(array["values"]))
+                namespace[array["name"]] = values[self.element]
+            except Exception as exc:
+                raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        sys.meta_path.insert(0, _PyplotHook(self.outputs))
+        return namespace
+
+    def _link_files(self) -> None:
+        """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
+        import shutil
+        store = self.paths.files_dir
+        for relative, digest in self.spec.get("files", {}).items():
+            destination = os.path.join(self.folder, relative if relative.startswith("lib/") else
+                                       os.path.join("work", relative))
+            if not os.path.abspath(destination).startswith(self.folder + os.sep):
+                raise RunnerError(f"refusing to place a shipped file outside the job folder: {relative!r}")
+            os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
+            if os.path.exists(destination):     # placed already by another element of the array
+                continue
+            try:
+                os.link(os.path.join(store, digest), destination)
+            except FileExistsError:
+                continue
+            except OSError:
+                shutil.copyfile(os.path.join(store, digest), destination)
+                os.chmod(destination, 0o600)
+
+    def _start_ipython(self, main) -> None:
+        try:
+            from IPython.core.interactiveshell import InteractiveShell
+        except ImportError as exc:
+            raise RunnerError(f"the cell uses IPython (magics or IPython.display), which {sys.executable} on "
+                              f"{socket.gethostname()} cannot import: install ipython there") from exc
+        shell = InteractiveShell.instance(user_module=main)
+        shell.display_pub.publish = self.outputs.publish
+        self.outputs.formatter = shell.display_formatter
+
+    def execute(self, namespace: dict) -> None:
+        import ast
+        import linecache
+        code = self.spec["code"]
+        first_line = self.spec.get("first_line", 1)
+        lines = [f"{line}\n" for line in self.spec.get("header", [])][: first_line - 1]
+        lines += [""] * (first_line - 1 - len(lines)) + code.splitlines(keepends=True)
+        linecache.cache[CELL_FILENAME] = (len("".join(lines)), None, lines, CELL_FILENAME)
+        for filename, source in (self.spec.get("sources") or {}).items():    # the notebook's functions
+            linecache.cache[filename] = (len("".join(source["lines"])), None, source["lines"], filename)
+        tree = ast.parse(code, CELL_FILENAME)
+        ast.increment_lineno(tree, first_line - 1)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, CELL_FILENAME, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(last, CELL_FILENAME, "eval"), namespace)
+            if value is not None:
+                sys.stdout.flush()
+                self.outputs.add("execute_result", *self.outputs.bundle(value))
+
+    def write_error(self, exc: BaseException) -> None:
+        import traceback
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+        for filename, source in (self.spec.get("sources") or {}).items():   # as IPython names them: Cell In[3]
+            text = text.replace(f'File "{filename}"', source["label"])
+        error = {"type": type(exc).__qualname__, "module": type(exc).__module__,
+                 "message": str(exc), "traceback": text}
+        try:
+            with open(self.paths.exception + ".part", "wb") as file:
+                self.wire.dump(exc, file)
+            os.replace(self.paths.exception + ".part", self.paths.exception)
+        except Exception as pickling_error:
+            error["unpicklable"] = f"{type(pickling_error).__name__}: {pickling_error}"
+        _write_json(self.paths.error, error)
+
+    def write_display(self) -> None:
+        _write_json(self.paths.display, self.outputs.items)
+
+    def write_pulled(self, namespace: dict) -> None:
+        """Each pulled value as its own pickle frame; one that does not pickle is listed instead."""
+        import types
+        missing, unpicklable, modules = [], {}, {}
+        with open(self.paths.outputs + ".part", "wb") as file:
+            for name in self.spec.get("pull", []):
+                if name not in namespace:
+                    missing.append(name)
+                    continue
+                value = namespace[name]
+                if isinstance(value, types.ModuleType):
+                    modules[name] = value.__name__
+                    continue
+                start = file.tell()
+                try:
+                    self.wire.dump((name, value), file)
+                except Exception as exc:
+                    file.seek(start)
+                    file.truncate()
+                    unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
+            self.wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules}), file)
+        os.replace(self.paths.outputs + ".part", self.paths.outputs)
+
+
+# ----------------------------------------------------------------------------- job arrays on no batch system
+
+class Pool:
+    """Runs every element of a job array, each as ``runner.py FOLDER INDEX``, as many at a time as
+    the machine has cores for (``--ncpus`` cores each). A stop signal stops the elements running
+    and starts no more.
+    """
+
+    def __init__(self, folder: str, spec: dict):
+        self.folder, self.count = folder, int(spec["map"]["size"])
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.size = max(1, cores // max(1, (spec.get("resources") or {}).get("ncpus") or 1))
+        self.signalled: int | None = None
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signalled = signum
+
+    def run(self) -> int:
+        import subprocess
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        running: list = []
+        pending = list(range(self.count))
+        failed = 0
+        while pending or running:
+            if self.signalled is not None:
+                for process in running:
+                    if process.poll() is None:
+                        process.send_signal(self.signalled)
+                pending = []
+            while pending and len(running) < self.size:
+                index = pending.pop(0)
+                os.makedirs(layout.JobPaths.of_folder(self.folder).element(index).folder, mode=0o700, exist_ok=True)
+                running.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), self.folder, str(index)],
+                                                stdin=subprocess.DEVNULL))
+            time.sleep(0.05)
+            for process in [p for p in running if p.poll() is not None]:
+                running.remove(process)
+                failed += process.returncode != 0
+        return 128 + self.signalled if self.signalled else (1 if failed else 0)
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: runner.py JOB_FOLDER [ELEMENT | --pool]"
+    if len(argv) not in (2, 3):
+        print(usage, file=sys.stderr)
+        return 2
+    folder = os.path.abspath(argv[1])
+    paths = layout.JobPaths.of_folder(folder)
+    spec = _read_json(paths.job_json)
+    if spec is None:
+        print(f"rx_magic runner: cannot read {paths.job_json}", file=sys.stderr)
+        return 2
+    if spec.get("format") != layout.SPEC_FORMAT:
+        print(f"rx_magic runner: {paths.job_json} is in format {spec.get('format')!r}; this runner reads "
+              f"format {layout.SPEC_FORMAT}", file=sys.stderr)
+        return 2
+    if len(argv) == 3 and argv[2] == "--pool" and spec.get("map"):
+        return Pool(folder, spec).run()
+    if len(argv) == 3 and argv[2].isdigit() and spec.get("map"):
+        element = int(argv[2])
+        if element >= int(spec["map"]["size"]):
+            print(f"rx_magic runner: element {element} is past the array's {spec['map']['size']}", file=sys.stderr)
+            return 2
+        os.makedirs(paths.element(element).folder, mode=0o700, exist_ok=True)
+        return Supervisor(folder, spec, element).run()
+    if len(argv) != 2:
+        print(usage, file=sys.stderr)
+        return 2
+    return Supervisor(folder, spec).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

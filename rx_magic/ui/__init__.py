@@ -1,0 +1,1 @@
+"""What the user meets: the magics, the status widget, background results, the comm pump."""
