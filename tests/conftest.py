@@ -10,8 +10,9 @@ import pytest
 from helpers import targets_toml
 
 import rx_magic
-import rx_magic.flow.watch
 import rx_magic.flow.registry
+import rx_magic.flow.watch
+import rx_magic.model.local_dirs
 import rx_magic.targets
 
 
@@ -36,13 +37,10 @@ def isolated(tmp_path_factory, monkeypatch):
         if rx_magic.model.local_dirs.data_home() == home / "xdg_data_home" / "rx_magic":  # never anyone else's jobs
             _cancel_live_jobs()
     finally:
-        # Monitors first: a monitor thread still polling would use the registry's connection while it is
-        # closed below, which crashed the interpreter (a segfault in sqlite3) in a clean-clone CI run.
+        # The documented shutdown order: monitors (their threads joined), then targets, then the registry.
         rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
-        registry = rx_magic.flow.registry._registries.pop(rx_magic.model.local_dirs.data_home() / "registry.sqlite", None)
-        if registry is not None:
-            registry.close()
+        rx_magic.flow.registry.close_registry()
 
 
 def _cancel_live_jobs():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rx_magic.model.states import Observation, SchedulerState, State, decide_state
+from rx_magic.model.states import Disappearance, Observation, SchedulerState, State, decide_state, looks_gone
 
 RUNNING = {"state": "running"}
 DONE = {"state": "done"}
@@ -62,11 +62,13 @@ CASES = {
         (seen(RUNNING), False, State.RUNNING, None),
     "not asking the scheduler, no folder status is submitted":
         (seen(None), False, State.SUBMITTED, None),
-    # the scheduler says it ended (or forgot it) and the folder holds no ending
-    "scheduler forgot the job and the folder has no ending is failed, never done":
-        (seen(RUNNING, GONE), False, State.FAILED, "the job ended without the runner recording a result"),
-    "scheduler forgot a job that never started is failed":
-        (seen(None, GONE), False, State.FAILED, "the job ended without the runner recording a result"),
+    # the scheduler says it ended (or forgot it) and the folder holds no ending: one round is no evidence
+    "scheduler forgot the job and the folder has no ending is no news yet":
+        (seen(RUNNING, GONE), False, None, "the job ended without the runner recording a result"),
+    "scheduler forgot a job that never started is no news yet":
+        (seen(None, GONE), False, None, "the job ended without the runner recording a result"),
+    "scheduler says done but the folder has no ending yet is no news (the folder may lag)":
+        (seen(RUNNING, SchedulerState(State.DONE)), False, None, "the job ended without the runner recording a result"),
     "scheduler forgot the job after a cancel request is cancelled":
         (seen(RUNNING, GONE), True, State.CANCELLED, "cancelled by you"),
     "scheduler cancelled the job is cancelled":
@@ -92,3 +94,30 @@ def test_decide_state(observation, cancel_requested, state, reason):
 def test_a_job_without_a_done_folder_is_never_done(observation):
     decided, _ = decide_state(observation, cancel_requested=False)
     assert (decided is State.DONE) == ((observation.status or {}).get("state") == "done")
+
+
+GONE_WITHOUT_TRACE = [seen(RUNNING, GONE), seen(None, GONE), seen(RUNNING, SchedulerState(State.DONE)),
+                      seen(None, SchedulerState(State.FAILED))]
+
+
+@pytest.mark.parametrize("observation", GONE_WITHOUT_TRACE)
+def test_a_job_gone_without_a_trace_is_failed_once_that_is_confirmed_never_done(observation):
+    assert looks_gone(observation)
+    assert decide_state(observation, gone_confirmed=True) == (
+        State.FAILED, "the job ended without the runner recording a result")
+
+
+@pytest.mark.parametrize("observation", [seen(RUNNING, SCHED_RUNNING), seen(DONE, GONE), seen(RUNNING),
+                                         seen(None, GONE, exit_code=1), seen(RUNNING, SCHED_WALLTIME)])
+def test_a_round_with_any_trace_is_not_gone(observation):
+    assert not looks_gone(observation)
+
+
+def test_gone_is_evidence_only_after_enough_consistent_rounds_over_enough_time():
+    watch = Disappearance(rounds=3, seconds=10.0)
+    assert [watch.round(True, t) for t in (0.0, 1.0, 2.0)] == [False, False, False]     # 3 rounds, too soon
+    assert watch.round(True, 10.0) is True
+    again = Disappearance(rounds=3, seconds=10.0)
+    assert [again.round(True, t) for t in (0.0, 20.0)] == [False, False]               # long enough, too few
+    assert again.round(False, 21.0) is False                                            # seen alive: starts over
+    assert [again.round(True, t) for t in (22.0, 30.0, 40.0)] == [False, False, True]

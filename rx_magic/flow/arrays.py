@@ -117,12 +117,14 @@ def array_status(size: int, started: set[int], ended: dict[int, dict], scheduler
                  cancel_requested: bool = False) -> dict | None:
     """The array as one ``status.json`` would say it; None while no element has started.
 
-    Once every element has ended, or the scheduler says the array has ended
-    (or no longer knows it), the array has ended: elements with no ending of
+    Once every element has ended, or the scheduler's own record says the array
+    failed or was cancelled, the array has ended: elements with no ending of
     their own take the scheduler's word for theirs.
     """
     sched_elements = (scheduler.elements or {}) if scheduler else {}
-    over = len(ended) == size or (scheduler is not None and (scheduler.state is None or scheduler.state.is_final))
+    # the scheduler's own record of an ending that went wrong ends the array; a scheduler that no longer knows
+    # it, or says it ended well while elements have no ending yet, is not evidence (states.Disappearance decides)
+    over = len(ended) == size or (scheduler is not None and scheduler.state in (State.FAILED, State.CANCELLED))
     states, reasons = [], {}
     for index in range(size):
         if index in ended:

@@ -18,7 +18,7 @@ from typing import Callable
 from ..errors import JobCancelled, JobFailed, SchedulerError, TransportError
 from ..model.jobspec import JobSpecError, read_spec
 from ..model.local_dirs import cache_home
-from ..model.states import State, decide_state
+from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .arrays import ElementFailure, combine, failure_error, read_progress
@@ -48,6 +48,7 @@ class Job:
         self.warnings: list[str] = []  # what the pull could not do, for the user
         self.status: dict | None = None  # the last status.json seen
         self._spec: dict | None = None
+        self._gone = Disappearance()    # rounds that saw the job gone without a trace
 
     def __repr__(self) -> str:
         reason = f" ({self.reason})" if self.reason else ""
@@ -107,7 +108,11 @@ class Job:
             self.status = seen.status
         if self.record.state.is_final:
             return self.record.state
-        state, reason = decide_state(seen, self.record.cancel_requested)
+        cancel = self.record.cancel_requested
+        gone = seen.scheduler is not None and self._gone.round(looks_gone(seen, cancel), time.monotonic())
+        state, reason = decide_state(seen, cancel, gone_confirmed=gone)
+        if state is None:
+            return self.record.state    # gone without a trace, but not yet for long enough to say it ended
         if seen.scheduler is None and state is State.SUBMITTED:
             # a round that only read the folder knows nothing new of a job that has not started
             return self.record.state

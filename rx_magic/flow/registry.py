@@ -92,7 +92,14 @@ class Registry:
         db = self._db
         assignments = ", ".join(f"{name} = ?" for name in changes)
         with _transaction(db):
-            record = replace(self._get(db, job_id), **changes)
+            current = self._get(db, job_id)
+            if current.state.is_final and "state" in changes and not State(changes["state"]).is_final:
+                # an ending is final: a handle that saw the job still running earlier cannot undo it
+                changes = {name: value for name, value in changes.items() if name not in ("state", "reason")}
+                if not changes:
+                    return current
+                assignments = ", ".join(f"{name} = ?" for name in changes)
+            record = replace(current, **changes)
             row = _to_row(record)
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?",
                        [*(row[_COLUMNS.index(name)] for name in changes), job_id])

@@ -5,6 +5,13 @@ or is ``unknown`` when neither the scheduler nor its folder can be read.
 The folder's ``status.json`` is the truth for how a job ended; the scheduler
 is the truth for queued/running and for jobs it killed, which never write a
 final status themselves.
+
+Only evidence ends a job: the folder's ending (``status.json``, ``exit_code``)
+or the scheduler's own final record (a final state with its reason). A query
+that failed says nothing (the callers skip the round). A job the scheduler no
+longer knows, or says ended normally, while its folder holds no ending, is
+*gone without a trace*: that ends it only once ``Disappearance`` has seen it
+so in several consistent rounds over a minimum time, the folder read each time.
 """
 
 from __future__ import annotations
@@ -57,8 +64,54 @@ def stopped_from_outside(status: dict | None) -> bool:
     return status.get("state") == "failed" and (status.get("exit_code") or 0) > 128
 
 
-def decide_state(seen: Observation, cancel_requested: bool = False) -> tuple[State, str | None]:
-    """The job's state and, when it ended badly, a reason a person can read."""
+#: A job gone without a trace ends only after this many consecutive rounds that saw it so...
+GONE_ROUNDS = 3
+#: ...spanning at least this many seconds from the first.
+GONE_SECONDS = 10.0
+
+
+class Disappearance:
+    """Counts the consecutive rounds that saw a job gone without a trace; says when that is evidence.
+
+    ``round(gone, now)`` records one round in which the scheduler was asked;
+    it returns True once ``GONE_ROUNDS`` consecutive rounds over at least
+    ``GONE_SECONDS`` saw the job gone. Any round that saw it otherwise starts over.
+    """
+
+    def __init__(self, rounds: int = GONE_ROUNDS, seconds: float = GONE_SECONDS):
+        self.needed_rounds, self.needed_seconds = rounds, seconds
+        self.first: float | None = None
+        self.rounds = 0
+
+    def round(self, gone: bool, now: float) -> bool:
+        if not gone:
+            self.first, self.rounds = None, 0
+            return False
+        if self.first is None:
+            self.first = now
+        self.rounds += 1
+        return self.rounds >= self.needed_rounds and now - self.first >= self.needed_seconds
+
+
+def looks_gone(seen: Observation, cancel_requested: bool = False) -> bool:
+    """Whether this round saw the job gone without a trace: asked, the scheduler no longer knows it (or says it
+    ended normally), and neither the folder's status nor the job script's exit code says how it ended."""
+    sched = seen.scheduler
+    if sched is None or cancel_requested or seen.exit_code is not None:
+        return False
+    if (seen.status or {}).get("state") in ("done", "failed", "cancelled"):
+        return False
+    return sched.state is None or sched.state is State.DONE or (sched.state is State.FAILED and not sched.reason)
+
+
+def decide_state(seen: Observation, cancel_requested: bool = False,
+                 gone_confirmed: bool = False) -> tuple[State | None, str | None]:
+    """The job's state and, when it ended badly, a reason a person can read.
+
+    ``(None, reason)`` when the job looks gone without a trace (``looks_gone``)
+    and ``gone_confirmed`` (``Disappearance``) does not yet say that is evidence:
+    the caller keeps the state it had.
+    """
     status = seen.status or {}
     folder_state = status.get("state")
     sched = seen.scheduler
@@ -91,7 +144,8 @@ def decide_state(seen: Observation, cancel_requested: bool = False) -> tuple[Sta
         return State.FAILED, sched.reason
     if seen.exit_code is not None:
         return State.FAILED, f"the job script exited with code {seen.exit_code} before the cell finished{tail}"
-    return State.FAILED, f"the job ended without the runner recording a result{tail}"
+    reason = f"the job ended without the runner recording a result{tail}"
+    return (State.FAILED if gone_confirmed else None), reason
 
 
 def scheduler_array_state(elements: dict[int, SchedulerState]) -> SchedulerState:

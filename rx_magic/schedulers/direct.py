@@ -39,7 +39,13 @@ class DirectScheduler(Scheduler):
         alive: dict[str, str] = {}
         if pids:
             result = transport.run(["ps", "-ww", "-o", "pid=,args=", "-p", ",".join(pids)], check=False, timeout=60)
-            # -ww: without a terminal ps may cut args at 80 columns, hiding the folder
+            # -ww: without a terminal ps may cut args at 80 columns, hiding the folder.
+            # ps exits 1, silently, when none of the pids exists; anything else (killed, an error, a shell
+            # that could not start it) says nothing about the jobs, and must not read as "all gone"
+            if result.returncode not in (0, 1) or (result.returncode == 1 and (result.stdout.strip()
+                                                                              or result.stderr.strip())):
+                raise SchedulerError(f"could not list processes on {transport.description} "
+                                     f"(ps exited {result.returncode}): {result.tail(3) or 'no output'}")
             for line in result.stdout.splitlines():
                 pid, _, args = line.strip().partition(" ")
                 alive[pid] = args
