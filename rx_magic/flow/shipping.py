@@ -19,6 +19,7 @@ import importlib.util
 import os
 import posixpath
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,19 +137,24 @@ def _walk(path: Path) -> list[Path]:
 
 
 _digest_cache: dict[tuple[str, int, int], str] = {}
+_digest_cache_lock = threading.Lock()     # submissions may run on several threads (rx_magic.submit)
 
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's content, remembered while its size and mtime stay the same."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _digest_cache:
+    with _digest_cache_lock:
+        found = _digest_cache.get(key)
+    if found is None:
         digest = hashlib.sha256()
         with open(path, "rb") as file:
             for piece in iter(lambda: file.read(4 * 2**20), b""):
                 digest.update(piece)
-        _digest_cache[key] = digest.hexdigest()
-    return _digest_cache[key]
+        found = digest.hexdigest()
+        with _digest_cache_lock:
+            _digest_cache[key] = found
+    return found
 
 
 def plan_shipment(capture: Capture, namespace: dict, files: list[str], root: Path) -> Shipment:

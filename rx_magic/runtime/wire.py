@@ -68,6 +68,7 @@ import stat
 import struct
 import sys
 import tempfile
+import threading
 import types
 import warnings
 import weakref
@@ -138,28 +139,33 @@ def _reduce_with_dill(obj: object) -> tuple:
 # its bytes where it was defined, kept across the trip. On loading, a class of the same name in
 # ``__main__`` with the same origin is that class; anything else is built from the bytes.
 _origins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_origins_lock = threading.Lock()      # the kernel's thread pickles, a monitor's fetch thread unpickles
 
 
 def _origin(klass: type, data: bytes) -> str:
-    found = _origins.get(klass)
-    if found is None:
-        found = _origins[klass] = hashlib.sha256(data).hexdigest()[:32]
-    return found
+    with _origins_lock:
+        found = _origins.get(klass)
+        if found is None:
+            found = _origins[klass] = hashlib.sha256(data).hexdigest()[:32]
+        return found
 
 
 def _main_class(qualname: str, origin: str, data: bytes) -> type:
     import dill
     here = _find_main(qualname)
-    if isinstance(here, type) and _origins.get(here) == origin:
+    with _origins_lock:
+        known = _origins.get(here) if isinstance(here, type) else None
+    if known == origin:
         return here
-    if isinstance(here, type) and here.__module__ == "__main__" and here not in _origins:
+    if isinstance(here, type) and here.__module__ == "__main__" and known is None:
         try:       # defined here and not yet sent: its origin is the hash of its bytes now
             if _reduce_with_dill(here)[1][1] == origin:
                 return here
         except Exception:
             pass
     klass = dill.loads(data)
-    _origins[klass] = origin
+    with _origins_lock:
+        _origins[klass] = origin
     return klass
 
 

@@ -177,17 +177,20 @@ def _notice(message: str, *, error: bool = False) -> str:
 
 
 _by_shell: dict[int, BackgroundJobs] = {}
+_by_shell_lock = threading.Lock()     # widgets' button callbacks may ask from the comm pump's thread
 
 
 def background_jobs(shell) -> BackgroundJobs:
     """The shell's ``BackgroundJobs``, made (and its ``pre_run_cell`` hook registered) on first use."""
-    found = _by_shell.get(id(shell))
-    if found is None or found.shell is not shell:
-        found = _by_shell[id(shell)] = BackgroundJobs(shell)
-    return found
+    with _by_shell_lock:
+        found = _by_shell.get(id(shell))
+        if found is None or found.shell is not shell:
+            found = _by_shell[id(shell)] = BackgroundJobs(shell)
+        return found
 
 
 def close_background_jobs(shell) -> None:
-    found = _by_shell.pop(id(shell), None)
+    with _by_shell_lock:
+        found = _by_shell.pop(id(shell), None)
     if found is not None:
         found.close()
