@@ -172,7 +172,7 @@ def _check_connection(target: Target, lines: list[CheckLine], where: str) -> boo
     except TransportError as exc:
         lines.extend(_diagnose(target, host, where, exc))
         return False
-    key = transport._ssh.get_remote_server_key()     # ConnectionInfo names the key's status, not the key
+    key = info.server_key
     kind = f"{key.get_name()} {_fingerprint(key)}"
     known_file = host.known_hosts_files[0]
     if info.host_key == "recorded":

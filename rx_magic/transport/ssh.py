@@ -204,7 +204,8 @@ def _tuned_transport(sock) -> paramiko.Transport:
     transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
     options = transport.get_security_options()
     options.ciphers = PREFERRED_CIPHERS + tuple(c for c in options.ciphers if c not in PREFERRED_CIPHERS)
-    # leave rekeying to the server (paramiko #822: its own rekey can hang a closing channel)
+    # leave rekeying to the server (paramiko #822: its own rekey can hang a closing channel); no public
+    # setting does this: Packetizer's limits are pinned by tests/test_private_internals.py
     packetizer = transport.packetizer
     packetizer.REKEY_BYTES = packetizer.REKEY_PACKETS = 2**62
     packetizer.REKEY_BYTES_OVERFLOW_MAX = packetizer.REKEY_PACKETS_OVERFLOW_MAX = 2**62
@@ -222,11 +223,12 @@ def _open_sftp(transport: paramiko.Transport) -> paramiko.SFTPClient:
 def install_packet_queue(channel: paramiko.Channel) -> bool:
     """Give ``channel`` a :class:`PacketQueue` as its receive buffer; False (stock buffer kept) if it can't.
 
-    This replaces ``Channel.in_buffer``, an undocumented attribute: checked against paramiko 5.1,
-    whose ``Channel`` makes a ``BufferedPipe`` there and calls only its ``feed``, ``read``,
-    ``read_ready``, ``set_event``, ``close`` and ``len``. It must happen before the channel
-    carries data, i.e. before ``invoke_subsystem``. If a paramiko release puts anything else
-    there, that stays, and SFTP works as before, only slower.
+    This replaces ``Channel.in_buffer``, an undocumented attribute: paramiko 3.4 to 5.1's
+    ``Channel`` makes a ``BufferedPipe`` there and calls only its ``feed``, ``read``,
+    ``read_ready``, ``set_event``, ``close`` and ``len`` (pinned by tests/test_private_internals.py,
+    with ``in_window_size`` and the ``BufferedPipe`` internals ``PacketQueue`` uses). It must happen
+    before the channel carries data, i.e. before ``invoke_subsystem``. If a paramiko release puts
+    anything else there, that stays, and SFTP works as before, only slower.
     """
     stock = getattr(channel, "in_buffer", None)
     if type(stock) is not paramiko.buffered_pipe.BufferedPipe or len(stock) or channel.closed:
@@ -248,6 +250,9 @@ class PacketQueue(paramiko.buffered_pipe.BufferedPipe):
     the reader thread is woken once per reply, not per packet. The wait cannot stall the window:
     ``gather`` is a quarter of it, and paramiko acknowledges what was read each time a tenth of
     the window has been, so the server always has room to send the rest.
+
+    It uses ``BufferedPipe``'s private ``_lock``, ``_cv``, ``_event`` and ``_closed`` (and inherits
+    its ``close``): pinned by tests/test_private_internals.py.
     """
 
     def __init__(self, gather: int):
@@ -342,6 +347,7 @@ class ConnectionInfo:
     host_key: str = ""
     auth: str = ""
     connect_seconds: float = 0.0
+    server_key: paramiko.PKey | None = None     # the last hop's host key, for its fingerprint
 
 
 class SSHTransport(Transport):
@@ -399,7 +405,8 @@ class SSHTransport(Transport):
             except (OSError, *_CONNECTION_ERRORS) as exc:
                 self.close()
                 raise TransportError(f"cannot connect to {self.alias} ({host.describe()}): {exc}") from exc
-            self.info = ConnectionInfo(host, host_key, auth, time.monotonic() - started)
+            self.info = ConnectionInfo(host, host_key, auth, time.monotonic() - started,
+                                       transport.get_remote_server_key())
             return self.info
 
     @property
@@ -515,7 +522,7 @@ class SSHTransport(Transport):
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
         with self._translated(f"reading {path}"):
             with self.sftp.open(path, "rb") as file:
-                file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
+                file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE   # undocumented: see tests/test_private_internals.py
                 if offset:
                     file.seek(offset)
                 size = file.stat().st_size
@@ -527,7 +534,7 @@ class SSHTransport(Transport):
     def open_read(self, path: str) -> BinaryIO:
         with self._translated(f"opening {path}"):
             file = self.sftp.open(path, "rb")
-            file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
+            file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
             file.prefetch(file.stat().st_size)
             return _PieceReader(file, lambda: self._translated(f"reading {path}"))
 
@@ -542,7 +549,7 @@ class SSHTransport(Transport):
         try:
             with self._translated(f"writing {path}"):
                 file.set_pipelined(True)
-                file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
+                file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE   # undocumented: see tests/test_private_internals.py
                 sftp.chmod(temporary, mode)
             with self._translated(f"writing {path}"):     # the link may drop mid-upload
                 yield writer
@@ -620,6 +627,8 @@ def _drain(channel: paramiko.Channel, timeout: float | None, command: str) -> tu
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(65536)
             busy = True
+        # eof_received is undocumented (recv's b"" cannot tell EOF from a dropped link): see
+        # tests/test_private_internals.py
         if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
             return bytes(stdout), bytes(stderr)
         if busy:

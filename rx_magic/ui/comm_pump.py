@@ -7,9 +7,11 @@ the main shell, handles the comm ones at once, and hands every other message
 (the next cells' ``execute_request``, ``kernel_info_request``, ...) back to the
 kernel's event loop, in the order they came, to run after this cell.
 
-It relies on ipykernel 7's shell-channel layout; where that is not found
-(ipykernel 6, another kernel, terminal IPython) ``pump()`` does nothing and
-buttons act once the cell has ended.
+It relies on ipykernel 7's shell-channel layout and its private
+``_parent_ident`` (no public API reads the shell channel or the parent's
+identity), pinned to the versions tests/test_private_internals.py checks;
+where that is not found (ipykernel 6, another kernel, terminal IPython)
+``pump()`` does nothing and buttons act once the cell has ended.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ class CommPump:
     def for_shell(cls, shell) -> CommPump | None:
         """The pump for this shell's kernel, or None when it is not an ipykernel this code knows."""
         kernel = getattr(shell, "kernel", None)
-        if kernel is None or not hasattr(kernel, "shell_main") or not hasattr(kernel, "session"):
+        needs = ("shell_main", "session", "_parent_ident")     # see tests/test_private_internals.py
+        if kernel is None or not all(hasattr(kernel, name) for name in needs):
             return None
-        try:
+        try:    # ipykernel 7's shell-channel layout: see tests/test_private_internals.py
             channel_thread = getattr(kernel, "shell_channel_thread", None)
             if channel_thread:
                 socket = channel_thread.manager.get_shell_channel_to_subshell_pair(None).to_socket
@@ -79,7 +82,7 @@ class CommPump:
         kind = msg["header"]["msg_type"]
         # the handler's own output must not be taken for the cell's: keep the cell's parent
         parent = kernel.get_parent("shell")
-        ident = kernel._get_shell_context_var(kernel._shell_parent_ident)
+        ident = kernel._parent_ident["shell"]   # ipykernel's kept shim: see tests/test_private_internals.py
         kernel.set_parent(idents, msg, channel="shell")
         try:
             kernel.shell_handlers[kind](None, idents, msg)
