@@ -584,6 +584,9 @@ def test_rx_clean_removes_finished_jobs_and_unused_blobs_and_says_what_it_freed(
     live = rx_magic.submit("import time\ntime.sleep(60)\nk = len(kept)", "local", {"kept": "still needed"})
     blobs = local_workdir() / ".rx" / "blobs"
     assert len(list(blobs.glob("*.dill"))) == 2
+    an_hour_ago = time.time() - 3700        # an unused input younger than that may belong to a submission under way
+    for blob in blobs.glob("*.dill"):
+        os.utime(blob, (an_hour_ago, an_hour_ago))
     finished = [name for name in job_folders() if name != live.id]
     capsys.readouterr()
 

@@ -65,6 +65,13 @@ class Transport(abc.ABC):
     def listdir(self, path: str) -> list[str]:
         """Entry names in ``path``; an empty list when it is missing."""
 
+    def listdir_times(self, path: str) -> dict[str, float]:
+        """Entry names in ``path`` with each entry's modification time (of a symlink itself, never its target).
+
+        An empty dict when ``path`` is missing. One listing, one round trip over SSH.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list modification times")
+
     @abc.abstractmethod
     def expand_home(self, path: str) -> str:
         """``path`` with a leading ``~`` replaced by the submit host's home."""

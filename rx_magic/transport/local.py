@@ -79,6 +79,19 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             return []
 
+    def listdir_times(self, path: str) -> dict[str, float]:
+        times = {}
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    try:
+                        times[entry.name] = entry.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:   # removed while listed
+                        pass
+        except FileNotFoundError:
+            pass
+        return times
+
     def expand_home(self, path: str) -> str:
         return os.path.expanduser(path)
 

@@ -606,6 +606,14 @@ class SSHTransport(Transport):
             except FileNotFoundError:
                 return []
 
+    def listdir_times(self, path: str) -> dict[str, float]:
+        with self._translated(f"listing {path}"):
+            try:
+                # READDIR's attributes are the entries' own (lstat), as `ls -l` shows them
+                return {entry.filename: float(entry.st_mtime or 0) for entry in self.sftp.listdir_attr(path)}
+            except FileNotFoundError:
+                return {}
+
     def expand_home(self, path: str) -> str:
         if not (path == "~" or path.startswith("~/")):
             return path
