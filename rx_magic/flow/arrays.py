@@ -124,7 +124,9 @@ def array_status(size: int, started: set[int], ended: dict[int, dict], scheduler
     sched_elements = (scheduler.elements or {}) if scheduler else {}
     # the scheduler's own record of an ending that went wrong ends the array; a scheduler that no longer knows
     # it, or says it ended well while elements have no ending yet, is not evidence (states.Disappearance decides)
-    over = len(ended) == size or (scheduler is not None and scheduler.state in (State.FAILED, State.CANCELLED))
+    # (a cancel you asked for, with the scheduler no longer knowing the array, is its end too)
+    over = len(ended) == size or (scheduler is not None and (
+        scheduler.state in (State.FAILED, State.CANCELLED) or (cancel_requested and scheduler.state is None)))
     states, reasons = [], {}
     for index in range(size):
         if index in ended:

@@ -21,6 +21,7 @@ from typing import BinaryIO, Protocol
 from ..errors import CaptureError, PayloadTooLarge, UnpicklableError
 from ..model.resources import format_size_human
 from ..runtime import wire
+from ..runtime.layout import blob_name
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SHOWN_IN_ERRORS = 3
@@ -55,7 +56,7 @@ def blob_file_name(digest: str) -> str:
     """The file name of the blob with this digest: ``{digest}.dill``."""
     if not _DIGEST.fullmatch(digest):
         raise ValueError(f"not a blob digest: {digest!r} (expected 64 lowercase hex digits)")
-    return f"{digest}.dill"
+    return blob_name(digest)
 
 
 def type_name(value: object) -> str:

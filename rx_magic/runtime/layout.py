@@ -81,6 +81,10 @@ def blob_name(digest: str) -> str:
     return f"{digest}.dill"
 
 
+#: Names the job script uses (``schedulers.base.render_body``): the scheduler renders them into job.sh.
+JOB_SH, SCHEDULER_LOG, SCHEDULER_ERR, EXIT_CODE, ELEMENTS = "job.sh", "scheduler.log", "scheduler.err", "exit_code", "elements"
+
+
 class JobPaths(WorkdirPaths):
     """Every file name in a job folder, and the shared ``.rx`` folder beside it."""
 
@@ -100,20 +104,20 @@ class JobPaths(WorkdirPaths):
 
     job_json = _in_folder("job.json")
     cell_py = _in_folder("cell.py")
-    job_sh = _in_folder("job.sh")
+    job_sh = _in_folder(JOB_SH)
     status_json = _in_folder("status.json")
     stdout = _in_folder("stdout.log")
     stderr = _in_folder("stderr.log")
-    scheduler_log = _in_folder("scheduler.log")
-    scheduler_err = _in_folder("scheduler.err")     # where a batch system writes it apart (Slurm)
-    exit_code = _in_folder("exit_code")
+    scheduler_log = _in_folder(SCHEDULER_LOG)
+    scheduler_err = _in_folder(SCHEDULER_ERR)     # where a batch system writes it apart (Slurm)
+    exit_code = _in_folder(EXIT_CODE)
     outputs = _in_folder("outputs.dill")
     display = _in_folder("display.json")
     error = _in_folder("error.json")
     exception = _in_folder("exception.dill")
     work = _in_folder("work")    # the cell's working folder on targets other than local; --files land here
     lib = _in_folder("lib")      # the notebook's own modules, put on the cell's sys.path
-    elements_dir = _in_folder("elements")    # a job array's elements, each in a folder of its own
+    elements_dir = _in_folder(ELEMENTS)    # a job array's elements, each in a folder of its own
     del _in_folder
 
     @property
@@ -138,7 +142,7 @@ class ElementPaths(JobPaths):
         super().__init__(workdir, job_id)
         self.job_folder = self.folder
         self.index = index
-        self.folder = posixpath.join(self.job_folder, "elements", str(index))
+        self.folder = posixpath.join(self.job_folder, ELEMENTS, str(index))
 
     @property
     def end_marker(self) -> str:

@@ -439,8 +439,9 @@ class CellProcess:
         import shutil
         store = self.paths.files_dir
         for relative, digest in self.spec.get("files", {}).items():
-            destination = os.path.join(self.folder, relative if relative.startswith("lib/") else
-                                       os.path.join("work", relative))
+            job = layout.JobPaths.of_folder(self.folder)
+            destination = (os.path.join(self.folder, relative) if relative.startswith("lib/")
+                           else os.path.join(job.work, relative))
             if not os.path.abspath(destination).startswith(self.folder + os.sep):
                 raise RunnerError(f"refusing to place a shipped file outside the job folder: {relative!r}")
             os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
@@ -535,14 +536,19 @@ class CellProcess:
 
 class Pool:
     """Runs every element of a job array, each as ``runner.py FOLDER INDEX``, as many at a time as
-    the machine has cores for (``--ncpus`` cores each). A stop signal stops the elements running
-    and starts no more.
+    the machine has cores for (``--ncpus`` cores each; inside a batch job that sets
+    ``RX_MAGIC_POOL_CORES``, that many at a time, one core each). A stop signal stops the
+    elements running and starts no more.
     """
 
     def __init__(self, folder: str, spec: dict):
         self.folder, self.count = folder, int(spec["map"]["size"])
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.size = max(1, cores // max(1, (spec.get("resources") or {}).get("ncpus") or 1))
+        each = max(1, (spec.get("resources") or {}).get("ncpus") or 1)
+        if os.environ.get("RX_MAGIC_POOL_CORES", "").isdigit():
+            # a batch job that holds the whole map (PBS's map_in_one_job): its cores, one per element
+            cores, each = min(cores, max(1, int(os.environ["RX_MAGIC_POOL_CORES"]))), 1
+        self.size = max(1, cores // each)
         self.signalled: int | None = None
 
     def _on_signal(self, signum, _frame) -> None:
