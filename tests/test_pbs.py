@@ -45,9 +45,24 @@ def fixture(name):
 
 
 class ScriptedTransport(ScriptedCommands):
-    """Answers each command from (argv prefix, (code, stdout, stderr)) pairs; has no files."""
+    """Answers each command from (argv prefix, (code, stdout, stderr)) pairs; has no files.
+
+    The scheduler runs its commands through a login shell (``bash -lc 'exec qstat ...'``): the words
+    inside are what is matched and recorded, and ``shells`` keeps the commands as sent.
+    """
 
     description = "gadi (ssh)"
+
+    def __init__(self, *answers):
+        super().__init__(*answers)
+        self.shells = []
+
+    def run(self, argv, *, input=None, timeout=120, check=True):
+        argv = tuple(argv)
+        self.shells.append(argv)
+        if argv[:2] in (("bash", "-lc"), ("bash", "-c")) and argv[2].startswith("exec "):
+            argv = tuple(shlex.split(argv[2].removeprefix("exec ")))
+        return super().run(argv, input=input, timeout=timeout, check=check)
 
     def _files_are_not_used(self, *args, **kwargs):
         raise NotImplementedError("the PBS scheduler only runs commands")
@@ -311,7 +326,8 @@ def ended(code, *, used="00:10:00", walltime="02:00:00", mem="8gb", comment=None
     (143, (State.FAILED, None, 143)),
     (262, (State.FAILED, "killed by signal 6 (SIGABRT)", None)),
     (265, (State.FAILED, "killed", None)),
-    (271, (State.FAILED, "killed by signal 15 (SIGTERM)", None)),
+    # real OpenPBS 23.06 (smoke-facts.md): qdel of a running job ends it with 271 = 256 + SIGTERM
+    (271, (State.CANCELLED, "deleted with qdel (PBS ended it with SIGTERM, Exit_status 271)", None)),
     (-27, (State.FAILED, "out of memory (8 GB)", None)),
     (-29, (State.FAILED, "walltime exceeded (2:00:00)", None)),
     (-1, (State.FAILED, "PBS could not start the job", None)),
@@ -322,9 +338,10 @@ def test_exit_status_decides_how_an_ended_job_ended(code, expected):
     assert (state.state, state.reason, state.exit_code) == expected
 
 
-def test_exit_271_at_the_walltime_limit_is_walltime_exceeded():
+def test_exit_271_is_a_walltime_kill_only_when_the_time_used_reached_the_limit():
+    # older PBS Pro ended walltime kills with SIGTERM; OpenPBS 23.06 uses -29 and keeps 271 for qdel
     assert ended(271, used="02:00:03").reason == "walltime exceeded (2:00:00)"
-    assert ended("271", used=None).reason == "walltime exceeded (2:00:00)"
+    assert ended("271", used=None).state is State.CANCELLED
 
 
 def test_a_signal_exit_at_the_walltime_limit_is_walltime_exceeded():
@@ -413,7 +430,7 @@ def test_text_form_joins_values_wrapped_onto_tab_lines():
 def test_text_exit_271_is_walltime_only_when_the_walltime_was_reached():
     jobs = parse_qstat_full(fixture("qstat_x_f_wrapped.txt"))
     assert job_state(jobs["80005196.gadi-pbs"]).reason == "walltime exceeded (2:00:00)"
-    assert job_state(jobs["80005199.gadi-pbs"]).reason == "killed by signal 15 (SIGTERM)"
+    assert job_state(jobs["80005199.gadi-pbs"]).state is State.CANCELLED
     assert job_state(jobs["80005188.gadi-pbs"]).state is State.RUNNING
 
 

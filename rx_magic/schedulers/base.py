@@ -8,13 +8,17 @@ Every one works over every transport.
 from __future__ import annotations
 
 import abc
+import posixpath
+import re
 import shlex
 from dataclasses import dataclass
+from typing import Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SchedulerError, TransportError
 from ..model.resources import Resources
 from ..model.states import SchedulerState
-from ..transport import Transport
+from ..runtime import layout
+from ..transport import CommandResult, Transport
 
 
 @dataclass(frozen=True)
@@ -32,20 +36,20 @@ class JobScript:
 
     @property
     def elements_dir(self) -> str:
-        return f"{self.folder}/elements"
+        return posixpath.join(self.folder, layout.ELEMENTS)
 
     @property
     def job_sh(self) -> str:
-        return f"{self.folder}/job.sh"
+        return posixpath.join(self.folder, layout.JOB_SH)
 
     @property
     def scheduler_log(self) -> str:
-        return f"{self.folder}/scheduler.log"
+        return posixpath.join(self.folder, layout.SCHEDULER_LOG)
 
     @property
     def scheduler_err(self) -> str:
         """Where a batch system that keeps them apart writes the job script's stderr."""
-        return f"{self.folder}/scheduler.err"
+        return posixpath.join(self.folder, layout.SCHEDULER_ERR)
 
 
 def render_body(script: JobScript, element: str | None = None, pool: bool = False) -> str:
@@ -58,11 +62,11 @@ def render_body(script: JobScript, element: str | None = None, pool: bool = Fals
     q = shlex.quote
     lines = ["umask 077", f"cd {q(script.cwd or script.folder)} || exit 96", *script.setup]
     runner = f"exec {q(script.python)} {q(script.runner)} {q(script.folder)}"
-    exit_code = q(script.folder + "/exit_code")
+    exit_code = q(posixpath.join(script.folder, layout.EXIT_CODE))
     if element is not None:
         lines += [f"element={element}", f"mkdir -p {q(script.elements_dir)}/\"$element\""]
         runner += ' "$element"'
-        exit_code = f'{q(script.elements_dir)}/"$element"/exit_code'
+        exit_code = f'{q(script.elements_dir)}/"$element"/{q(layout.EXIT_CODE)}'
     elif pool:
         runner += " --pool"
     lines += [
@@ -74,6 +78,9 @@ def render_body(script: JobScript, element: str | None = None, pool: bool = Fals
         "exit \"$code\"",
     ]
     return "\n".join(lines) + "\n"
+
+
+_NOT_FOUND = re.compile(r"command not found|No such file or directory|not found", re.IGNORECASE)
 
 
 def expand_indices(text: str) -> list[int]:
@@ -100,11 +107,62 @@ class Scheduler(abc.ABC):
     #: Site profiles this scheduler knows, chosen by a target's ``profile`` key (e.g. "gadi" for PBS).
     profiles: tuple[str, ...] = ()
 
+    #: Whether ``--map`` runs all its elements inside one job (the runner's pool) rather than as a
+    #: scheduler array; a site profile may change the default, a target's ``map_in_one_job`` overrides it.
+    map_in_one_job: bool = False
+    #: Whether its commands run through ``command`` (a login shell, or the target's ``scheduler_path``).
+    login_shell_commands: bool = False
+
     def __init__(self, profile: str | None = None):
         if profile is not None and profile not in self.profiles:
             known = f"choose one of {', '.join(self.profiles)}" if self.profiles else "remove the profile key"
             raise ConfigError(f"the {self.name} scheduler has no profile {profile!r}: {known}")
         self.profile = profile
+        self.command_path: str | None = None
+        self.defaults = Resources()
+
+    def configure(self, *, command_path: str | None = None, map_in_one_job: bool | None = None,
+                  defaults: Resources | None = None) -> None:
+        """A target's own settings: the folder its scheduler commands are in, how ``--map`` runs, and its
+        default resources (so that what the user asked for on the magic line can be told from them)."""
+        self.command_path = command_path
+        if map_in_one_job is not None:
+            self.map_in_one_job = map_in_one_job
+        if defaults is not None:
+            self.defaults = defaults
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """How to run one scheduler command on the submit host: as the user's login shell finds it.
+
+        Batch systems put their commands on PATH in login profiles (``/etc/profile.d``, modules), which a
+        plain ``ssh host qsub`` may not read; with a configured ``command_path`` the command runs from there.
+        """
+        if self.command_path:
+            return ["bash", "-c", "exec " + shlex.join([posixpath.join(self.command_path, argv[0]), *argv[1:]])]
+        return ["bash", "-lc", "exec " + shlex.join(argv)]
+
+    def run_command(self, transport: Transport, argv: Sequence[str], timeout: float = 120) -> CommandResult:
+        """Run a scheduler command (see ``command``); raises ``SchedulerError`` naming it and the PATH
+        searched when it is not found."""
+        result = transport.run(self.command(argv), check=False, timeout=timeout)
+        if result.returncode in (126, 127) and _NOT_FOUND.search(result.stderr):
+            raise SchedulerError(self._not_found(transport, argv[0], result))
+        return result
+
+    def _not_found(self, transport: Transport, name: str, result: CommandResult) -> str:
+        if self.command_path:
+            where = f"{posixpath.join(self.command_path, name)} (the target's scheduler_path)"
+            fix = "set scheduler_path in the target's configuration to the folder that holds it"
+        else:
+            try:
+                path = transport.run(["bash", "-lc", 'printf %s "$PATH"'], check=False, timeout=60).stdout.strip()
+            except TransportError:      # the message is about the missing command; the PATH is a detail
+                path = "(could not be read)"
+            where = f"the login shell's PATH: {path or '(empty)'}"
+            fix = ("set scheduler_path in the target's configuration to the folder that holds it, or add that "
+                   "folder to PATH in ~/.bash_profile there")
+        return (f"{name} was not found on {transport.description} for the {self.name} scheduler; searched "
+                f"{where}. {fix}:\n{result.tail(3)}")
 
     def check_request(self, resources: Resources) -> None:
         """Refuse, before anything is written, a request the batch system would reject; by default nothing.
@@ -126,6 +184,14 @@ class Scheduler(abc.ABC):
 
         A job the scheduler no longer knows maps to ``SchedulerState(None)``.
         """
+
+    def end_notice(self, transport: Transport, scheduler_id: str, folder: str) -> int | None:
+        """A file descriptor that becomes readable when the job's process ends, or None where there is none.
+
+        Only a job running as a process of this machine has one (the direct scheduler on the
+        local transport); the caller closes it.
+        """
+        return None
 
     @abc.abstractmethod
     def cancel(self, transport: Transport, scheduler_id: str, folder: str) -> None:

@@ -342,8 +342,15 @@ def _check_scheduler_commands(target: Target, lines: list[CheckLine], where: str
     if not names:
         return
     on = target.transport.description
+    lookup = ["sh", "-c", _LOOKUP, "rx-check", *names]
+    if target.scheduler.command_path:       # only the configured folder: that is where they will be run from
+        lookup = ["env", f"PATH={target.scheduler.command_path}", "/bin/sh", *lookup[1:]]
+        on += f", in scheduler_path {target.scheduler.command_path}"
+    elif target.scheduler.login_shell_commands:     # as the scheduler runs them: through a login shell
+        lookup = ["bash", "-lc", "exec " + shlex.join(lookup)]
+        on += ", on the login shell's PATH"
     try:
-        result = target.transport.run(["sh", "-c", _LOOKUP, "rx-check", *names], check=False, timeout=60)
+        result = target.transport.run(lookup, check=False, timeout=60)
     except TransportError as exc:
         lines.append(CheckLine(FAIL, "scheduler commands", f"could not look them up on {on}: {exc}",
                                "see the message; `%rx check` again once it is fixed"))
@@ -376,11 +383,12 @@ def _check_workdir(target: Target, lines: list[CheckLine], where: str) -> None:
         return
     usable = False
     try:
+        expanded = _expanded_from(target)
         if transport.exists(workdir):
-            lines.append(CheckLine(OK, "workdir", f"{workdir} exists"))
+            lines.append(CheckLine(OK, "workdir", f"{workdir} exists{expanded}"))
         else:
             transport.makedirs(workdir, 0o700)
-            lines.append(CheckLine(OK, "workdir", f"{workdir} created (mode 0700)"))
+            lines.append(CheckLine(OK, "workdir", f"{workdir} created (mode 0700){expanded}"))
         usable = True
     except (OSError, TransportError) as exc:
         lines.append(CheckLine(FAIL, "workdir", f"{workdir} cannot be created: {exc}",
@@ -401,6 +409,18 @@ def _check_workdir(target: Target, lines: list[CheckLine], where: str) -> None:
     else:
         lines.append(CheckLine(INFO, "workdir writable", "skipped: no workdir"))
     _check_free_space(target, workdir, lines, where)
+
+
+def _expanded_from(target: Target) -> str:
+    """How the configured workdir became the path shown: ``{user}`` is the login user on the target."""
+    configured = target.config.workdir
+    if "{" not in configured and not configured.startswith("~"):
+        return ""
+    said = [f"from {configured}"]
+    if "{user}" in configured:
+        user, source = target.login_user(connect=True)
+        said.append(f"{{user}} = {user} ({source})")
+    return f" ({'; '.join(said)})"
 
 
 def _check_free_space(target: Target, workdir: str, lines: list[CheckLine], where: str) -> None:

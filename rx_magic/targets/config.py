@@ -57,6 +57,8 @@ class TargetConfig:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     allow_version_mismatch: bool = False
     poll_interval: float = DEFAULT_POLL_INTERVAL   # seconds between scheduler queries once jobs are quiet
+    scheduler_path: str | None = None   # the folder of qsub/sbatch...; unset: as the login shell finds them
+    map_in_one_job: bool | None = None  # --map inside one job (the runner's pool); unset: the profile decides
     source: str = "built in"
 
     @property
@@ -133,10 +135,15 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
                     raise ConfigError(f"{where}: poll_interval must be a positive number of seconds between "
                                       f"scheduler queries once jobs are quiet (default 30), not {value!r}")
                 values[key] = float(value)
-            elif key == "allow_version_mismatch":
+            elif key in ("allow_version_mismatch", "map_in_one_job"):
                 if not isinstance(value, bool):
-                    raise ConfigError(f"{where}: allow_version_mismatch must be true or false")
+                    raise ConfigError(f"{where}: {key} must be true or false")
                 values[key] = value
+            elif key == "scheduler_path" and (not isinstance(value, str) or not value.startswith("/")
+                                              or any(ch in value for ch in "\n\r\0")):
+                raise ConfigError(f"{where}: scheduler_path must be the absolute path of the folder that holds "
+                                  f"the scheduler's commands on the submit host (e.g. \"/opt/pbs/bin\"), "
+                                  f"not {value!r}")
             elif key == "scheduler" and value not in SCHEDULERS:
                 raise ConfigError(f"{where}: unknown scheduler {value!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
             elif key == "host_key_policy" and value not in HOST_KEY_POLICIES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import platform
 import shlex
 import sys
@@ -24,6 +25,7 @@ class Target:
     scheduler: Scheduler = field(init=False)
     _transport: Transport | None = field(default=None, init=False, repr=False)
     _environment: tuple | None = field(default=None, init=False, repr=False)
+    _remote_user: tuple | None = field(default=None, init=False, repr=False)
     packages_present: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -31,6 +33,8 @@ class Target:
             self.scheduler = scheduler_named(self.config.scheduler, self.config.profile)
         except ConfigError as exc:
             raise ConfigError(f"target {self.name!r} ({self.config.source}): {exc}") from None
+        self.scheduler.configure(command_path=self.config.scheduler_path, map_in_one_job=self.config.map_in_one_job,
+                                 defaults=self.config.defaults)
 
     @property
     def name(self) -> str:
@@ -72,7 +76,7 @@ class Target:
 
     def workdir_path(self, expand_home: bool) -> str:
         """The job folders' parent; a leading ``~`` is left as it is unless ``expand_home`` (which may connect)."""
-        user = self.config.user or getpass.getuser()
+        user = self.login_user(connect=expand_home)[0] if "{user}" in self.config.workdir else ""
         try:
             path = self.config.workdir.format(user=user, project=self.config.project or "")
         except (KeyError, IndexError, ValueError) as exc:
@@ -84,12 +88,52 @@ class Target:
             raise ConfigError(f"target {self.name!r}: workdir {path!r} must be an absolute path or start with ~")
         return path
 
+    def login_user(self, connect: bool = False) -> tuple[str, str]:
+        """The user name on the target, and where it came from: ``{user}`` in paths.
+
+        The target's ``user``, else ``User`` for its host in ``~/.ssh/config``, else (when
+        ``connect`` or already connected) ``id -un`` there, else ssh's own default, this machine's user.
+        """
+        if self.is_local:
+            return getpass.getuser(), "this machine's user"
+        if self.config.user:
+            return self.config.user, "the target's user"
+        found = ssh_config_user(self.config.host)
+        if found:
+            return found, f"User in ~/.ssh/config for {self.config.host}"
+        if connect or self.transport.connected:
+            key = id(self.transport), getattr(self.transport, "info", None) and id(self.transport.info)
+            if self._remote_user is None or self._remote_user[0] != key:
+                result = self.transport.run(["id", "-un"], check=False, timeout=60)
+                name = result.stdout.strip()
+                if result.returncode != 0 or not name or any(ch in name for ch in "/\n\0"):
+                    raise ConfigError(f"target {self.name!r}: `id -un` on {self.transport.description} did not "
+                                      f"name the login user ({result.tail(3) or 'no output'}): set user in "
+                                      f"{self.config.source} [targets.{self.name}]")
+                self._remote_user = key, name
+            return self._remote_user[1], "`id -un` on the target"
+        return getpass.getuser(), "ssh's default, this machine's user (no User in ~/.ssh/config)"
+
     def close(self) -> None:
         self._environment = None
+        self._remote_user = None
         self.packages_present = set()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+def ssh_config_user(alias: str) -> str | None:
+    """``User`` for ``alias`` in ``~/.ssh/config`` (paramiko's own reading of it, as the SSH transport uses), or None."""
+    import paramiko     # only for SSH targets
+    from ..transport.ssh import ssh_config_path
+    path = ssh_config_path()
+    if not os.path.isfile(path):
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(path).lookup(alias).get("user") or None
+    except Exception as exc:    # paramiko raises several kinds for a file it cannot parse
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 PROBE = """
