@@ -10,6 +10,8 @@ and observes jobs through ``wait(each_round=...)`` and the target's monitor
 from __future__ import annotations
 
 import codecs
+import os
+import select
 import sys
 import time
 from dataclasses import replace
@@ -135,6 +137,10 @@ class Job:
         started = time.monotonic()
         streams = _Echo(self) if echo else None
         nap, last_asked, outage = 0.005, time.monotonic(), None
+        with _EndNotice(self) as notice:
+            return self._wait(timeout, started, streams, nap, last_asked, outage, notice, poll_interval, each_round)
+
+    def _wait(self, timeout, started, streams, nap, last_asked, outage, notice, poll_interval, each_round):
         while True:
             now = time.monotonic()
             # the folder is read every round; the scheduler is asked every few seconds
@@ -160,7 +166,8 @@ class Job:
                 if streams:
                     streams.pump(final=state.is_final)
                 return state
-            time.sleep(nap)
+            if notice.sleep(nap):
+                continue                # the process has just ended: its folder says how; look at once
             nap = min(nap * 1.5, poll_interval)
 
     def pull(self, namespace: dict | None = None, *, raise_error: bool = True):
@@ -293,6 +300,41 @@ class Job:
         source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
         path = cache_home() / "jobs" / self.id / "job.ipynb"
         return write_notebook(path, source, self.log("stdout"), self.log("stderr"), results)
+
+
+class _EndNotice:
+    """Sleeps between two looks at a job, waking at once when its process ends where the scheduler can tell
+    (``Scheduler.end_notice``: a pidfd for a direct job on this machine); elsewhere it just sleeps."""
+
+    def __init__(self, job: Job):
+        self.fd = None
+        if not job.record.state.is_final and job.record.scheduler_id:
+            try:
+                self.fd = job.target.scheduler.end_notice(job.target.transport, job.record.scheduler_id,
+                                                          job.paths.folder)
+            except Exception:   # an unreachable or unknown target: wait by looking, as everywhere else
+                self.fd = None
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if the process ends meanwhile; True when it did (said once only)."""
+        if self.fd is None:
+            time.sleep(seconds)
+            return False
+        if not select.select([self.fd], [], [], seconds)[0]:
+            return False
+        self.close()            # readable for good now: later naps are plain sleeps
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> _EndNotice:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 class _Outage:

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 _ADDED = {"elements": "INTEGER NOT NULL DEFAULT 0"}
 
 
+#: SQLite's ``synchronous`` setting: with WAL, NORMAL commits without ``fdatasync`` (the log is synced at
+#: checkpoints); a kernel that dies loses nothing, only a machine that loses power may lose the last writes.
+SYNCHRONOUS = "NORMAL"
+
+
 class RegistryClosed(RxError):
     """The registry was closed (``%unload_ext``, or a test tearing down) while a thread still used it."""
 
@@ -79,7 +84,7 @@ class Registry:
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             self._local.db = db
         return db
 
