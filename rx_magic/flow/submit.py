@@ -24,7 +24,7 @@ from ..model.jobspec import new_spec
 from ..model.record import JobRecord
 from ..model.resources import Resources, format_size_human
 from ..model.states import State
-from ..runtime import RUNTIME_FILES, runtime_file, runtime_version
+from ..runtime import RUNTIME_FILES, runtime_snapshot
 from ..runtime.layout import JobPaths, new_job_id
 from ..schedulers import JobScript
 from ..targets.target import Target, get_target
@@ -33,6 +33,7 @@ from .arrays import ArrayRequest, parse_map
 from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell, notebook_sources
 from .job import Job
+from .kernel_state import state_to_send
 from .registry import default_registry, this_session
 from .shipping import Shipment, missing_packages, plan_shipment, upload_shipment, used_modules
 
@@ -53,6 +54,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     shipment: Shipment = field(default_factory=Shipment)
     array: ArrayRequest | None = None
+    runtime: tuple[str, dict[str, bytes]] | None = None     # runtime_snapshot(): the version the script names
 
     @property
     def pushed_values(self) -> dict:
@@ -116,10 +118,11 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     if array is not None:   # each element has its own value of NAME: none is sent from here or pulled back
         captured.push.pop(array.name, None)
         captured.pull = [name for name in captured.pull if name != array.name]
+    process_state = state_to_send(array=array is not None)     # before any value is pickled: figures pickle stably
     values = dict(captured.push)
     if array is not None:
         values[map_key(array)] = array.values
-    blobs = plan_blobs(values, limit=chosen.config.max_payload)
+    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=frozenset(captured.held_back))
     shipment = Shipment()
     offline = dry_run and not chosen.transport.connected
     if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
@@ -137,7 +140,8 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
                 f"Install them for {chosen.config.python} there, or load them in the target's setup lines")
     job_id = new_job_id()
     paths = JobPaths(chosen.workdir_path(expand_home=not offline), job_id)
-    runtime = paths.runtime_dir(runtime_version())
+    runtime_files = runtime_snapshot()
+    runtime = paths.runtime_dir(runtime_files[0])
     scheduler = chosen.scheduler
     script = JobScript(
         job_id=job_id, folder=paths.folder, runner=posixpath.join(runtime, "runner.py"),
@@ -150,11 +154,14 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "source": source if source is not None else code, "code": code,
         "header": list(header), "first_line": first_line,
         "push": {ref.name: ref.digest for ref in blobs if array is None or ref.name != map_key(array)},
+        "together": {ref.digest: list(ref.together) for ref in blobs if ref.together},
+        "pull_if_changed": [] if array is not None else captured.pull_if_changed,
         "imports": captured.imports, "pull": captured.pull,
         "limits": enforce, "resources": resources.to_json(), "files": shipment.digests,
         "pythonpath": [paths.lib] if shipment.modules else [],
         "use_ipython": "get_ipython" in code or "IPython" in code,
         "sources": notebook_sources(captured.push),
+        "process_state": process_state,
         "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
                    "host": socket.gethostname()},
         **({"map": {"name": array.name, "expr": array.expr, "size": array.size,
@@ -162,7 +169,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
                     "labels": [_short_repr(value) for value in array.values]}} if array is not None else {}),
     })
     return Plan(chosen, job_id, paths, captured, blobs, resources, script, scheduler.render(script), spec,
-                list(captured.warnings), shipment, array)
+                list(captured.warnings), shipment, array, runtime_files)
 
 
 def map_key(array: ArrayRequest) -> str:
@@ -205,13 +212,17 @@ class _BlobStore:
         return self.transport.open_atomic(posixpath.join(self.folder, name))
 
 
-def install_runtime(transport: Transport, paths: JobPaths) -> str:
-    """Copy runner.py and wire.py to the target once per version; return the folder."""
-    folder = paths.runtime_dir(runtime_version())
+def install_runtime(transport: Transport, paths: JobPaths, snapshot: tuple[str, dict[str, bytes]] | None = None) -> str:
+    """Copy the runtime's files to the target once per version; return the folder.
+
+    ``snapshot`` is ``runtime.runtime_snapshot()`` as the cell's plan took it (its job script names that folder).
+    """
+    version, contents = snapshot or runtime_snapshot()
+    folder = paths.runtime_dir(version)
     if not transport.exists(posixpath.join(folder, "runner.py")):
         transport.makedirs(folder)
         for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
-            transport.write_bytes(posixpath.join(folder, name), runtime_file(name).read_bytes())
+            transport.write_bytes(posixpath.join(folder, name), contents[name])
     return folder
 
 
@@ -220,9 +231,10 @@ def submit_plan(plan: Plan) -> Job:
     transport, paths = plan.target.transport, plan.paths
     transport.makedirs(plan.paths.workdir)
     transport.makedirs(paths.blobs_dir)
-    install_runtime(transport, paths)
+    install_runtime(transport, paths, plan.runtime)
     blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs,
-                                               _BlobStore(transport, paths.blobs_dir))
+                                               _BlobStore(transport, paths.blobs_dir),
+                                               withhold=frozenset(plan.capture.held_back))
     if plan.shipment:
         files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
         blobs_written, bytes_written = blobs_written + files_sent, bytes_written + file_bytes
