@@ -2,7 +2,10 @@
 
 Each value a cell reads is serialized by :mod:`rx_magic.wire` into its own
 file, ``{workdir}/.rx/blobs/{digest}.dill``, named by the digest of its bytes
-(``wire.frame_digest``), which the runner memory-maps.
+(``wire.frame_digest``), which the runner memory-maps. Values that share an
+object (two names for one list, a figure and its axes, a function and a list
+it reads) travel together, as one ``{name: value}`` blob, so they arrive still
+sharing it; a value that shares nothing keeps a blob of its own, sent once.
 :func:`plan_blobs` hashes every value without writing anything, so an
 unpicklable value or an oversized payload is reported before anything is
 sent; :func:`write_blobs` then writes only the blobs the target lacks, so an
@@ -11,9 +14,11 @@ unchanged value is never sent twice.
 
 from __future__ import annotations
 
+import enum
 import pickle
 import re
 import sys
+import types
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -36,6 +41,7 @@ class BlobRef:
     digest: str
     size: int
     type_name: str
+    together: tuple[str, ...] = ()      # the names whose values share this blob, as one {name: value}
 
 
 class BlobStore(Protocol):
@@ -71,21 +77,29 @@ def type_name(value: object) -> str:
     return f"{module}.{qualname}"
 
 
-def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30) -> list[BlobRef]:
+def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
+               withhold: frozenset = frozenset()) -> list[BlobRef]:
     """Hash every value (writing nothing) and return one ``BlobRef`` per name, in order.
 
+    Values that share objects are planned as one blob (``BlobRef.together``).
     Raises ``UnpicklableError`` naming every value that cannot be serialized,
     and ``PayloadTooLarge`` when the distinct blobs add up to more than
-    ``limit`` bytes (``None``: no limit).
+    ``limit`` bytes (``None``: no limit). ``withhold`` names globals that the
+    notebook's functions must not carry.
     """
     refs: list[BlobRef] = []
     failures: list[str] = []
+    memos: dict[str, dict] = {}
+    groupable = sum(1 for name in values if name.isidentifier()) > 1
     for name, value in values.items():
+        memo: list = []
         try:
-            digest, size = wire.digest(value)
+            digest, size = wire.digest(value, withhold=withhold, memo=memo if groupable else None)
         except Exception as exc:
             failures.append(f"{name!r} ({type_name(value)}): {_reason(exc)}")
             continue
+        if groupable and name.isidentifier():
+            memos[name] = memo[0]
         refs.append(BlobRef(name, digest, size, type_name(value)))
     if len(failures) == 1:
         raise UnpicklableError(
@@ -94,6 +108,10 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30) -> list
         raise UnpicklableError(
             f"cannot send {len(failures)} values: {'; '.join(failures)}"
             " — recreate them inside the cell instead")
+    for group in _sharing_groups(memos):
+        payload = {name: values[name] for name in group}
+        digest, size = wire.digest(payload, withhold=withhold)
+        refs = [BlobRef(ref.name, digest, size, ref.type_name, group) if ref.name in group else ref for ref in refs]
     total = total_size(refs)
     if limit is not None and total > limit:
         largest = _largest_first(refs)
@@ -108,7 +126,48 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30) -> list
     return refs
 
 
-def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore) -> tuple[int, int]:
+_NEVER_SHARED = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range, slice, type,
+                 types.ModuleType, types.BuiltinFunctionType, types.CodeType, enum.Enum, pickle.PickleBuffer)
+
+
+def _shares_identity(obj: object) -> bool:
+    """Whether two values holding ``obj`` must arrive holding one object: it is mutable, or a notebook function."""
+    kind = type(obj)
+    if kind in (list, dict, set, bytearray):
+        return True
+    if isinstance(obj, _NEVER_SHARED):
+        return False
+    if kind is types.FunctionType:
+        return obj.__module__ == "__main__"
+    if kind.__name__ == "ndarray" and kind.__module__ == "numpy":
+        return True
+    return hasattr(obj, "__dict__") or bool(getattr(kind, "__slots__", None))
+
+
+def _sharing_groups(memos: dict[str, dict]) -> list[tuple[str, ...]]:
+    """Names whose values reach a common object, as groups of two or more, in the values' order."""
+    owner: dict[int, str] = {}
+    parent = {name: name for name in memos}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for name, memo in memos.items():
+        for key, (_, obj) in memo.items():
+            first = owner.setdefault(key, name)
+            if first != name and root(first) != root(name) and _shares_identity(obj):
+                parent[root(name)] = root(first)
+    groups: dict[str, list[str]] = {}
+    for name in memos:
+        groups.setdefault(root(name), []).append(name)
+    return [tuple(group) for group in groups.values() if len(group) > 1]
+
+
+def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore,
+                withhold: frozenset = frozenset()) -> tuple[int, int]:
     """Write each planned blob the store lacks; return ``(blobs written, bytes written)``.
 
     Each blob is hashed again as it is written; if its bytes no longer match
@@ -124,8 +183,9 @@ def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore
         name = blob_file_name(ref.digest)
         if store.exists(name):
             continue
+        payload = {member: values[member] for member in ref.together} if ref.together else values[ref.name]
         with store.open_atomic(name) as file:
-            digest, size = wire.dump_and_digest(values[ref.name], file)
+            digest, size = wire.dump_and_digest(payload, file, withhold=withhold)
             if digest != ref.digest:
                 raise CaptureError(
                     f"cannot send {ref.name!r} ({ref.type_name}): it serialized differently when written than "

@@ -35,8 +35,9 @@ _SECRET_VALUES = {
     "a Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
 }
 _SCAN_LIMIT = 1 << 20
-# Magics whose argument is Python code run in the user namespace; other magics' arguments are opaque.
-_CODE_MAGICS = frozenset({"time"})
+# Magics whose argument is Python code run in the user namespace, after options (getopt letters, ":" takes
+# a value); other magics' arguments are opaque.
+_CODE_MAGICS = {"time": "", "timeit": "n:r:tcp:qo", "prun": "D:l:rs:T:q"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Capture:
     pull: list[str] = field(default_factory=list)
     held_back: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # pushed names whose objects come back if the cell changed them in place (``lst.append(x)``)
+    pull_if_changed: list[str] = field(default_factory=list)
 
 
 def names_in_cell(code: str, first_line: int = 1) -> CellNames:
@@ -101,7 +104,9 @@ def capture_cell(
         raise CaptureError(f"--push names {_quoted(undefined)} {verb} not defined in the notebook")
 
     capture = Capture(code=code)
-    for name in sorted(names.reads | set(push)):
+    # the notebook's functions read the cell's globals on the target: what they use travels too
+    reads = names.reads | _globals_of_notebook_code(names.reads | set(push), user_ns)
+    for name in sorted(reads | set(push)):
         if is_ipython_internal(name):
             if name in push:
                 capture.warnings.append(f"--push names {name!r}, which is IPython's own and is never sent")
@@ -130,7 +135,57 @@ def capture_cell(
                 capture.warnings.append(f"--pull names {name!r}, which the cell never binds at top level")
     else:
         capture.pull = [name for name in names.binds if not is_ipython_internal(name)]
+    if no_pull:
+        capture.pull_if_changed = []
+    elif pull is not None:
+        capture.pull_if_changed = [name for name in capture.pull if name in capture.push
+                                   and may_change(capture.push[name])]
+    else:
+        capture.pull_if_changed = [name for name, value in capture.push.items() if may_change(value)]
     return capture
+
+
+_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), range, types.BuiltinFunctionType)
+
+
+def may_change(value: object, depth: int = 0) -> bool:
+    """Whether a cell can change ``value`` in place, so that it has to be checked after the cell.
+
+    Numbers, strings, bytes, tuples and frozensets of those never change; nor, here, do
+    functions and classes (a function's globals are the namespace's own names).
+    """
+    if isinstance(value, _IMMUTABLE) or isinstance(value, (type, types.FunctionType, types.ModuleType)):
+        return False
+    if type(value) in (tuple, frozenset):
+        return depth > 3 or len(value) > 1000 or any(may_change(item, depth + 1) for item in value)
+    return True
+
+
+def _globals_of_notebook_code(names: set[str], user_ns: dict) -> set[str]:
+    """The notebook globals that the notebook's functions and classes among ``names`` use, transitively."""
+    from ..runtime.wire import globals_used
+    found: set[str] = set()
+    pending = [name for name in names if name in user_ns]
+    seen = set(pending)
+    while pending:
+        value = user_ns[pending.pop()]
+        kind = value if isinstance(value, type) else type(value)
+        functions = [value] if isinstance(value, types.FunctionType) else []
+        if getattr(kind, "__module__", None) == "__main__":
+            for member in vars(kind).values():
+                member = getattr(member, "__func__", member)
+                functions.extend(getattr(member, part, None) for part in ("fget", "fset", "fdel"))
+                functions.append(member)
+        for function in functions:
+            if not isinstance(function, types.FunctionType) or function.__module__ != "__main__" \
+                    or function.__globals__ is not user_ns:
+                continue
+            for used in globals_used(function):
+                if used not in seen and not is_ipython_internal(used):
+                    seen.add(used)
+                    found.add(used)
+                    pending.append(used)
+    return found - names
 
 
 def notebook_sources(values: dict) -> dict[str, dict]:
@@ -248,7 +303,21 @@ def _magic_code(call: ast.Call) -> str | None:
         and call.args[0].value in _CODE_MAGICS
     ):
         return None
-    return call.args[-1].value
+    if func.attr == "run_cell_magic":
+        return call.args[-1].value
+    return _without_options(call.args[-1].value, _CODE_MAGICS[call.args[0].value])
+
+
+def _without_options(line: str, letters: str) -> str:
+    """``-n 10 -r3 f(x)`` -> ``f(x)``: the code after a magic's leading options."""
+    rest = line.lstrip()
+    while True:
+        match = re.match(r"-([A-Za-z])(\S*)\s*", rest)
+        if match is None or match[1] not in letters:
+            return rest
+        rest = rest[match.end():]
+        if letters[letters.index(match[1]) + 1:].startswith(":") and not match[2]:
+            rest = rest.split(None, 1)[1] if len(rest.split(None, 1)) > 1 else ""
 
 
 def _is_python_name(name: str) -> bool:

@@ -32,6 +32,9 @@ class Results:
     outputs: list[dict] = field(default_factory=list)           # nbformat output dicts (display.json)
     error: dict | None = None                                   # error.json
     exception: BaseException | None = None                      # the cell's exception, rebuilt here
+    changed: list[str] = field(default_factory=list)            # pushed names the cell changed in place
+    in_place: wire.InPlace | None = None                        # their new states, put in by apply_values
+    carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
 
 
 def _read_json(transport: Transport, path: str):
@@ -41,8 +44,13 @@ def _read_json(transport: Transport, path: str):
         return None
 
 
-def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True) -> Results:
-    """Read the outputs, the error and (with ``values``) every pulled value of a finished job."""
+def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True,
+                  namespace: dict | None = None) -> Results:
+    """Read the outputs, the error and (with ``values``) every pulled value of a finished job.
+
+    Pulled values refer to the notebook's own objects (``namespace``, by default IPython's),
+    those the cell changed in place with their new state, which :func:`apply_values` puts in.
+    """
     results = Results(outputs=_read_json(transport, paths.display) or [], error=_read_json(transport, paths.error))
     if results.error and results.error.get("type") and "unpicklable" not in results.error:
         try:
@@ -51,10 +59,11 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True)
         except Exception:  # an exception class this kernel cannot rebuild: RemoteError stands in
             results.exception = None
     if values and transport.exists(paths.outputs):
-        with transport.open_read(paths.outputs) as file:
+        results.in_place = wire.InPlace(namespace)
+        with transport.open_read(paths.outputs) as file, wire.loading_into(namespace) as results.carried:
             while True:
                 try:
-                    name, value = wire.load(file)
+                    name, value = wire.load(file, results.in_place)
                 except EOFError:
                     break
                 except TransportError:
@@ -67,6 +76,9 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True)
                     results.missing = value["missing"]
                     results.unpicklable = value["unpicklable"]
                     results.modules = value["modules"]
+                    results.changed = value.get("changed", [])
+                elif name == "*":       # every value in one frame, so what they share stays shared
+                    results.values.update(value)
                 else:
                     results.values[name] = value
     return results
@@ -86,6 +98,11 @@ def apply_values(results: Results, namespace: dict) -> tuple[list[str], list[str
         names = ", ".join(repr(name) for name in results.missing)
         warnings.append(f"the cell did not define {names}, so {'it was' if len(results.missing) == 1 else 'they were'} "
                         "not pulled")
+    if results.in_place is not None:
+        results.in_place.commit()
+    for name, value in results.carried.items():     # what pulled functions read, where nothing is bound
+        if name not in staged:
+            namespace.setdefault(name, value)
     namespace.update(staged)
     return list(staged), warnings
 

@@ -417,12 +417,7 @@ class CellProcess:
             except ImportError as exc:
                 raise RunnerError(f"the cell uses the module {name!r} ({line!r}), which {sys.executable} on "
                                   f"{socket.gethostname()} cannot import: {exc}") from exc
-        for name, digest in self.spec.get("push", {}).items():
-            try:
-                namespace[name] = wire.load_path(self.paths.blob(digest))
-            except Exception as exc:
-                raise RunnerError(f"could not load the value of {name!r} on the target: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        self.load_pushed(namespace)
         array = self.spec.get("map")
         if array and self.element is not None:
             try:
@@ -433,6 +428,58 @@ class CellProcess:
                                   f"{type(exc).__name__}: {exc}") from exc
         sys.meta_path.insert(0, _PyplotHook(self.outputs))
         return namespace
+
+    def load_pushed(self, namespace: dict) -> None:
+        """Load the pushed values into ``namespace``; values that share objects arrive in one blob, still sharing.
+
+        The notebook's functions take ``namespace`` as their globals; the globals they carry fill only
+        names nothing else bound. What arrived is kept, to see afterwards what the cell changed.
+        """
+        wire = self.wire
+        wire._reuse_arrival_bytes = True        # what arrived is written as it came, unless it changed
+        together = self.spec.get("together") or {}
+        self.arrived: dict[str, tuple[str, object]] = {}     # name -> (digest, what the blob held)
+        loaded: dict[str, object] = {}
+        with wire.loading_into(namespace) as carried:
+            for name, digest in self.spec.get("push", {}).items():
+                try:
+                    if digest in together:
+                        group = loaded[digest] if digest in loaded else loaded.setdefault(
+                            digest, wire.load_path(self.paths.blob(digest)))
+                        namespace[name] = group[name]
+                        self.arrived[name] = (digest, group)
+                    else:
+                        namespace[name] = wire.load_path(self.paths.blob(digest))
+                        self.arrived[name] = (digest, namespace[name])
+                except Exception as exc:
+                    raise RunnerError(f"could not load the value of {name!r} on the target: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        for name, value in carried.items():
+            namespace.setdefault(name, value)
+
+    def changed_in_place(self, namespace: dict) -> tuple[dict[str, object], list[str]]:
+        """The pushed objects still bound to their names, and which of them the cell changed.
+
+        A blob is pickled again and compared with the digest it arrived as; values that cannot
+        change (numbers, strings, tuples of them) were left out by the notebook.
+        """
+        kept, changed, verdicts = {}, [], {}
+        for name in self.spec.get("pull_if_changed", []):
+            digest, arrived = getattr(self, "arrived", {}).get(name, (None, None))
+            if digest is None:
+                continue
+            value = arrived[name] if digest in (self.spec.get("together") or {}) else arrived
+            if name not in namespace or namespace[name] is not value:
+                continue    # rebound: it comes back by name if the cell binds it
+            kept[name] = value
+            if id(arrived) not in verdicts:
+                try:
+                    verdicts[id(arrived)] = self.wire.digest(arrived)[0] != digest
+                except Exception:
+                    verdicts[id(arrived)] = True    # no longer pickles: written, so that it is named
+            if verdicts[id(arrived)]:
+                changed.append(name)
+        return kept, changed
 
     def _link_files(self) -> None:
         """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
@@ -509,26 +556,34 @@ class CellProcess:
         _write_json(self.paths.display, self.outputs.items)
 
     def write_pulled(self, namespace: dict) -> None:
-        """Each pulled value as its own pickle frame; one that does not pickle is listed instead."""
+        """The pulled values, and the pushed ones the cell changed in place, in one pickle frame, so the
+        objects they share stay shared; pushed objects are written as references to the notebook's own
+        (``wire.Tokens``). A value that does not pickle is listed instead, and the rest written without it."""
         import types
-        missing, unpicklable, modules = [], {}, {}
+        wire = self.wire
+        kept, changed = self.changed_in_place(namespace)
+        tokens = wire.Tokens(kept, changed)
+        missing, unpicklable, modules, values = [], {}, {}, {}
+        for name in list(dict.fromkeys([*self.spec.get("pull", []), *changed])):
+            if name not in namespace:
+                missing.append(name)
+            elif isinstance(namespace[name], types.ModuleType):
+                modules[name] = namespace[name].__name__
+            else:
+                values[name] = namespace[name]
         with open(self.paths.outputs + ".part", "wb") as file:
-            for name in self.spec.get("pull", []):
-                if name not in namespace:
-                    missing.append(name)
-                    continue
-                value = namespace[name]
-                if isinstance(value, types.ModuleType):
-                    modules[name] = value.__name__
-                    continue
-                start = file.tell()
-                try:
-                    self.wire.dump((name, value), file)
-                except Exception as exc:
-                    file.seek(start)
-                    file.truncate()
-                    unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
-            self.wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules}), file)
+            try:
+                wire.dump(("*", values), file, tokens=tokens)
+            except Exception:
+                for name, value in list(values.items()):
+                    try:
+                        wire.digest((name, value), tokens=tokens)
+                    except Exception as exc:
+                        del values[name]
+                        unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
+                wire.dump(("*", values), file, tokens=tokens)
+            wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules,
+                            "changed": [name for name in changed if name in values]}), file)
         os.replace(self.paths.outputs + ".part", self.paths.outputs)
 
 

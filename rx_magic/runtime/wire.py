@@ -115,7 +115,7 @@ def _importable(obj: object) -> bool:
     return found is obj
 
 
-def _reduce_with_dill(obj: object) -> tuple:
+def _reduce_with_dill(obj: object, withhold: frozenset = frozenset()) -> tuple:
     import dill
 
     if isinstance(obj, type):
@@ -124,14 +124,43 @@ def _reduce_with_dill(obj: object) -> tuple:
         for klass in obj.__mro__:
             if not _importable(klass):
                 copyreg._slotnames(klass)
+    if isinstance(obj, type) and _reuse_arrival_bytes:
+        with _origins_lock:
+            arrived = _arrival_bytes.get(obj)
+        if arrived is not None:
+            return (_main_class, (obj.__qualname__, *arrived))
     with warnings.catch_warnings():
         # dill warns, then writes a by-name reference the target cannot resolve
         # (an Enum defined in the notebook); fail here instead.
         warnings.simplefilter("error", dill.PicklingWarning)
-        data = dill.dumps(obj, protocol=PROTOCOL, recurse=True)
+        buffer = io.BytesIO()
+        _dill_pickler(dill)(buffer, protocol=PROTOCOL, recurse=True, withhold=withhold).dump(obj)
+        data = buffer.getvalue()
     if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
         return (_main_class, (obj.__qualname__, _origin(obj, data), data))
     return (dill.loads, (data,))
+
+
+_dill_pickler_class = None
+
+
+def _dill_pickler(dill):
+    """dill's pickler, handing the notebook's functions (a class's methods) to :func:`_reduce_main_function`."""
+    global _dill_pickler_class
+    if _dill_pickler_class is None:
+        class _NotebookDillPickler(dill.Pickler):
+            def __init__(self, file, *args, withhold=frozenset(), **kwargs):
+                super().__init__(file, *args, **kwargs)
+                self._withhold = withhold
+
+            def reducer_override(self, obj):
+                if type(obj) is _FunctionType and getattr(obj, "__module__", None) == "__main__":
+                    # a global that is the class being pickled is carried once the class exists
+                    return _reduce_main_function(obj, self._withhold, getattr(self, "_postproc", None))
+                return NotImplemented
+
+        _dill_pickler_class = _NotebookDillPickler
+    return _dill_pickler_class
 
 
 # A class defined in the notebook travels by value, yet must come back as the notebook's own class
@@ -140,6 +169,10 @@ def _reduce_with_dill(obj: object) -> tuple:
 # ``__main__`` with the same origin is that class; anything else is built from the bytes.
 _origins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _origins_lock = threading.Lock()      # the kernel's thread pickles, a monitor's fetch thread unpickles
+# On the target the runner re-pickles what arrived to see whether the cell changed it: a class built
+# from bytes is sent on as those same bytes (dill would not write them identically twice).
+_arrival_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_reuse_arrival_bytes = False
 
 
 def _origin(klass: type, data: bytes) -> str:
@@ -166,6 +199,7 @@ def _main_class(qualname: str, origin: str, data: bytes) -> type:
     klass = dill.loads(data)
     with _origins_lock:
         _origins[klass] = origin
+        _arrival_bytes[klass] = (origin, data)
     return klass
 
 
@@ -182,24 +216,375 @@ def _find_main(qualname: str):
     return here
 
 
-# found by the same name wherever this file is imported from (rx_magic.runtime.wire here, wire beside the runner)
-_main_class.__module__ = "_rx_wire"
-sys.modules.setdefault("_rx_wire", sys.modules[__name__])
 
 
 class _Pickler(pickle.Pickler):
     # The C pickler skips this hook for None, bools and exact ints, floats, str,
     # bytes, dicts, lists, tuples and sets, and for anything already memoized,
     # so it only sees the rest: keep the common "no" to a few type checks.
+    def __init__(self, file, *, withhold: frozenset = frozenset(), **kwargs):
+        super().__init__(file, **kwargs)
+        self._withhold = withhold
+
     def reducer_override(self, obj):
         kind = type(obj)
         if kind is _FunctionType or isinstance(obj, type):
             if _importable(obj):
                 return NotImplemented
-            return _reduce_with_dill(obj)
+            if kind is _FunctionType and obj.__module__ == "__main__":
+                return _reduce_main_function(obj, self._withhold)
+            return _reduce_with_dill(obj, self._withhold)
         if kind is _ModuleType and obj.__name__ != "__main__" and sys.modules.get(obj.__name__) is obj:
             return (importlib.import_module, (obj.__name__,))
+        if kind is _CodeType:
+            return (_load_code, (_code_data(obj),))
+        if kind is _CellType:
+            try:
+                contents = (obj.cell_contents,)
+            except ValueError:      # an empty cell: a closure over a name not bound yet
+                contents = ()
+            return (_new_cell, (), contents, None, None, _fill_cell)
         return NotImplemented
+
+
+class _TokenPickler(_Pickler):
+    """Writes the reader's own objects (``tokens``) as references to them, with their new state if changed."""
+
+    def __init__(self, file, *, tokens: Tokens, **kwargs):
+        super().__init__(file, **kwargs)
+        self._tokens = tokens
+
+    def persistent_id(self, obj):
+        return self._tokens.persistent_id(obj)
+
+
+# ----------------------------------------------------------------------------- the notebook's functions
+
+# A function defined in the notebook travels as its code, closure and attributes, and is rebuilt
+# with the namespace it is loaded into as its globals (the cell's on the target, the notebook's
+# here), so it reads the same variables as the cell around it, never private copies. It carries
+# the globals its code names, and only those, so that it works even where they are missing;
+# they are set only where a name is not bound already (see :func:`loading_into`).
+_CodeType = types.CodeType
+_CellType = types.CellType
+_NOT_CARRIED = frozenset({"__builtins__", "__name__", "In", "Out", "get_ipython", "exit", "quit"})
+_code_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # code objects never change
+_code_lock = threading.Lock()
+_loading = threading.local()
+
+
+_global_ops = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"})
+_names_of_code: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _global_names(code: types.CodeType, found: set) -> set:
+    """The global names ``code`` and the code nested in it load or store (not attribute names)."""
+    with _code_lock:
+        names = _names_of_code.get(code)
+    if names is None:
+        import dis
+        names = frozenset(instruction.argval for instruction in dis.get_instructions(code)
+                          if instruction.opname in _global_ops)
+        with _code_lock:
+            _names_of_code[code] = names
+    found.update(names)
+    for constant in code.co_consts:
+        if isinstance(constant, _CodeType):
+            _global_names(constant, found)
+    return found
+
+
+def globals_used(function: types.FunctionType) -> dict:
+    """The globals ``function``'s code names (nested functions' included) that its globals hold."""
+    namespace = function.__globals__
+    return {name: namespace[name] for name in sorted(_global_names(function.__code__, set()))
+            if name in namespace and name not in _NOT_CARRIED}
+
+
+def _reduce_main_function(function: types.FunctionType, withhold: frozenset = frozenset(),
+                          in_progress: dict | None = None) -> tuple:
+    carried = {name: value for name, value in globals_used(function).items()
+               if name not in withhold and value is not function}
+    if in_progress:     # a method of a class dill is pickling: carry the globals once the class is built
+        after_class = in_progress[next(iter(in_progress))]
+        for name, value in carried.items():
+            after_class.append((_carry_global, (function, name, value)))
+        carried = {}
+    state = {"defaults": function.__defaults__, "kwdefaults": function.__kwdefaults__,
+             "dict": function.__dict__ or None, "annotations": function.__annotations__ or None,
+             "doc": function.__doc__, "globals": carried}
+    return (_main_function, (function.__code__, function.__name__, function.__qualname__, function.__closure__),
+            state, None, None, _set_function_state)
+
+
+def _main_function(code, name, qualname, closure):
+    function = types.FunctionType(code, _loading_namespace(), name, None, closure)
+    function.__qualname__ = qualname
+    function.__module__ = "__main__"
+    return function
+
+
+def _set_function_state(function, state) -> None:
+    function.__defaults__ = state["defaults"]
+    function.__kwdefaults__ = state["kwdefaults"]
+    if state["dict"]:
+        function.__dict__.update(state["dict"])
+    if state["annotations"]:
+        function.__annotations__ = state["annotations"]
+    function.__doc__ = state["doc"]
+    carried = getattr(_loading, "carried", None)
+    target = carried if carried is not None else function.__globals__
+    for global_name, value in state["globals"].items():
+        target.setdefault(global_name, value)
+
+
+def _carry_global(function, name: str, value) -> None:
+    carried = getattr(_loading, "carried", None)
+    (carried if carried is not None else function.__globals__).setdefault(name, value)
+
+
+def _code_data(code: types.CodeType) -> bytes:
+    with _code_lock:
+        data = _code_bytes.get(code)
+    if data is None:
+        import dill
+        data = dill.dumps(code, protocol=PROTOCOL)
+        with _code_lock:
+            _code_bytes[code] = data
+    return data
+
+
+def _load_code(data: bytes) -> types.CodeType:
+    import dill
+    code = dill.loads(data)
+    with _code_lock:
+        _code_bytes[code] = data        # sent on as the bytes it came as
+    return code
+
+
+def _new_cell():
+    return types.CellType()
+
+
+def _fill_cell(cell, contents: tuple) -> None:
+    if contents:
+        cell.cell_contents = contents[0]
+
+
+def main_namespace() -> dict:
+    """The notebook's namespace: IPython's ``user_ns`` when IPython runs, else ``__main__``'s."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is not None:
+        return shell.user_ns
+    return sys.modules["__main__"].__dict__
+
+
+def _loading_namespace() -> dict:
+    namespace = getattr(_loading, "namespace", None)
+    return namespace if namespace is not None else main_namespace()
+
+
+class loading_into:
+    """``with loading_into(namespace) as carried:`` functions loaded in the block take ``namespace``
+    as their globals; the globals they carry are gathered in ``carried`` (the first value of a
+    name wins) for the caller to set where the name is not bound, instead of being set at once.
+    """
+
+    def __init__(self, namespace: dict | None = None):
+        self.namespace = namespace
+        self.carried: dict = {}
+
+    def __enter__(self) -> dict:
+        self._previous = (getattr(_loading, "namespace", None), getattr(_loading, "carried", None))
+        _loading.namespace = self.namespace if self.namespace is not None else main_namespace()
+        _loading.carried = self.carried
+        return self.carried
+
+    def __exit__(self, *exc_info) -> None:
+        _loading.namespace, _loading.carried = self._previous
+
+
+# found by the same name wherever this file is imported from (rx_magic.runtime.wire here, wire beside the runner)
+for _loader in (_main_class, _main_function, _set_function_state, _carry_global, _load_code, _new_cell, _fill_cell):
+    _loader.__module__ = "_rx_wire"
+sys.modules.setdefault("_rx_wire", sys.modules[__name__])
+
+
+# ----------------------------------------------------------------------------- changed in place
+
+_NEW_OBJECT = (copyreg.__newobj__,)
+
+
+def _state_of(obj) -> tuple | None:
+    """What a reader needs to put ``obj``'s state into an object it already has, or None if it cannot."""
+    kind = type(obj)
+    if kind is list:
+        return ("list", list(obj))
+    if kind is dict:
+        return ("dict", dict(obj))
+    if kind is set:
+        return ("set", list(obj))
+    if kind is bytearray:
+        return ("bytearray", bytes(obj))
+    if kind.__name__ == "ndarray" and kind.__module__ == "numpy":
+        return ("array", obj.view())
+    try:
+        reduced = obj.__reduce_ex__(PROTOCOL)
+    except Exception:
+        return None
+    if not isinstance(reduced, tuple) or len(reduced) < 2 or reduced[0] not in _NEW_OBJECT:
+        return None
+    args = reduced[1]
+    if not args or args[0] is not kind:
+        return None
+    state, listitems, dictitems = (tuple(reduced[2:5]) + (None, None, None))[:3]
+    if len(reduced) > 5 and reduced[5] is not None:
+        return None             # a state setter of its own: leave it to pickle
+    return ("object", kind, tuple(args[1:]), state,
+            None if listitems is None else list(listitems), None if dictitems is None else list(dictitems))
+
+
+class Tokens:
+    """The reader's own objects, as the writer knows them: what arrived under each name.
+
+    Written with :func:`dump`'s ``tokens``, each of these objects becomes a reference the
+    reader resolves to its object of that name (:class:`InPlace`): unchanged, a bare
+    reference; in ``changed``, with its new state, which the reader puts into its object
+    when the type allows (so every other name for it sees the change), or else builds anew.
+    """
+
+    def __init__(self, objects: dict[str, object], changed=()):
+        self.objects = objects
+        self.changed = frozenset(changed)
+        self._by_id: dict[int, str] = {}
+        for name, obj in objects.items():
+            self._by_id.setdefault(id(obj), name)
+        self._started: set[int] = set()
+
+    def fresh(self) -> Tokens:
+        return Tokens(self.objects, self.changed)
+
+    def persistent_id(self, obj):
+        name = self._by_id.get(id(obj))
+        if name is None:
+            return None
+        if name not in self.changed or id(obj) in self._started:
+            return ("ref", name)
+        state = _state_of(obj)
+        if state is None:
+            return None         # pickled as any other object: the reader's name is bound to a new one
+        self._started.add(id(obj))
+        return ("new", name, state)
+
+
+class InPlace:
+    """Resolves a pulled frame's references to ``namespace``'s objects (see :class:`Tokens`).
+
+    Nothing is changed while loading: updates are kept until :meth:`commit`, so a frame that
+    fails to load leaves every object as it was.
+    """
+
+    def __init__(self, namespace: dict | None = None):
+        self.namespace = namespace if namespace is not None else main_namespace()
+        self.updates: list = []
+        self.updated: list[str] = []
+
+    def persistent_load(self, pid):
+        kind, name = pid[0], pid[1]
+        present = name in self.namespace
+        old = self.namespace.get(name)
+        if kind == "ref":
+            if not present:
+                raise pickle.UnpicklingError(f"the value refers to the notebook's {name!r}, which is no longer defined")
+            return old
+        if kind != "new":
+            raise pickle.UnpicklingError(f"unknown reference {kind!r} in a pulled frame")
+        state = pid[2]
+        form = state[0]
+        if form == "array":
+            new = state[1]
+            if (present and type(old) is type(new) and old.shape == new.shape and old.dtype == new.dtype
+                    and old.flags.writeable):
+                self._later(name, _assign_array, old, new)
+                return old
+            return new.copy() if not new.flags.owndata else new
+        if form in ("list", "dict", "set", "bytearray"):
+            items = state[1]
+            container = {"list": list, "dict": dict, "set": set, "bytearray": bytearray}[form]
+            if present and type(old) is container:
+                self._later(name, _refill, old, items)
+                return old
+            return container(items)
+        if form == "object":
+            _, cls, newargs, obj_state, listitems, dictitems = state
+            if present and type(old) is cls:
+                self._later(name, _set_state, old, obj_state, listitems, dictitems, True)
+                return old
+            new = cls.__new__(cls, *newargs)
+            _set_state(new, obj_state, listitems, dictitems, False)
+            return new
+        raise pickle.UnpicklingError(f"unknown state {form!r} in a pulled frame")
+
+    def _later(self, name: str, update, *args) -> None:
+        self.updates.append((update, args))
+        self.updated.append(name)
+
+    def commit(self) -> None:
+        """Put the new states into the notebook's objects."""
+        updates, self.updates = self.updates, []
+        for update, args in updates:
+            update(*args)
+
+
+def _assign_array(old, new) -> None:
+    old[...] = new
+
+
+def _refill(old, items) -> None:
+    if isinstance(old, dict):
+        old.clear()
+        old.update(items)
+    elif isinstance(old, set):
+        old.clear()
+        old.update(items)
+    else:
+        old[:] = items
+
+
+def _set_state(obj, state, listitems, dictitems, clear: bool) -> None:
+    """What unpickling does to a new object's state (``BUILD``), done to ``obj``; ``clear`` empties it first."""
+    if clear:
+        attributes = getattr(obj, "__dict__", None)
+        if attributes is not None:
+            attributes.clear()
+        for slot in copyreg._slotnames(type(obj)):
+            try:
+                object.__delattr__(obj, slot)
+            except AttributeError:
+                pass
+        if listitems is not None:
+            del obj[:]
+        if dictitems is not None:
+            obj.clear()
+    if state is not None:
+        setstate = getattr(obj, "__setstate__", None)
+        if setstate is not None:
+            setstate(state)
+        else:
+            slots = None
+            if isinstance(state, tuple) and len(state) == 2:
+                state, slots = state
+            if state:
+                attributes = obj.__dict__
+                for key, value in state.items():
+                    attributes[sys.intern(key) if type(key) is str else key] = value
+            for key, value in (slots or {}).items():
+                setattr(obj, key, value)
+    for item in listitems or ():
+        obj.append(item)
+    for key, value in dictitems or ():
+        obj[key] = value
 
 
 class _Sink:
@@ -220,8 +605,12 @@ class _Sink:
         return size
 
 
-def _pickle(obj: object, sink: _Sink) -> list[memoryview]:
-    """Pickle ``obj`` into ``sink``; return the buffers left out of band, as flat byte views."""
+def _pickle(obj: object, sink: _Sink, *, withhold: frozenset = frozenset(), tokens: Tokens | None = None,
+            memo: list | None = None) -> list[memoryview]:
+    """Pickle ``obj`` into ``sink``; return the buffers left out of band, as flat byte views.
+
+    With ``memo`` (a list), the pickler's memo ``{id: (index, object)}`` is appended to it.
+    """
     buffers: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -231,7 +620,14 @@ def _pickle(obj: object, sink: _Sink) -> list[memoryview]:
         buffers.append(view)
         return False
 
-    _Pickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band).dump(obj)
+    if tokens is not None:
+        pickler = _TokenPickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band, withhold=withhold,
+                                tokens=tokens.fresh())
+    else:
+        pickler = _Pickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band, withhold=withhold)
+    pickler.dump(obj)
+    if memo is not None:
+        memo.append(pickler.memo.copy())
     return buffers
 
 
@@ -340,16 +736,19 @@ def _seekable(file) -> bool:
         return False
 
 
-def _dump(obj: object, file, hashed: bool) -> tuple[str | None, int]:
-    """Write one frame for ``obj`` into ``file`` (None: only measure it); return (digest or None, length)."""
+def _dump(obj: object, file, hashed: bool, **options) -> tuple[str | None, int]:
+    """Write one frame for ``obj`` into ``file`` (None: only measure it); return (digest or None, length).
+
+    ``options`` go to :func:`_pickle`.
+    """
     pickle_hash = _SectionHash() if hashed else None
     if file is None:
         sink = _Sink(None, pickle_hash)
-        return _write_rest(sink, _pickle(obj, sink), None, pickle_hash)
+        return _write_rest(sink, _pickle(obj, sink, **options), None, pickle_hash)
     if not _seekable(file):
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             sink = _Sink(spool, pickle_hash)
-            buffers = _pickle(obj, sink)
+            buffers = _pickle(obj, sink, **options)
             spool.seek(0)
 
             def write_header_then_pickle(header: bytes) -> None:
@@ -362,7 +761,7 @@ def _dump(obj: object, file, hashed: bool) -> tuple[str | None, int]:
     try:
         _write_all(file, bytes(_HEADER.size))  # a placeholder, filled in once the lengths are known
         sink = _Sink(file, pickle_hash)
-        buffers = _pickle(obj, sink)
+        buffers = _pickle(obj, sink, **options)
 
         def fill_in_header(header: bytes) -> None:
             end = file.tell()
@@ -407,24 +806,33 @@ def _write_rest(sink: _Sink, buffers: list[memoryview], file, pickle_hash: _Sect
     return (None if sections is None else _root_digest(sections)), frame_length
 
 
-def dump(obj: object, file) -> int:
+def dump(obj: object, file, *, tokens: Tokens | None = None) -> int:
     """Write ``obj`` as one frame into the binary file ``file``; return the frame's length in bytes.
 
     Large buffers such as numpy arrays are handed to ``file.write`` as they
     are (a ``memoryview``), not copied, so ``file.write`` must accept any
-    bytes-like object.
+    bytes-like object. With ``tokens``, the reader's own objects are written as
+    references to them (:class:`Tokens`); read such a frame with ``load(file, InPlace(...))``.
     """
-    return _dump(obj, file, hashed=False)[1]
+    return _dump(obj, file, hashed=False, tokens=tokens)[1]
 
 
-def dump_and_digest(obj: object, file) -> tuple[str, int]:
-    """:func:`dump`, hashing what is written; return ``(hex digest, frame length)``."""
-    return _dump(obj, file, hashed=True)
+def dump_and_digest(obj: object, file, *, withhold: frozenset = frozenset()) -> tuple[str, int]:
+    """:func:`dump`, hashing what is written; return ``(hex digest, frame length)``.
+
+    ``withhold`` names globals the notebook's functions must not carry.
+    """
+    return _dump(obj, file, hashed=True, withhold=withhold)
 
 
-def digest(obj: object) -> tuple[str, int]:
-    """Return ``(hex digest, size in bytes)`` of the frame :func:`dump` would write for ``obj``, writing nothing."""
-    return _dump(obj, None, hashed=True)
+def digest(obj: object, *, withhold: frozenset = frozenset(), tokens: Tokens | None = None,
+           memo: list | None = None) -> tuple[str, int]:
+    """Return ``(hex digest, size in bytes)`` of the frame :func:`dump` would write for ``obj``, writing nothing.
+
+    With ``memo`` (a list), the pickler's memo, ``{id: (index, object)}``, is appended to it:
+    every object the frame holds once however often it is reached.
+    """
+    return _dump(obj, None, hashed=True, withhold=withhold, tokens=tokens, memo=memo)
 
 
 def frame_digest(data) -> str:
@@ -518,11 +926,19 @@ class _PickleSection:
         return bytes(line)
 
 
-def _unpickle_in_place(file, pickle_length: int, start: int | None, frame_length: int) -> object:
+def _unpickler(file, in_place: InPlace | None, buffers=None) -> pickle.Unpickler:
+    unpickler = pickle.Unpickler(file, buffers=buffers)
+    if in_place is not None:
+        unpickler.persistent_load = in_place.persistent_load
+    return unpickler
+
+
+def _unpickle_in_place(file, pickle_length: int, start: int | None, frame_length: int,
+                       in_place: InPlace | None = None) -> object:
     """Unpickle a frame without buffers from ``file`` as it is read; leave ``file`` after the frame."""
     section = _PickleSection(file, pickle_length)
     try:
-        value = pickle.load(section)
+        value = _unpickler(section, in_place).load()
         if section.left:
             raise pickle.UnpicklingError("corrupt rx_magic wire frame: its pickle stream ends before its stated length")
     except Exception:
@@ -562,12 +978,13 @@ def _tell(file) -> int | None:
         return None
 
 
-def load(file) -> object:
+def load(file, in_place: InPlace | None = None) -> object:
     """Read the next frame written by :func:`dump` from ``file``, leaving ``file`` just after it.
 
     Raises ``EOFError`` when no frame is left. From a regular file the large
     buffers are memory-mapped copy-on-write; from any other file object they
     are read into memory. Needs dill importable if the value used it.
+    ``in_place`` resolves a frame written with ``tokens`` (see :class:`InPlace`).
     """
     fd = _regular_file_fd(file)
     start = _tell(file)
@@ -587,7 +1004,7 @@ def load(file) -> object:
     if not count:
         if _layout(pickle_length, ())[1] != frame_length:
             raise pickle.UnpicklingError("corrupt rx_magic wire frame: its lengths do not add up")
-        return _unpickle_in_place(file, pickle_length, start, frame_length)
+        return _unpickle_in_place(file, pickle_length, start, frame_length, in_place)
     pickled = _read_exact(file, pickle_length)
     lengths = struct.unpack(f"<{count}Q", _read_exact(file, _LENGTH.size * count))
     offsets, expected_length = _layout(pickle_length, lengths)
@@ -606,7 +1023,7 @@ def load(file) -> object:
             buffers.append(buffer)
             position = offset + length
         _read_exact(file, frame_length - position)
-    return pickle.loads(pickled, buffers=buffers)
+    return _unpickler(io.BytesIO(pickled), in_place, buffers).load()
 
 
 def _map_buffers(fd: int, start: int, offsets: list[int], lengths, frame_length: int) -> list[memoryview]:

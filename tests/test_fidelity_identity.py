@@ -1,0 +1,88 @@
+"""What comes back from a remote cell: objects it changed in place, shared identity, the notebook's
+functions reading the cell's globals, and what cannot come back, named before anything is sent."""
+
+import numpy as np
+import pytest
+from helpers import newest_job, run_remote, usage_error
+
+
+def run_ok(ip, code, line="local"):
+    result = run_remote(ip, line, code)
+    assert result.success, result.error_in_exec or result.error_before_exec
+    return result
+
+
+def test_a_list_appended_to_remotely_is_the_same_list_here_with_the_item(ip):
+    ip.run_cell("lst = [1, 2]\nother = lst\nholder = {'k': lst}")
+    run_ok(ip, "lst.append(3)")
+    assert ip.user_ns["other"] is ip.user_ns["lst"] is ip.user_ns["holder"]["k"]
+    assert ip.user_ns["other"] == [1, 2, 3]
+
+
+def test_a_fitted_estimator_comes_back_fitted_in_place(ip):
+    ip.run_cell(
+        "class Grid:\n"
+        "    def __init__(self, grid): self.grid = grid\n"
+        "    def fit(self, X, y):\n"
+        "        scores = {p: -abs(sum(X) * p - sum(y)) for p in self.grid}\n"
+        "        self.best_params_ = {'p': max(scores, key=scores.get)}\n"
+        "        return self\n"
+        "grid = Grid([1, 2, 3])\nsearches = [grid]\nX, y = [1, 2], [3, 3]")
+    run_ok(ip, "grid.fit(X, y)")
+    assert ip.user_ns["grid"].best_params_ == {"p": 2}
+    assert ip.user_ns["searches"][0] is ip.user_ns["grid"]
+
+
+def test_dict_set_attribute_and_array_changes_come_back_in_place(ip):
+    ip.run_cell("import numpy as np\n"
+                "class Box: pass\n"
+                "d = {'a': 1}; s = {1}; box = Box(); arr = np.arange(6.0); view_of = {'arr': arr}")
+    run_ok(ip, "d.update(b=2)\ns.add(2)\nbox.attr = 'v'\narr[...] = 0")
+    ns = ip.user_ns
+    assert ns["d"] == {"a": 1, "b": 2} and ns["s"] == {1, 2} and ns["box"].attr == "v"
+    assert ns["view_of"]["arr"] is ns["arr"] and not ns["arr"].any()
+
+
+def test_values_that_share_an_object_arrive_and_come_back_sharing_it(ip):
+    ip.run_cell("inner = [0]\na = [inner]\nb = {'x': inner}")
+    run_ok(ip, "same_remotely = a[0] is b['x']\na[0].append(1)\nc = [a[0]]")
+    ns = ip.user_ns
+    assert ns["same_remotely"] is True
+    assert ns["a"][0] is ns["b"]["x"] is ns["c"][0]
+    assert ns["b"]["x"] == [0, 1]
+
+
+def test_a_pulled_value_holding_an_unchanged_pushed_object_holds_the_notebooks_object(ip):
+    ip.run_cell("config = {'lr': 0.1}")
+    run_ok(ip, "run = {'config': config, 'loss': 1.0}")
+    assert ip.user_ns["run"]["config"] is ip.user_ns["config"]
+
+
+def test_a_notebook_function_reads_the_cells_globals_not_private_copies(ip):
+    ip.run_cell("y = 1\ndef g(v):\n    return v * 10\ndef f():\n    return g(y)")
+    run_ok(ip, "y = 5\nresult = f()")
+    assert ip.user_ns["result"] == 50
+
+
+def test_a_closure_shares_its_object_with_the_namespace(ip):
+    ip.run_cell("class X:\n    value = 1\n"
+                "def make(x):\n    def evaluate():\n        return x.value * 2\n    return evaluate\n"
+                "x = X(); f = make(x)")
+    run_ok(ip, "x.value = 3\nanswer = f()")
+    assert ip.user_ns["answer"] == 6
+    assert ip.user_ns["x"].value == 3
+
+
+def test_a_function_defined_remotely_reads_the_notebooks_globals_here(ip):
+    ip.run_cell("scale = 2")
+    run_ok(ip, "def times(v):\n    return v * scale")
+    ip.run_cell("scale = 7")
+    assert ip.user_ns["times"](3) == 21
+
+
+def test_unchanged_values_do_not_come_back(ip):
+    ip.run_cell("data = list(range(100))\nmodel = {'w': 1}")
+    run_ok(ip, "total = sum(data)")
+    results = newest_job().fetch()
+    assert results.changed == []
+    assert set(results.values) == {"total"}
