@@ -8,6 +8,7 @@
     │       ├── UnpicklableError   a pushed value that cannot be serialized
     │       └── PayloadTooLarge    pushed values over the target's limit
     ├── TransportError        running a command or moving a file failed
+    │   └── ConnectError      the host could not be reached, or refused us (host key, login)
     ├── SchedulerError        the scheduler refused or lost a job
     └── JobError              a job ended without the result the user wanted
         ├── JobFailed         killed or crashed: walltime, memory, runner died
@@ -57,6 +58,17 @@ class PayloadTooLarge(CaptureError):
 
 class TransportError(RxError):
     """A command or file transfer on the target failed."""
+
+
+class ConnectError(TransportError):
+    """Connecting to a target's host failed: unreachable, silent, unknown name, host key or login refused.
+
+    IPython shows it as its message alone (one paragraph saying what to check): the
+    frames that tried to connect say nothing the message does not.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return traceback_lines(self)
 
 
 class SchedulerError(RxError):

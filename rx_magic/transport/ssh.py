@@ -2,9 +2,12 @@
 
 It honours ``~/.ssh/config`` (HostName, User, Port, IdentityFile,
 IdentitiesOnly, ProxyJump, UserKnownHostsFile), uses the ssh-agent and the
-default keys, and verifies the host key against known_hosts: an unknown key
-is refused (or, with ``host_key_policy = "accept-new"``, recorded), a changed
-key always is.
+default keys, and verifies the host key against known_hosts as OpenSSH's
+``StrictHostKeyChecking`` does: the key types known_hosts holds for the host are
+asked for first; an unknown host is refused (or, with ``host_key_policy =
+"accept-new"``, recorded), a host known by any other key, or a @revoked one,
+always is. Every failure to connect is one ``ConnectError`` paragraph, within the
+connect timeout (10 s), and paramiko's own logs of it stay out of the notebook.
 
 Tuning, measured on loopback (see benchmarks/bench_ssh.py): the socket is
 made here with TCP_NODELAY, which paramiko never sets (without it every
@@ -20,9 +23,15 @@ which OpenSSH does by its own RekeyLimit.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
+import hashlib
+import hmac
+import logging
 import os
 import posixpath
+import re
 import select
 import shlex
 import socket
@@ -37,7 +46,7 @@ from typing import BinaryIO, Iterator, Sequence
 import paramiko
 import paramiko.buffered_pipe
 
-from ..errors import TransportError
+from ..errors import ConfigError, ConnectError, TransportError
 from .base import CommandResult, Transport
 from .command_agent import AgentUnavailable, CommandAgent
 
@@ -47,8 +56,15 @@ SFTP_REQUEST_SIZE = 261120
 WRITE_PIECE = 4 * 2**20
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-CONNECT_TIMEOUT = 20
+CONNECT_TIMEOUT = 10
 KEEPALIVE_SECONDS = 30
+
+#: paramiko's logger for rx_magic's connections. paramiko logs every failure it meets in its own thread,
+#: traceback included, at ERROR; rx_magic raises each one as a message instead, so these logs stay here
+#: (add a handler to this logger, or set its ``propagate``, to see them).
+PARAMIKO_LOG = "rx_magic.transport.ssh.paramiko"
+logging.getLogger(PARAMIKO_LOG).addHandler(logging.NullHandler())
+logging.getLogger(PARAMIKO_LOG).propagate = False
 
 _CONNECTION_ERRORS = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout, socket.error)
 
@@ -90,6 +106,10 @@ def resolve_host(alias: str, *, user: str | None = None, port: int | None = None
         except Exception as exc:
             raise TransportError(f"cannot read {path}: {exc}") from exc
     found = config.lookup(alias)
+    if identity_file and not os.path.isfile(os.path.expanduser(identity_file)):
+        raise ConfigError(f"identity_file {os.path.expanduser(identity_file)} (set for {alias}) does not exist: "
+                          "correct the path in the target, or leave identity_file out to use ~/.ssh/config's "
+                          "IdentityFile, the ssh-agent and the default keys")
     files = [os.path.expanduser(identity_file)] if identity_file else []
     files += [os.path.expanduser(path) for path in found.get("identityfile", [])]
     known = found.get("userknownhostsfile", "~/.ssh/known_hosts").split()
@@ -120,35 +140,164 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_base64()[:20]
 
 
-def verify_host_key(transport: paramiko.Transport, host: HostSettings, policy: str) -> str:
-    """Check the server's key against known_hosts; return "known" or "recorded"."""
+def _blob_fingerprint(blob: bytes) -> str:
+    """A public key's SHA256 fingerprint, as ``ssh-keygen -l`` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+KNOWN_HOSTS_MARKERS = ("", "@cert-authority", "@revoked")
+#: the host key algorithms a key type in known_hosts stands for (an RSA key signs with SHA-2 since OpenSSH 8.8)
+_ALGORITHMS_OF_KEY_TYPE = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+
+
+@dataclass(frozen=True)
+class KnownHostKey:
+    """One line of a known_hosts file that names a host: its key, and its marker if any."""
+
+    path: str
+    line: int
+    marker: str             # "", "@cert-authority" or "@revoked"
+    key_type: str
+    blob: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return _blob_fingerprint(self.blob)
+
+    def describe(self) -> str:
+        return f"{self.key_type} {self.fingerprint} ({self.path} line {self.line})"
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    """OpenSSH's host pattern: ``*`` and ``?`` wildcards, case-insensitive (``[host]:port`` is literal)."""
+    expression = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.fullmatch(expression, name, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _host_field_matches(field: str, name: str) -> bool:
+    """Whether a known_hosts line's host field (``|1|salt|hash``, or patterns with ``!negations``) names ``name``."""
+    if field.startswith("|1|"):
+        try:
+            _, _, salt, hashed = field.split("|")
+            digest = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(digest, base64.b64decode(hashed))
+        except (ValueError, binascii.Error):
+            return False
+    matched = False
+    for pattern in field.split(","):
+        negated = pattern.startswith("!")
+        if _pattern_matches(pattern[1:] if negated else pattern, name.lower()):
+            if negated:
+                return False
+            matched = True
+    return matched
+
+
+def known_host_keys(host: HostSettings) -> list[KnownHostKey]:
+    """Every known_hosts line for ``host`` (by ``[host]:port`` name), read line by line as OpenSSH does.
+
+    Plain, hashed (``|1|``) and wildcard names match; ``@cert-authority`` and ``@revoked``
+    lines are returned with their marker; comments, malformed lines and unknown markers are
+    skipped, never fatal.
+    """
+    name = host.known_hosts_name.lower()
+    found = []
+    for path in host.known_hosts_files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                lines = file.read().splitlines()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConnectError(f"cannot read the known hosts file {path}: {exc.strerror or exc}") from exc
+        for number, text in enumerate(lines, 1):
+            fields = text.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            marker = fields.pop(0) if fields[0].startswith("@") else ""
+            if marker not in KNOWN_HOSTS_MARKERS or len(fields) < 3:
+                continue
+            names, key_type, data = fields[:3]
+            try:
+                blob = base64.b64decode(data, validate=True)
+            except (ValueError, binascii.Error):
+                continue
+            if blob[4:4 + int.from_bytes(blob[:4], "big")] != key_type.encode():    # the key names its own type
+                continue
+            if _host_field_matches(names, name):
+                found.append(KnownHostKey(path, number, marker, key_type, blob))
+    return found
+
+
+def prefer_known_key_types(transport: paramiko.Transport, known: Sequence[KnownHostKey]) -> None:
+    """Ask first for the host key types known_hosts holds for this host, as OpenSSH does.
+
+    The host then proves itself with the key the user already trusts when it has one,
+    instead of with another type paramiko would prefer (ed25519 where ECDSA is known).
+    """
+    options = transport.get_security_options()
+    offered = tuple(options.key_types)
+    wanted = [algorithm for entry in known if not entry.marker
+              for algorithm in _ALGORITHMS_OF_KEY_TYPE.get(entry.key_type, (entry.key_type,))
+              if algorithm in offered]
+    if wanted:
+        options.key_types = tuple(dict.fromkeys([*wanted, *offered]))
+
+
+def _removal_advice(name: str, entries: Sequence[KnownHostKey]) -> str:
+    return "; ".join(f"`ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(path)}`"
+                     for path in dict.fromkeys(entry.path for entry in entries))
+
+
+def verify_host_key(transport: paramiko.Transport, host: HostSettings, policy: str,
+                    known: Sequence[KnownHostKey] | None = None) -> str:
+    """Check the server's key against known_hosts as OpenSSH's ``StrictHostKeyChecking`` does.
+
+    Returns "known", or "recorded" when ``policy`` is "accept-new" and known_hosts holds no key
+    of any type for the host. A key that differs from the one known (of the same type or, when
+    the host did not offer a known type, of another) is refused as changed, a revoked key always;
+    ``@cert-authority`` lines are not used (paramiko checks no host certificates).
+    """
     key = transport.get_remote_server_key()
     name = host.known_hosts_name
-    known = paramiko.HostKeys()
-    for path in host.known_hosts_files:
-        if os.path.isfile(path):
-            try:
-                known.load(path)
-            except Exception as exc:
-                raise TransportError(f"cannot read known hosts file {path}: {exc}") from exc
-    entries = known.lookup(name) or {}
-    if key.get_name() in entries:
-        if entries[key.get_name()] == key:
-            return "known"
-        raise TransportError(
-            f"the host key of {name} has CHANGED: it now offers {key.get_name()} {_fingerprint(key)}, which does "
-            f"not match {host.known_hosts_files[0]}. This may be an attack, or the host was reinstalled; check with "
-            f"its administrators, then remove the old key with `ssh-keygen -R '{name}'` and connect again")
+    known = known_host_keys(host) if known is None else known
+    blob = key.asbytes()
+    offered = f"{key.get_name()} {_fingerprint(key)}"
+    for entry in known:
+        if entry.marker == "@revoked" and entry.blob == blob:
+            raise ConnectError(
+                f"the host key of {name} is REVOKED: it offers {offered}, which {entry.path} line {entry.line} marks "
+                "@revoked. rx_magic will not connect with a revoked key; ask the host's administrators for its "
+                "current key")
+    trusted = [entry for entry in known if not entry.marker]
+    if any(entry.blob == blob for entry in trusted):
+        return "known"
+    if trusted:
+        same_type = [entry for entry in trusted if entry.key_type == key.get_name()]
+        held = "; ".join(entry.describe() for entry in same_type or trusted)
+        why = "" if same_type else (" (the host no longer offers a key of a type known_hosts holds, so it cannot "
+                                    "prove it is the host you connected to before)")
+        raise ConnectError(
+            f"the host key of {name} has CHANGED: it offers {offered}, but known_hosts holds {held}{why}. This may "
+            "be an attack, or the host was reinstalled: check the new fingerprint with its administrators, and only "
+            f"then remove the old key with {_removal_advice(name, trusted)} and connect again")
     if policy != "accept-new":
-        raise TransportError(
-            f"the host key of {name} is not known: it offers {key.get_name()} {_fingerprint(key)}. Check that "
-            f"fingerprint with the host's administrators, then trust it by connecting once with "
+        authorities = [entry for entry in known if entry.marker == "@cert-authority"]
+        note = (f" ({authorities[0].path} line {authorities[0].line} names a @cert-authority for it, but rx_magic "
+                "does not check host certificates)") if authorities else ""
+        raise ConnectError(
+            f"the host key of {name} is not known: it offers {offered}{note}. Check that fingerprint with the "
+            f"host's administrators, then trust it by connecting once with "
             f"`ssh -p {host.port} {host.user}@{host.hostname}` and answering yes, or set "
             'host_key_policy = "accept-new" for this target to record it on first use')
     path = host.known_hosts_files[0]
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as file:
-        file.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+    with open(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600), "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size:
+            file.seek(size - 1)
+        separator = b"\n" if size and file.read(1) != b"\n" else b""
+        file.write(separator + f"{name} {key.get_name()} {key.get_base64()}\n".encode())
     return "recorded"
 
 
@@ -190,18 +339,21 @@ def authenticate(transport: paramiko.Transport, host: HostSettings) -> str:
             tried.append(label)
             continue
         except paramiko.SSHException as exc:
-            raise TransportError(f"authentication with {host.describe()} failed: {exc}") from exc
+            raise ConnectError(f"logging in to {host.hostname} port {host.port} as {host.user} failed: "
+                               f"{exc or type(exc).__name__}. Check that the host's SSH server is up and accepts "
+                               f"logins; `ssh -v -p {host.port} {host.user}@{host.hostname}` shows more") from exc
         if transport.is_authenticated():
             return f"publickey ({label})"
     keys = "; ".join(tried) if tried else "no key was found (no agent, no ~/.ssh/id_* file, no IdentityFile)"
-    raise TransportError(
-        f"{host.user}@{host.hostname} refused every key offered; tried: {keys}. Put your public key in "
+    raise ConnectError(
+        f"{host.user}@{host.hostname} (port {host.port}) refused every key offered; tried: {keys}. Put your public key in "
         f"~/.ssh/authorized_keys on {host.hostname} (e.g. `ssh-copy-id -p {host.port} {host.user}@{host.hostname}`), "
         "or name the right key with identity_file in the target or IdentityFile in ~/.ssh/config")
 
 
 def _tuned_transport(sock) -> paramiko.Transport:
     transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
+    transport.set_log_channel(PARAMIKO_LOG)     # its channels' and SFTP's logs go below it too
     options = transport.get_security_options()
     options.ciphers = PREFERRED_CIPHERS + tuple(c for c in options.ciphers if c not in PREFERRED_CIPHERS)
     # leave rekeying to the server (paramiko #822: its own rekey can hang a closing channel); no public
@@ -210,6 +362,51 @@ def _tuned_transport(sock) -> paramiko.Transport:
     packetizer.REKEY_BYTES = packetizer.REKEY_PACKETS = 2**62
     packetizer.REKEY_BYTES_OVERFLOW_MAX = packetizer.REKEY_PACKETS_OVERFLOW_MAX = 2**62
     return transport
+
+
+def _handshake(transport: paramiko.Transport, deadline: float) -> None:
+    """Start the SSH session (version banner, key exchange, host key), giving up at ``deadline``."""
+    done = threading.Event()
+    transport.banner_timeout = max(deadline - time.monotonic(), 0.1) + 5     # the deadline below comes first
+    transport.start_client(event=done)
+    if not done.wait(max(deadline - time.monotonic(), 0)):
+        raise TimeoutError("no SSH handshake before the connect timeout")
+    if not transport.is_active() or transport.get_remote_server_key() is None:
+        raise transport.get_exception() or paramiko.SSHException("the server closed the connection")
+
+
+def _connect_failure(alias: str, hop: HostSettings, chain: Sequence[HostSettings], stage: str,
+                     exc: BaseException, timeout: float) -> str:
+    """One paragraph: which host and port could not be reached, why, and what to check."""
+    place = f"{hop.hostname} port {hop.port}"
+    jump = f" (jump host {hop.alias} of {alias})" if hop is not chain[-1] else ""
+    settings = f"HostName and Port for {hop.alias} in {ssh_config_path()}, or the target's host and port in targets.toml"
+    if isinstance(exc, socket.gaierror):
+        what = f"the host name {hop.hostname} cannot be resolved ({exc.strerror or exc})"
+        check = f"the spelling of the host name ({settings}), and your network, VPN and DNS"
+    elif isinstance(exc, ConnectionRefusedError):
+        what = f"{place} refused the connection: nothing listens on that port"
+        check = f"that the host is up and its SSH server listens on port {hop.port} ({settings})"
+    elif isinstance(exc, TimeoutError) and stage == "connect":
+        what = f"{place} did not answer within {timeout:.0f} s"
+        check = (f"that the host is up and reachable from here (a VPN that is off, a firewall, the wrong address "
+                 f"or port: {settings})")
+    elif isinstance(exc, TimeoutError):
+        what = f"{place} took the connection but no SSH server answered on it within {timeout:.0f} s"
+        check = f"that port {hop.port} is the SSH server's and not another service's ({settings}), or try again later"
+    elif "banner" in str(exc):
+        what = f"{place} did not answer as an SSH server does ({exc})"
+        check = f"that port {hop.port} is the SSH server's and not another service's ({settings})"
+    elif stage == "forward":
+        what = f"the jump host {hop.alias} could not open a connection onwards ({exc or type(exc).__name__})"
+        check = f"ProxyJump and the host and port of {alias} in {ssh_config_path()}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        what = f"{place}: {exc.strerror}"
+        check = f"that the host is up and reachable from here ({settings})"
+    else:
+        what = f"the SSH session with {place} failed ({exc or type(exc).__name__})"
+        check = f"that port {hop.port} is an SSH server's ({settings})"
+    return f"cannot connect to {alias}{jump}: {what}. Check {check}; `ssh -v {hop.alias}` may say more."
 
 
 def _open_sftp(transport: paramiko.Transport) -> paramiko.SFTPClient:
@@ -355,8 +552,9 @@ class SSHTransport(Transport):
 
     def __init__(self, alias: str, *, user: str | None = None, port: int | None = None,
                  identity_file: str | None = None, host_key_policy: str = "strict",
-                 python: str = "python3", setup: tuple[str, ...] = ()):
+                 python: str = "python3", setup: tuple[str, ...] = (), connect_timeout: float = CONNECT_TIMEOUT):
         self.alias = alias
+        self.connect_timeout = float(connect_timeout)
         self._agent_settings = (python, tuple(setup))
         self._agent: CommandAgent | None = None
         self._agent_failed = False
@@ -376,35 +574,47 @@ class SSHTransport(Transport):
         return bool(self._chain) and self._chain[-1].is_active()
 
     def connect(self) -> ConnectionInfo:
-        """Open the connection now (it is otherwise opened on first use)."""
+        """Open the connection now (it is otherwise opened on first use).
+
+        Every failure to connect is a :class:`ConnectError` naming the host, the port and what
+        to check, raised within ``connect_timeout`` seconds (plus the login itself).
+        """
         with self._lock:
             if self._chain and self._chain[-1].is_active():
                 return self.info
             self.close()
             started = time.monotonic()
+            deadline = started + self.connect_timeout
             host = resolve_host(self.alias, **self._options)
             hops = _jump_hosts(host.proxy_jump) if host.proxy_jump else []
             chain = [*hops, host]
+            hop, stage = chain[0], "connect"
             try:
-                sock = socket.create_connection((chain[0].hostname, chain[0].port), timeout=CONNECT_TIMEOUT)
+                sock = socket.create_connection((hop.hostname, hop.port), timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for index, hop in enumerate(chain):
+                    stage = "handshake"
+                    known = known_host_keys(hop)
                     transport = _tuned_transport(sock)
+                    prefer_known_key_types(transport, known)
                     self._chain.append(transport)
-                    transport.start_client(timeout=CONNECT_TIMEOUT)
-                    host_key = verify_host_key(transport, hop, self.host_key_policy)
+                    _handshake(transport, deadline)
+                    host_key = verify_host_key(transport, hop, self.host_key_policy, known)
+                    stage = "login"
+                    transport.auth_timeout = self.connect_timeout
                     auth = authenticate(transport, hop)
                     transport.set_keepalive(KEEPALIVE_SECONDS)
                     if index + 1 < len(chain):      # ProxyJump: the next hop through this one
                         following = chain[index + 1]
+                        stage = "forward"
                         sock = transport.open_channel("direct-tcpip", (following.hostname, following.port),
-                                                      ("127.0.0.1", 0))
+                                                      ("127.0.0.1", 0), timeout=max(deadline - time.monotonic(), 1))
             except TransportError:
                 self.close()
                 raise
             except (OSError, *_CONNECTION_ERRORS) as exc:
                 self.close()
-                raise TransportError(f"cannot connect to {self.alias} ({host.describe()}): {exc}") from exc
+                raise ConnectError(_connect_failure(self.alias, hop, chain, stage, exc, self.connect_timeout)) from None
             self.info = ConnectionInfo(host, host_key, auth, time.monotonic() - started,
                                        transport.get_remote_server_key())
             return self.info
