@@ -7,13 +7,19 @@ PY := $(VENV)/bin/python
 
 .PHONY: quickstart test bench
 
+# The quickstart installs only what it needs (rx_magic, a kernel, nbclient, numpy, matplotlib); the tests, all of it.
+$(VENV)/.quickstart: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[quickstart]'
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@
+	$(PY) -m pip install --quiet -e '.[quickstart,test]'
+	touch $@ $(VENV)/.quickstart
 
-quickstart: $(VENV)/.installed
+quickstart: $(VENV)/.quickstart
 	$(PY) notebooks/run.py notebooks/01-quickstart.ipynb
 
 test: $(VENV)/.installed
