@@ -91,6 +91,12 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _paths(folder: str, element: int | None) -> layout.JobPaths:
+    """The files a job writes: its folder's, or for element ``element`` of an array, that element's."""
+    paths = layout.JobPaths.of_folder(folder)
+    return paths if element is None else paths.element(element)
+
+
 class Supervisor:
     """Starts the cell process, watches it, and writes the job's ending.
 
@@ -103,9 +109,7 @@ class Supervisor:
         self.folder = folder
         self.spec = spec
         self.element = element
-        self.paths = layout.JobPaths.of_folder(folder)
-        if element is not None:
-            self.paths = self.paths.element(element)
+        self.paths = _paths(folder, element)
         limits = spec.get("limits") or {}
         self.walltime = limits.get("walltime")
         self.mem = limits.get("mem")
@@ -336,9 +340,7 @@ class CellProcess:
         self.folder = folder
         self.spec = spec
         self.element = element
-        self.paths = layout.JobPaths.of_folder(folder)
-        if element is not None:
-            self.paths = self.paths.element(element)
+        self.paths = _paths(folder, element)
         self.outputs = Outputs()
 
     def run(self) -> int:
