@@ -24,7 +24,7 @@ from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .arrays import ElementFailure, combine, failure_error, read_progress
-from .pull import apply_values, fetch_results, remote_exception, write_notebook
+from .pull import apply_values, fetch_cell_effects, fetch_results, remote_exception, write_notebook
 from .registry import Registry, default_registry
 from .watch import observe, read_status
 
@@ -203,7 +203,9 @@ class Job:
         if self.record.elements:
             self.results = self._fetch_array()
         else:
-            self.results = fetch_results(self.target.transport, self.paths, values=self.record.state is State.DONE)
+            done = self.record.state is State.DONE
+            self.results = fetch_results(self.target.transport, self.paths, values=done)
+            fetch_cell_effects(self.target.transport, self.paths, self.results, values=done)
         self.notebook_path = self._write_notebook(self.results)
         return self.results
 

@@ -8,18 +8,26 @@ was (and the job's folder keeps the values for another try).
 from __future__ import annotations
 
 import importlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PullError, RemoteError, RemoteTraceback, TransportError, show_as_remote
-from ..runtime import wire
+from ..runtime import process_state, wire
 from ..runtime.layout import JobPaths
 from ..transport import Transport
 
 NOTEBOOK_LOG_LIMIT = 1_000_000
 
+
+class _NoResult:
+    def __repr__(self) -> str:
+        return "NO_RESULT"
+
+
+NO_RESULT = _NoResult()     # no value came back to show (None never does: it is not shown)
 
 @dataclass
 class Results:
@@ -32,6 +40,11 @@ class Results:
     outputs: list[dict] = field(default_factory=list)           # nbformat output dicts (display.json)
     error: dict | None = None                                   # error.json
     exception: BaseException | None = None                      # the cell's exception, rebuilt here
+    changed: list[str] = field(default_factory=list)            # pushed names the cell changed in place
+    in_place: wire.InPlace | None = None                        # their new states, put in by apply_values
+    carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
+    result: Any = NO_RESULT                                     # the last expression's value (result.dill)
+    process_state: dict = field(default_factory=dict)           # sections the cell changed (process_state.json)
     changed: list[str] = field(default_factory=list)            # pushed names the cell changed in place
     in_place: wire.InPlace | None = None                        # their new states, put in by apply_values
     carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
@@ -107,6 +120,26 @@ def apply_values(results: Results, namespace: dict) -> tuple[list[str], list[str
     return list(staged), warnings
 
 
+def fetch_cell_effects(transport: Transport, paths: JobPaths, results: Results, *, values: bool = True) -> None:
+    """Add to ``results`` the random state and settings the cell changed and (with ``values``) the value of
+    its last expression, when it loads here; a job from before this release has neither."""
+    results.process_state = process_state.decode(_read_json(transport, paths.process_state) or {})
+    if not values:
+        return
+    try:
+        kind, shown = wire.load(io.BytesIO(transport.read_bytes(paths.result)))
+    except FileNotFoundError:
+        return
+    except TransportError:
+        raise
+    except Exception:       # a class this kernel cannot rebuild: the target's rendering stands in
+        return
+    if kind == "name":      # a pulled name: the very object put into the namespace
+        results.result = results.values.get(shown, NO_RESULT)
+    else:
+        results.result = shown
+
+
 class RemoteResult:
     """The value of the cell's trailing expression, shown as the target rendered it."""
 
@@ -121,13 +154,22 @@ class RemoteResult:
         return self.data.get("text/plain", "<remote result>")
 
 
-def replay_outputs(outputs: list[dict]) -> RemoteResult | None:
-    """Show the cell's display outputs here; return its trailing expression's result, if any."""
+def replay_outputs(outputs: list[dict], value: Any = NO_RESULT, show=None) -> Any:
+    """Show the cell's display outputs here, in order, and its trailing expression's result where it came.
+
+    The result is ``value`` when it was brought back (so this kernel's formatter shows it: the pretty
+    printer, ``_repr_html_``, figures as images), else the target's rendering (``RemoteResult``); it is
+    passed to ``show`` (the shell's displayhook, or ``display``) or, without one, returned.
+    """
     from IPython.display import publish_display_data
     result = None
     for output in outputs:
         if output.get("output_type") == "execute_result":
-            result = RemoteResult(output["data"], output.get("metadata"))
+            shown = value if value is not NO_RESULT else RemoteResult(output["data"], output.get("metadata"))
+            if show is None:
+                result = shown
+            else:
+                show(shown)
         elif output.get("output_type") == "display_data":
             publish_display_data(output["data"], output.get("metadata") or {})
     return result

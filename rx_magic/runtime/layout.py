@@ -7,11 +7,12 @@ library, because it is copied to ``{workdir}/.rx/runtime-*/`` beside
     {workdir}/
       .rx/blobs/{hash}.dill       content-addressed inputs, shared by jobs
       .rx/files/{hash}            the notebook's modules and --files, by content
-      .rx/runtime-{hash}/         wire.py, layout.py, runner.py (one copy per version)
+      .rx/runtime-{hash}/         wire.py, layout.py, process_state.py, runner.py (one copy per version)
       .rx/staging-{job_id}/       a job folder being written, renamed into place when complete
       {job_id}/
         job.json cell.py job.sh status.json stdout.log stderr.log exit_code
-        outputs.dill display.json error.json exception.dill scheduler.log scheduler.err
+        outputs.dill display.json result.dill process_state.json error.json exception.dill
+        scheduler.log scheduler.err
         work/ lib/ elements/{i}/ (a job array's element i: a single job's names) elements/{i}.end
 """
 
@@ -115,6 +116,8 @@ class JobPaths(WorkdirPaths):
     display = _in_folder("display.json")
     error = _in_folder("error.json")
     exception = _in_folder("exception.dill")
+    result = _in_folder("result.dill")                  # the last expression's value, for the notebook to show
+    process_state = _in_folder("process_state.json")    # the random state and settings the cell changed
     work = _in_folder("work")    # the cell's working folder on targets other than local; --files land here
     lib = _in_folder("lib")      # the notebook's own modules, put on the cell's sys.path
     elements_dir = _in_folder(ELEMENTS)    # a job array's elements, each in a folder of its own

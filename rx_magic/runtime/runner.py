@@ -26,6 +26,7 @@ import time
 # layout.py and wire.py lie beside this file; python -I would not look there by itself
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import layout  # noqa: E402 - the job folder's file names
+import process_state  # noqa: E402 - random state and settings, to and from the notebook
 
 CELL_FILENAME = "<remote cell>"
 
@@ -249,10 +250,13 @@ class Outputs:
         self.formatter = None           # IPython's DisplayFormatter, when IPython runs the show
 
     def bundle(self, obj) -> tuple[dict, dict]:
+        png = _figure_png(obj)
         if self.formatter is not None:
             data, metadata = self.formatter.format(obj)
-            return data, metadata
+            return ({**data, "image/png": png} if png else data), metadata
         data, metadata = {"text/plain": repr(obj)}, {}
+        if png:
+            data["image/png"] = png
         mimebundle = getattr(obj, "_repr_mimebundle_", None)
         if callable(mimebundle) and not isinstance(obj, type):
             found = mimebundle()
@@ -309,28 +313,30 @@ class Outputs:
         pyplot.close("all")
 
 
-class _PyplotHook:
-    """After ``matplotlib.pyplot`` is imported, make ``show()`` emit figures as outputs."""
+def _figure_png(obj) -> bytes | None:
+    """A matplotlib Figure as the PNG the inline backend would show; None for anything else."""
+    figure_module = sys.modules.get("matplotlib.figure")
+    if figure_module is None or not isinstance(obj, figure_module.Figure):
+        return None
+    import io
+    buffer = io.BytesIO()
+    obj.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
 
-    def __init__(self, outputs: Outputs):
-        self.outputs = outputs
 
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "matplotlib.pyplot":
-            return None
-        import importlib.machinery
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module, outputs = spec.loader.exec_module, self.outputs
-
-        def exec_and_patch(module):
-            exec_module(module)
-            module.show = lambda *args, **kwargs: outputs.flush_figures()
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
+def _ends_with_semicolon(code: str) -> bool:
+    """Whether the cell's last statement ends with ``;``, which tells IPython not to show its value."""
+    import io
+    import tokenize
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT,
+                                  tokenize.DEDENT, tokenize.ENDMARKER):
+                last = token
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"
 
 
 class CellProcess:
@@ -428,7 +434,6 @@ class CellProcess:
             except Exception as exc:
                 raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
                                   f"{type(exc).__name__}: {exc}") from exc
-        sys.meta_path.insert(0, _PyplotHook(self.outputs))
         return namespace
 
     def load_pushed(self, namespace: dict) -> None:
@@ -513,8 +518,43 @@ class CellProcess:
         shell = InteractiveShell.instance(user_module=main)
         shell.display_pub.publish = self.outputs.publish
         self.outputs.formatter = shell.display_formatter
+        run_line_magic = shell.run_line_magic
+
+        def run_kernel_magics_harmlessly(magic_name, line, _stack_depth=1):
+            """Magics that configure a kernel are the notebook's (it runs them after the job); here they must
+            not fail the cell: ``%matplotlib`` keeps Agg (figures come back as inline's do), ``%pylab``
+            only brings its names."""
+            depth = _stack_depth + 1    # this frame too: %time and %timeit read the cell's names from its caller's
+            if magic_name not in process_state.KERNEL_MAGICS:
+                return run_line_magic(magic_name, line, _stack_depth=depth)
+            try:
+                if magic_name == "pylab":
+                    from IPython.core.pylabtools import import_pylab
+                    import_pylab(shell.user_ns, import_all="--no-import-all" not in line)
+                elif magic_name != "matplotlib":
+                    return run_line_magic(magic_name, line, _stack_depth=depth)
+            except Exception:
+                pass
+            return None
+
+        shell.run_line_magic = run_kernel_magics_harmlessly
 
     def execute(self, namespace: dict) -> None:
+        """Run the cell with the notebook's random state and settings; note what it changed of them, and
+        the value of its last expression (unless a ``;`` ends it) for the notebook to show."""
+        tracker = process_state.Tracker(process_state.decode(self.spec.get("process_state") or {}))
+        tracker.start()
+        process_state.when_imported("matplotlib.pyplot", self._show_as_outputs)
+        try:
+            self._execute(namespace)
+        finally:
+            _write_json(self.paths.process_state, process_state.encode(tracker.changes()))
+
+    def _show_as_outputs(self, pyplot) -> None:
+        outputs = self.outputs
+        pyplot.show = lambda *args, **kwargs: outputs.flush_figures()
+
+    def _execute(self, namespace: dict) -> None:
         import ast
         import linecache
         code = self.spec["code"]
@@ -532,9 +572,40 @@ class CellProcess:
         exec(compile(tree, CELL_FILENAME, "exec"), namespace)
         if last is not None:
             value = eval(compile(last, CELL_FILENAME, "eval"), namespace)
-            if value is not None:
+            if value is not None and not _ends_with_semicolon(code):
                 sys.stdout.flush()
                 self.outputs.add("execute_result", *self.outputs.bundle(value))
+                self.outputs.flush_figures()    # first: a figure pickled while open reopens in the notebook
+                self.write_result(last.body, value)
+
+    #: A last expression's value bigger than this is shown as the target rendered it, not brought back.
+    RESULT_LIMIT = 16 * 2**20
+
+    def write_result(self, node, value) -> None:
+        """The last expression's value, for the notebook's own formatter: a pulled name by name, else pickled."""
+        if self.element is not None:        # a job array shows each element's result as rendered here
+            return
+        import ast
+        if isinstance(node, ast.Name) and node.id in self.spec.get("pull", []):
+            shown = ("name", node.id)
+        elif isinstance(getattr(value, "nbytes", None), int) and value.nbytes > self.RESULT_LIMIT:
+            return
+        else:
+            shown = ("value", value)
+        temporary = self.paths.result + ".part"
+        try:
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+                self.wire.dump(shown, file)
+                too_big = file.tell() > self.RESULT_LIMIT
+            if too_big:
+                os.remove(temporary)
+            else:
+                os.replace(temporary, self.paths.result)
+        except Exception:   # it does not pickle: the rendered output stands in
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass
 
     def write_error(self, exc: BaseException) -> None:
         import traceback

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import RxError
+from ..flow.kernel_state import redo_after_job
 from ..flow.pull import Results, apply_values, replay_outputs
 from ..flow.registry import default_registry
 from ..flow.watch import monitor_for
@@ -137,12 +138,13 @@ class BackgroundJobs:
                 return ""       # brought in meanwhile by ``%rx attach``
         except KeyError:
             pass
-        result = replay_outputs(results.outputs)
-        if result is not None:
-            from IPython.display import display
-            display(result)
-        if job.has_values:      # done, or a job array some of whose elements are
-            names, warnings = apply_values(results, self.shell.user_ns)
+        from IPython.display import display
+        applied = apply_values(results, self.shell.user_ns) if job.has_values else None
+        for warning in redo_after_job(self.shell, job):     # values first: the cell's display setup uses them
+            _notice(f"{job.id}: {warning}", error=True)
+        replay_outputs(results.outputs, results.result, show=display)
+        if applied is not None:      # done, or a job array some of whose elements are
+            names, warnings = applied
             job.record = default_registry().update(job.id, pulled=True)
             if widget is not None:
                 widget.show_results(names, warnings, arrival="pulled into the notebook")

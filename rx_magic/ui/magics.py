@@ -15,6 +15,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..errors import InputError, PullError, TransportError
 from ..flow.cleaning import clean
 from ..flow.job import Job
+from ..flow.kernel_state import redo_after_job
 from ..flow.pull import replay_outputs
 from ..flow.registry import default_registry, this_session
 from ..flow.submit import plan_cell, submit_plan
@@ -189,8 +190,10 @@ class RemoteMagics(Magics):
             raise UsageError(f"job {job.id}: {exc}") from None
         if job.record.elements:     # an array's printed output, element by element, once it has ended
             _print_array_logs(job)
-        result = replay_outputs(job.results.outputs)
-        for warning in job.warnings:
+        redo_warnings = redo_after_job(self.shell, job)
+        # the last expression's value shown where it came, by this kernel's displayhook (Out[n], `_`)
+        replay_outputs(job.results.outputs, job.results.result, show=self.shell.displayhook)
+        for warning in [*job.warnings, *redo_warnings]:
             _note(warning)
         if job.notebook_path and job.state is not State.DONE:
             _note(f"the cell and its outputs are saved in {job.notebook_path}")
@@ -198,7 +201,7 @@ class RemoteMagics(Magics):
             _show_pulled(view, job)
             view.renew_display()
         job.raise_for_state()
-        return result
+        return None
 
     @line_magic
     def rx(self, line: str):
