@@ -86,3 +86,79 @@ def test_unchanged_values_do_not_come_back(ip):
     results = newest_job().fetch()
     assert results.changed == []
     assert set(results.values) == {"total"}
+
+
+# ----------------------------------------------------------------------------- what cannot come back
+
+@pytest.mark.parametrize("code, expected", [
+    ("log = open('out.txt', 'w')\nlog.write('x')",
+     "line 2 of the cell binds 'log' to an open file (io.TextIOWrapper, from `open('out.txt', 'w')`)"),
+    ("import socket\nconn = socket.socket()",
+     "line 3 of the cell binds 'conn' to a socket (socket.socket, from `socket.socket()`)"),
+    ("squares = (i * i for i in range(3))\nfirst = next(squares)",
+     "line 2 of the cell binds 'squares' to a generator (generator, from `(i * i for i in range(3))`)"),
+    ("import threading\nguard = threading.Lock()",
+     "line 3 of the cell binds 'guard' to a lock (_thread.lock, from `threading.Lock()`)"),
+])
+def test_a_live_object_the_cell_would_bring_back_is_named_before_anything_is_sent(ip, code, expected):
+    result = run_remote(ip, "local", code)
+    message = usage_error(result)
+    assert message.startswith(expected), message
+    assert "--no-pull" in message or "--pull" in message
+    assert __import__("rx_magic").jobs(None) == []
+    assert not __import__("pathlib").Path("out.txt").exists()
+
+
+def test_a_live_object_put_into_a_pushed_value_is_named_with_the_value(ip):
+    ip.run_cell("handles = []")
+    message = usage_error(run_remote(ip, "local", "x = 1\nhandles.append(open('data.txt', 'w'))"))
+    assert message.startswith("line 3 of the cell puts an open file (io.TextIOWrapper, from `open('data.txt', 'w')`) "
+                              "into 'handles'")
+    assert "--pull x" in message
+
+
+def test_a_live_object_left_out_with_pull_runs_and_the_rest_comes_back(ip):
+    run_ok(ip, "f = open('notes.txt', 'w')\nf.write('hello')\nf.flush()\nsize = 5", line="local --pull size")
+    assert ip.user_ns["size"] == 5 and "f" not in ip.user_ns
+
+
+def test_a_file_the_cell_closes_is_not_brought_back_and_a_note_says_so(ip, capsys):
+    run_ok(ip, "with open('notes.txt', 'w') as f:\n    f.write('hello')\ndone = True")
+    assert ip.user_ns["done"] is True and "f" not in ip.user_ns
+    assert "line 2 of the cell binds 'f' to an open file" in capsys.readouterr().err
+
+
+def test_a_generator_function_defined_in_the_cell_is_recognised(ip):
+    code = "def numbers():\n    yield 1\nit = numbers()"
+    assert usage_error(run_remote(ip, "local", code)).startswith(
+        "line 4 of the cell binds 'it' to a generator (generator, from `numbers()`)")
+
+
+@pytest.mark.parametrize("code", [
+    "text = open('a.txt').read()",
+    "for line in open('a.txt'):\n    print(line)",
+    "import json\nconfig = json.load(open('a.json'))",
+    "lines = [line for line in open('a.txt')]",
+    "total = sum(i for i in range(3))",
+    "def make():\n    return open('a.txt')",
+])
+def test_a_live_object_the_cell_only_uses_is_not_named(code):
+    from rx_magic.flow.live_objects import find_live_objects
+    assert find_live_objects(code, {}) == []
+
+
+@pytest.mark.parametrize("code, name, stored", [
+    ("rows = enumerate(open('a.txt'))", "rows", False),
+    ("files = [open(p) for p in paths]", "files", False),
+    ("setattr(box, 'f', open('a.txt'))", "box", True),
+    ("box.log = open('a.txt', 'a')", "box", True),
+    ("cache['f'] = open('a.txt')", "cache", True),
+    ("from threading import Lock\nguard = Lock()", "guard", False),
+    ("import subprocess as sp\nproc = sp.Popen(['true'])", "proc", False),
+    ("fh = path.open()", "fh", False),
+])
+def test_a_live_object_kept_in_a_name_or_a_value_is_found(code, name, stored):
+    from pathlib import Path
+    from rx_magic.flow.live_objects import find_live_objects
+    found = find_live_objects(code, {"path": Path("a.txt")})
+    assert [(live.name, live.stored) for live in found] == [(name, stored)]

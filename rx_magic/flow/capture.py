@@ -142,7 +142,40 @@ def capture_cell(
                                    and may_change(capture.push[name])]
     else:
         capture.pull_if_changed = [name for name, value in capture.push.items() if may_change(value)]
+    _refuse_live_objects(capture, user_ns, first_line)
     return capture
+
+
+def _refuse_live_objects(capture: Capture, user_ns: dict, first_line: int) -> None:
+    """Name, before anything is sent, the open files, sockets, locks and generators the cell would bring back.
+
+    One the cell closes (``with open(p) as f``, ``f.close()``) is useless here: its name is left
+    out with a note. One still open stops the cell with a single message naming each.
+    """
+    from .live_objects import find_live_objects
+    problems = []
+    for live in find_live_objects(capture.code, user_ns, first_line):
+        comes_back = live.name in capture.pull or (live.stored and live.name in capture.pull_if_changed)
+        if not comes_back:
+            continue
+        if live.closed:
+            if live.name in capture.pull:
+                capture.pull.remove(live.name)
+                capture.warnings.append(f"{live.describe()}, closed by the end of the cell: {live.name!r} "
+                                        "is not brought back")
+            continue
+        if all(problem.describe() != live.describe() for problem in problems):
+            problems.append(live)
+    if not problems:
+        return
+    stuck = list(dict.fromkeys(problem.name for problem in problems))
+    others = [name for name in capture.pull if name not in stuck]
+    instead = f"--pull {','.join(others)}" if others else "--no-pull"
+    raise CaptureError(
+        f"{'; '.join(problem.describe() for problem in problems)}: "
+        f"{'it lives' if len(problems) == 1 else 'these live'} only in the job's process and cannot come back to "
+        f"the notebook. Close files and connections within the cell (`with ... as f:`), turn generators into "
+        f"lists, or leave {_quoted(stuck)} out of what comes back with {instead}")
 
 
 _IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), range, types.BuiltinFunctionType)
