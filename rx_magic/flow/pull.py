@@ -8,6 +8,7 @@ was (and the job's folder keeps the values for another try).
 from __future__ import annotations
 
 import importlib
+import os
 import io
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..errors import PullError, RemoteError, RemoteTraceback, TransportError, show_as_remote
 from ..runtime import process_state, wire
+from ..model.local_dirs import private_folder
 from ..runtime.layout import JobPaths
 from ..transport import Transport
 
@@ -210,8 +212,10 @@ def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: R
     cell = nbformat.v4.new_code_cell(source, outputs=outputs, execution_count=1)
     notebook = nbformat.v4.new_notebook(cells=[cell])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     temporary = path.with_suffix(".part")
-    nbformat.write(notebook, str(temporary))
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)     # a .part left by an older version may be world-readable
+        nbformat.write(notebook, file)
     temporary.replace(path)
     return path

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ..errors import RxError
-from ..model.local_dirs import data_home
+from ..model.local_dirs import data_home, private_folder
 from ..model.record import JobRecord
 from ..model.states import State
 
@@ -58,7 +58,7 @@ class Registry:
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else data_home() / "registry.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.path.parent)
         self._local = threading.local()
         self._closed = False
         db = self._db

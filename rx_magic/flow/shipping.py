@@ -126,6 +126,29 @@ def notebook_modules(names: set[str], root: Path) -> dict[str, Path]:
     return found
 
 
+def _files_inside(folder: Path, given: str) -> list[Path]:
+    """The files ``--files`` sends from ``folder``; a symbolic link that leads out of it is refused.
+
+    What is sent stays inside the folder given, whatever its links say: a link inside it
+    to ``~/.ssh`` or ``/etc`` would otherwise send that. (Links to folders are not followed
+    at all, as before; a link to a file inside the folder sends that file's content.)
+    """
+    if not folder.is_dir():
+        return [folder]
+    files = []
+    for parent, subfolders, names in os.walk(folder):
+        subfolders[:] = sorted(name for name in subfolders if name not in SKIPPED_FOLDERS)
+        for name in [*subfolders, *names]:
+            entry = Path(parent) / name
+            if entry.is_symlink() and not _inside(entry.resolve(), folder):
+                raise InputError(
+                    f"--files {given!r}: {entry.relative_to(folder.parent)} is a symbolic link to {entry.resolve()}, "
+                    f"outside {folder}, and rx_magic sends only what is inside the folder given: copy what it "
+                    "needs into the folder, or remove the link")
+        files.extend(Path(parent) / name for name in sorted(names) if not name.endswith(".pyc"))
+    return files
+
+
 def _walk(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -173,7 +196,7 @@ def plan_shipment(capture: Capture, namespace: dict, files: list[str], root: Pat
         if not _inside(path, root) or path == root:
             raise InputError(f"--files {given!r} is not inside the notebook's folder {root}: "
                              "name files and folders below it")
-        for found in _walk(path):
+        for found in _files_inside(path, given):
             relative = found.relative_to(root).as_posix()
             if any(ch in relative for ch in "\n\r\0"):
                 raise InputError(f"--files: the file name {relative!r} cannot be sent (it contains a line break)")

@@ -25,7 +25,8 @@ class DirectScheduler(Scheduler):
 
     def submit(self, transport: Transport, script: JobScript) -> str:
         job_sh, log = shlex.quote(script.job_sh), shlex.quote(script.scheduler_log)
-        detach = (f"if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
+        # umask 077: the log's redirection creates it, under the login shell's umask otherwise (022: world-readable)
+        detach = (f"umask 077; if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
                   f" else nohup bash {job_sh} </dev/null >>{log} 2>&1 & fi; echo $!")
         result = transport.run(["bash", "-c", detach], check=False, timeout=60)
         pid = result.stdout.strip()

@@ -10,7 +10,7 @@ import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import InputError, PullError, TransportError
 from ..flow.cleaning import clean
@@ -28,18 +28,53 @@ from .background import background_jobs
 from .comm_pump import pump_for
 from .widget import JobsTable, JobWidget, front_end_shows_widgets, full_log
 
-_MAP_OPTION = re.compile(r"(?:^|(?<=\s))--map(?:=|\s+)(?P<value>.+?)(?=\s+--[A-Za-z]|\s*$)")
+def split_line(line: str) -> list[str]:
+    """The magic line's words, split once as a shell splits them (``shlex``): quotes group words and go.
 
-
-def _take_map(line: str) -> tuple[str, str | None]:
-    """Split ``--map NAME=EXPR`` off the line: EXPR runs to the next option, so it needs no quotes."""
-    match = _MAP_OPTION.search(line)
-    if match is None:
-        return line, None
-    value = match["value"].strip()
-    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return line[:match.start()] + line[match.end():], value
+    ``--map NAME=EXPR`` is the one exception: EXPR is Python, not shell words, so it is taken as
+    written up to the next option (``--map x=[1, 2, 3]`` needs no quotes); a NAME=EXPR quoted
+    whole (``--map 'x=[1, 2]'``) loses its quotes. ``--extra``'s value is a directive that may
+    itself start with a dash (``--extra -Nfit``, ``--extra '--qos=high'``): it is always its value.
+    """
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    words: list[str] = []
+    starts: list[int] = []      # where each word starts in the line
+    read_to = 0
+    try:
+        while True:
+            word = lexer.get_token()
+            if word is None:
+                break
+            starts.append(len(line) - len(line[read_to:].lstrip()))
+            words.append(word)
+            read_to = lexer.instream.tell()
+    except ValueError as exc:
+        raise UsageError(f"%%remote {line.strip()}: {exc} (a quote is not closed)") from None
+    split: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--map" or word.startswith("--map="):
+            following = next((later for later in range(index + 1, len(words))
+                              if re.match(r"--[A-Za-z]", words[later])), len(words))
+            start = starts[index] + len("--map=") if word != "--map" else (
+                starts[index + 1] if index + 1 < len(words) else len(line))
+            end = starts[following] if following < len(words) else len(line)
+            value = line[start:end].strip()
+            if value[:1] in ("'", '"') and len(shlex.split(value)) == 1:
+                value = shlex.split(value)[0]
+            split += ["--map", value] if value else ["--map"]
+            index = following
+            continue
+        if word == "--extra" and index + 1 < len(words):     # its value is a directive: -l wd, --qos=high
+            split.append(f"--extra={words[index + 1]}")
+            index += 2
+            continue
+        split.append(word)
+        index += 1
+    return split
 
 
 def _print_array_logs(job: Job) -> None:
@@ -114,10 +149,7 @@ class RemoteMagics(Magics):
         the waiting, not the job: it goes on in the background, as with --bg.
         """
         __tracebackhide__ = True
-        rest, mapped = _take_map(line)
-        args = parse_argstring(self.remote, rest)
-        if mapped is not None:
-            args.map = mapped
+        args = self.remote.parser.parse_args(split_line(line))
         code = self.shell.transform_cell(cell)
         try:
             resources = Resources.parse(
