@@ -162,3 +162,38 @@ def test_a_live_object_kept_in_a_name_or_a_value_is_found(code, name, stored):
     from rx_magic.flow.live_objects import find_live_objects
     found = find_live_objects(code, {"path": Path("a.txt")})
     assert [(live.name, live.stored) for live in found] == [(name, stored)]
+
+
+# ----------------------------------------------------------------------------- libraries users send first
+
+def test_grid_search_fitted_remotely_has_its_best_params_here(ip):
+    pytest.importorskip("sklearn")
+    ip.run_cell("from sklearn.datasets import make_classification\n"
+                "from sklearn.linear_model import LogisticRegression\n"
+                "from sklearn.model_selection import GridSearchCV\n"
+                "X, y = make_classification(n_samples=60, random_state=0)\n"
+                "grid = GridSearchCV(LogisticRegression(), {'C': [0.1, 1.0]}, cv=3)\n"
+                "searches = {'logistic': grid}")
+    run_ok(ip, "grid.fit(X, y)")
+    grid = ip.user_ns["grid"]
+    assert grid.best_params_["C"] in (0.1, 1.0)
+    assert ip.user_ns["searches"]["logistic"] is grid
+    assert grid.predict(ip.user_ns["X"][:3]).shape == (3,)
+
+
+def test_a_dataframe_given_a_column_remotely_has_it_here_in_place(ip):
+    pytest.importorskip("pandas")
+    ip.run_cell("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})\nframes = [df]")
+    run_ok(ip, "df['c'] = df['a'] * 2")
+    assert ip.user_ns["frames"][0] is ip.user_ns["df"]
+    assert ip.user_ns["df"]["c"].tolist() == [2, 4, 6]
+
+
+def test_a_figure_changed_remotely_is_the_same_figure_here_with_its_axes(ip):
+    ip.run_cell("import matplotlib\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure\n"
+                "fig = Figure()\nax = fig.add_subplot()\nax.plot([1, 2])")
+    run_ok(ip, "fig.suptitle('remote title')\nax.set_xlabel('x')")
+    fig, ax = ip.user_ns["fig"], ip.user_ns["ax"]
+    assert fig._suptitle.get_text() == "remote title"
+    assert ax.get_xlabel() == "x"
+    assert fig.axes == [ax] and ax.figure is fig
