@@ -10,12 +10,13 @@ import sys
 import textwrap
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from helpers import newest_job, run_remote
+from helpers import newest_job, run_remote, wait_for
 from IPython.utils.capture import capture_output
 
 from rx_magic.runtime import process_state
@@ -294,3 +295,42 @@ def test_star_imports_bring_their_names_back_and_the_cells_own_names_win(ip):
     assert ip.user_ns["area"] == pytest.approx(12.566, abs=1e-3)
     assert ip.user_ns["sqrt"](16) == 4
     assert ip.user_ns["e"] == "mine"
+
+
+def test_display_setup_calls_in_a_remote_cell_set_up_this_kernel(ip, monkeypatch):
+    (Path.cwd() / "rx_probe_printing.py").write_text(textwrap.dedent("""
+        from fractions import Fraction
+
+        def init_printing():
+            from IPython import get_ipython
+            shell = get_ipython()
+            if shell is not None:
+                shell.display_formatter.formatters["text/plain"].for_type(
+                    Fraction, lambda value, p, cycle: p.text(f"{value.numerator}/{value.denominator} (pretty)"))
+    """))
+    monkeypatch.syspath_prepend(str(Path.cwd()))
+    printer = ip.display_formatter.formatters["text/plain"]
+    try:
+        ok(run_remote(ip, "local", "from rx_probe_printing import init_printing\ninit_printing()\nhalf = 0.5"))
+        assert printer(Fraction(1, 2)) == "1/2 (pretty)"
+    finally:
+        printer.type_printers.pop(Fraction, None)
+
+
+def test_a_background_cell_brings_back_its_random_state_settings_and_value(ip, settings_restored, capsys):
+    from rx_magic.flow.watch import stop_monitors
+    from rx_magic.ui.background import background_jobs, close_background_jobs
+    try:
+        random.seed(5)
+        expected = [random.random() for _ in range(2)]
+        ok(ip.run_cell("import random\nrandom.seed(5)\nimport numpy as np"))
+        ok(run_remote(ip, "local --bg", "drawn = random.random()\nnp.set_printoptions(precision=2)\n{'late': 1}"))
+        wait_for(lambda: background_jobs(ip).staged, "the job's results to be staged")
+        with capture_output() as captured:
+            ok(ip.run_cell("after = random.random()"))
+        assert [ip.user_ns["drawn"], ip.user_ns["after"]] == expected
+        assert [output.data["text/plain"] for output in captured.outputs] == ["{'late': 1}"]
+        assert np.get_printoptions()["precision"] == 2
+    finally:
+        stop_monitors()
+        close_background_jobs(ip)
