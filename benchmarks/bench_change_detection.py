@@ -1,0 +1,123 @@
+"""What bringing back in-place changes costs a cell, side by side with not looking for them.
+
+    python benchmarks/bench_change_detection.py [--runs N]
+
+1. Planning (the notebook's side): ``plan_blobs`` as it is (each value hashed, the
+   pickler's memo kept to find values that share objects) beside hashing each value
+   alone, as before values travelled together.
+2. The check on the target: each pushed value that may change pickled and hashed
+   again after the cell, for a few typical pushes.
+3. A trivial ``%%remote local`` cell reading a small list and dict, end to end, with the
+   check and grouping on and off (``may_change`` always False, no groups).
+
+Prints figures; asserts nothing. Runs in temporary XDG folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+def isolate(root: str) -> None:
+    for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        os.environ[name] = os.path.join(root, name.lower())
+        os.makedirs(os.environ[name], exist_ok=True)
+
+
+def best_of(function, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def pushes():
+    import numpy as np
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    shared = [1, 2]
+    return {
+        "trivial (an int, a 10-item list)": {"n": 3, "lst": list(range(10))},
+        "mixed (dict of 1000 floats, 100 objects, 1 MB array)": {
+            "d": {str(i): float(i) for i in range(1000)}, "points": [Point(i) for i in range(100)],
+            "arr": np.ones(2**17)},
+        "two names sharing a list": {"a": shared, "b": {"k": shared}},
+        "a 200 MB array": {"big": np.ones(25 * 2**20)},
+    }
+
+
+def planning(runs: int) -> None:
+    from rx_magic.flow.blobs import plan_blobs
+    from rx_magic.runtime import wire
+    print("1. planning: plan_blobs now / one digest per value (before), best of", runs)
+    for label, values in pushes().items():
+        now = best_of(lambda: plan_blobs(values, limit=None), runs)
+        before = best_of(lambda: [wire.digest(value) for value in values.values()], runs)
+        print(f"   {label:55s} {now * 1e3:8.2f} ms / {before * 1e3:8.2f} ms  ({now / before:.2f}x)")
+
+
+def target_check(runs: int) -> None:
+    from rx_magic.flow.capture import may_change
+    from rx_magic.runtime import wire
+    print("2. the check on the target: pickling and hashing again what may have changed, best of", runs)
+    for label, values in pushes().items():
+        checked = {name: value for name, value in values.items() if may_change(value)}
+        took = best_of(lambda: [wire.digest(value) for value in checked.values()], runs)
+        print(f"   {label:55s} {took * 1e3:8.2f} ms  ({len(checked)} of {len(values)} values checked)")
+
+
+def trivial_cell(runs: int) -> None:
+    from IPython.testing import globalipapp
+    import rx_magic.flow.blobs as blobs
+    import rx_magic.flow.capture as capture
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "rx_magic")
+    shell.run_cell("lst = list(range(10))\nconfig = {'lr': 0.1}")
+    cell = "%%remote local\ny = len(lst) + config['lr']\n"
+
+    def run() -> None:
+        result = shell.run_cell(cell)
+        assert result.success, result.error_in_exec
+
+    run()   # the runtime is installed once
+    may_change, groups = capture.may_change, blobs._sharing_groups
+    on, off = [], []
+    for _ in range(runs):      # interleaved, so that a busy machine weighs on both alike
+        on.append(best_of(run, 1))
+        capture.may_change = lambda value, depth=0: False
+        blobs._sharing_groups = lambda memos: []
+        try:
+            off.append(best_of(run, 1))
+        finally:
+            capture.may_change, blobs._sharing_groups = may_change, groups
+    print(f"3. a trivial cell end to end, median of {runs}: check on {statistics.median(on) * 1e3:.1f} ms, "
+          f"off {statistics.median(off) * 1e3:.1f} ms ({statistics.median(on) / statistics.median(off):.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        isolate(root)
+        os.chdir(root)
+        planning(args.runs)
+        target_check(args.runs)
+        trivial_cell(max(args.runs, 7))
+        os.chdir(os.path.dirname(os.path.abspath(__file__)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
