@@ -1,8 +1,10 @@
 """The PBS Pro scheduler: golden-file rendering, and qsub/qstat/qdel against recorded outputs.
 
-PBS Pro cannot be installed here: the commands are answered by a scripted
-transport with outputs written to PBS Pro's formats (tests/fixtures/pbs/README.md).
-Set RX_REGENERATE_GOLDEN=1 to rewrite the golden files, then read the diff.
+Real OpenPBS is tested in test_pbs_real.py. Here the commands are answered by a
+scripted transport, for what that server cannot show: Gadi's ids and refusals,
+other PBS releases' JSON, Slurm's Torque-style qstat (tests/fixtures/pbs/README.md
+says which output each file copies). Set RX_REGENERATE_GOLDEN=1 to rewrite the
+golden files, then read the diff.
 """
 
 import json
@@ -19,10 +21,12 @@ from rx_magic.model.resources import Resources
 from rx_magic.schedulers import SCHEDULERS, JobScript, PBSScheduler, scheduler_named
 from rx_magic.schedulers.pbs import (
     clean_pbs_json,
+    directive_settings,
     job_state,
     parse_qstat_brief,
     parse_qstat_full,
     parse_qstat_json,
+    parse_tracejob,
 )
 from rx_magic.model.states import State
 
@@ -362,6 +366,7 @@ def test_an_ended_job_without_an_exit_status_is_left_to_its_folder():
 
 
 def test_a_job_qstat_does_not_know_is_gone_and_the_others_are_still_read():
+    # as OpenPBS 23.06 answers (smoke-facts.md): exit 153, the known job's JSON, "Unknown Job Id" on stderr
     known = fixture("qstat_x_f_json_exit_271.json")
     transport = ScriptedTransport((JSON_FORM, (153, known, "qstat: Unknown Job Id 80001234.gadi-pbs\n")))
     states = PBSScheduler().query(transport, {"80001234.gadi-pbs": "/a", "80005196.gadi-pbs": "/b"})
@@ -496,3 +501,150 @@ def test_dry_run_for_an_ssh_target_shows_the_gadi_script_without_connecting(ip, 
     assert "not connected to 'gadi'" in report
     from rx_magic.targets import get_target
     assert not get_target("gadi").transport.connected       # no connection was opened
+
+
+# -- whose lines win ------------------------------------------------------------------------------------------
+
+def configured(profile=None, **defaults):
+    scheduler = PBSScheduler(profile)
+    scheduler.configure(defaults=Resources.parse(**defaults))
+    return scheduler
+
+
+def test_an_extra_directive_replaces_rx_magics_own_line_for_the_same_setting():
+    script = job_script(GADI_WORKDIR, resources=Resources.parse(extra=["-j oe", "-l storage=gdata/xy11", "-N mine"]))
+    lines = directives(PBSScheduler("gadi").render(script))
+    assert "-j oe" in lines and "-j n" not in lines
+    assert "-l storage=gdata/xy11" in lines and not [line for line in lines if line.startswith("-l storage=scratch")]
+    assert "-N mine" in lines and len([line for line in lines if line.startswith("-N")]) == 1
+
+
+def test_an_extra_directive_wins_over_a_target_default_and_a_typed_option_over_a_target_extra():
+    scheduler = configured(walltime="1:00:00", extra=["-l mem=4GB"])
+    resources = Resources.parse(mem="8GB", extra=["-l walltime=02:00:00"]).over(scheduler.defaults)
+    scheduler.check_request(resources)      # nothing the user typed disagrees with itself
+    lines = directives(scheduler.render(job_script(resources=resources)))
+    assert "-l walltime=02:00:00" in lines and "-l walltime=01:00:00" not in lines
+    assert "-l mem=8GB" in lines and "-l mem=4GB" not in lines
+
+
+def test_select_in_an_extra_directive_replaces_the_ncpus_and_mem_lines():
+    scheduler = configured(ncpus=2, mem="4GB")
+    resources = Resources.parse(extra=["-l select=1:ncpus=8:mem=16gb"]).over(scheduler.defaults)
+    lines = directives(scheduler.render(job_script(resources=resources)))
+    assert "-l select=1:ncpus=8:mem=16gb" in lines
+    assert not [line for line in lines if line.startswith(("-l ncpus", "-l mem"))]
+
+
+def test_an_option_and_an_extra_directive_that_disagree_are_refused_with_one_message():
+    resources = Resources.parse(mem="8GB", walltime="1:00:00", extra=["-l mem=16GB", "-l walltime=01:00:00"])
+    with pytest.raises(ResourceError) as caught:
+        PBSScheduler().check_request(resources)
+    message = str(caught.value)
+    assert "--mem 8GB and --extra '-l mem=16GB'" in message and "Keep one of each pair" in message
+    assert "walltime" not in message        # the same walltime twice is no conflict
+
+
+def test_directive_settings_read_each_resource_of_a_combined_l_line():
+    assert [key for key, _, _ in directive_settings("#PBS -l ncpus=4,mem=8GB")] == ["ncpus", "mem"]
+    assert directive_settings("-lwalltime=1:00:00") == [("walltime", "1:00:00", "-l walltime=1:00:00")]
+    assert directive_settings("-W umask=027")[0][0] == "-W umask"
+
+
+# -- --map on PBS ---------------------------------------------------------------------------------------------
+
+def test_an_array_is_marked_rerunnable_and_numbered_from_zero():
+    lines = directives(PBSScheduler().render(job_script(elements=3)))
+    assert "-J 0-2" in lines and "-r y" in lines
+
+
+def test_a_map_of_one_value_is_a_plain_job_not_an_array_of_one():
+    rendered = PBSScheduler().render(job_script(elements=1))
+    assert not [line for line in directives(rendered) if line.startswith(("-J", "-r"))]
+    assert "element=0" in rendered
+
+
+def test_a_map_in_one_job_has_no_array_and_runs_the_runners_pool_over_the_jobs_cores():
+    scheduler = PBSScheduler()
+    scheduler.configure(map_in_one_job=True)
+    rendered = scheduler.render(job_script(elements=5, resources=Resources.parse(ncpus=4)))
+    assert not [line for line in directives(rendered) if line.startswith(("-J", "-r"))]
+    assert "export RX_MAGIC_POOL_CORES=4\n" in rendered and rendered.rstrip().splitlines()[-4].endswith(" --pool")
+    assert "^array_index^" not in rendered
+
+
+def test_gadi_runs_a_map_in_one_job_unless_the_target_says_otherwise():
+    assert PBSScheduler("gadi").map_in_one_job and not PBSScheduler().map_in_one_job
+    scheduler = PBSScheduler("gadi")
+    scheduler.configure(map_in_one_job=False)
+    assert "-J 0-2" in directives(scheduler.render(job_script(GADI_WORKDIR, elements=3)))
+
+
+# -- finding the commands -------------------------------------------------------------------------------------
+
+def test_commands_run_in_a_login_shell_with_every_word_quoted():
+    transport = ScriptedTransport((("qsub",), (0, "7.gadi-pbs\n", "")))
+    script = job_script("/home/123/abc123/it's here")
+    PBSScheduler().submit(transport, script)
+    (argv,) = transport.shells
+    assert argv[:2] == ("bash", "-lc") and shlex.split(argv[2]) == [
+        "exec", "qsub", "-o", script.scheduler_log, "-e", script.scheduler_err, script.job_sh]
+
+
+def test_a_configured_scheduler_path_is_used_instead_of_the_login_shell():
+    transport = ScriptedTransport((("/opt/pbs/bin/qdel",), (0, "", "")))
+    scheduler = PBSScheduler()
+    scheduler.configure(command_path="/opt/pbs/bin")
+    scheduler.cancel(transport, "7.gadi-pbs", "/folder")
+    assert transport.shells == [("bash", "-c", "exec /opt/pbs/bin/qdel 7.gadi-pbs")]
+
+
+def test_a_command_the_login_shell_cannot_find_is_named_with_the_path_searched():
+    # bash's own words for a missing command (exit 127); the PATH is a Gadi login's, less PBS's folder
+    transport = ScriptedTransport((("qsub",), (127, "", "bash: line 1: qsub: command not found\n")),
+                                  (("bash", "-lc", 'printf %s "$PATH"'), (0, "/usr/local/bin:/usr/bin:/bin", "")))
+    with pytest.raises(SchedulerError) as caught:
+        PBSScheduler().submit(transport, job_script())
+    message = str(caught.value)
+    assert message.startswith("qsub was not found on gadi (ssh) for the pbs scheduler")
+    assert "/usr/local/bin:/usr/bin:/bin" in message and "scheduler_path" in message
+
+
+# -- {user} ---------------------------------------------------------------------------------------------------
+
+def test_user_in_the_workdir_is_the_login_user_from_ssh_config(ip, configure_targets, isolated, monkeypatch):
+    home = isolated / "laptop-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host gadi\n    HostName gadi.nci.org.au\n    User abc123\n")
+    monkeypatch.setenv("HOME", str(home))
+    configure_targets(gadi={"host": "gadi", "scheduler": "pbs", "profile": "gadi", "project": "ab12",
+                            "workdir": "/scratch/{project}/{user}/rx"})
+    from rx_magic.targets import get_target
+    target = get_target("gadi")
+    assert target.workdir_path(expand_home=False) == "/scratch/ab12/abc123/rx"
+    assert target.login_user() == ("abc123", "User in ~/.ssh/config for gadi")
+    assert not target.transport.connected
+
+
+# -- PBS's own words, as OpenPBS 23.06 printed them (../shared/openpbs/smoke-facts.md) -------------------------
+
+def test_a_can_never_run_comment_is_a_failure_with_pbss_reason():
+    state = job_state({"job_state": "Q", "comment": "Can Never Run: Insufficient amount of resource: ncpus "
+                                                    "(R: 64 A: 2 T: 2)"})
+    assert (state.state, state.reason) == (
+        State.FAILED, "PBS says it can never run: Insufficient amount of resource: ncpus (R: 64 A: 2 T: 2)")
+
+
+def test_a_job_deleted_before_it_ran_is_cancelled():
+    # qdel of a queued job, then qstat -x -f: job_state = F, substate = 91, no Exit_status, no comment
+    assert job_state({"job_state": "F", "substate": 91}).state is State.CANCELLED
+
+
+def test_tracejob_gives_the_exit_status_of_a_job_qstat_has_forgotten():
+    text = ("12/03/2026 03:48:02 S Exit_status=-29 resources_used.cpupercent=0 resources_used.cput=00:00:00 "
+            "resources_used.mem=0kb resources_used.ncpus=1 resources_used.vmem=0kb "
+            "resources_used.walltime=00:00:21\n12/03/2026 03:48:02 S dequeuing from normal, state E\n")
+    attributes = parse_tracejob(text)
+    assert attributes["Exit_status"] == "-29" and attributes["resources_used.walltime"] == "00:00:21"
+    assert job_state(attributes).reason == "walltime exceeded"
+    assert parse_tracejob("12/03/2026 03:48:02 S Job Queued at request of rxpbs@localhost\n") is None

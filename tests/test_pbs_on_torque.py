@@ -11,6 +11,7 @@ job shows ``C`` with no exit status, so its folder decides how it ended.
 """
 
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -107,7 +108,9 @@ def test_several_jobs_are_polled_with_one_qstat_per_round_once_the_text_form_is_
     real_run = LocalTransport.run
 
     def counting_run(self, argv, **kwargs):
-        commands.append(tuple(argv))
+        # the scheduler's commands go through a login shell: bash -lc 'exec qstat ...'
+        shown = shlex.split(argv[2])[1:] if tuple(argv[:2]) == ("bash", "-lc") else argv
+        commands.append(tuple(shown))
         return real_run(self, argv, **kwargs)
 
     monkeypatch.setattr(LocalTransport, "run", counting_run)
