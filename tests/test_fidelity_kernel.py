@@ -108,13 +108,13 @@ def test_a_module_not_imported_here_sends_no_state(monkeypatch):
 
 def test_a_figure_made_in_an_earlier_cell_is_changed_remotely_and_comes_back(ip):
     ok(ip.run_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3])"))
-    ok(run_remote(ip, "local --pull fig,title", """
+    ok(run_remote(ip, "local", """
         ax.set_title("set remotely")
         fig.suptitle("changed remotely")
-        title = ax.get_title()
     """))
-    assert ip.user_ns["title"] == "set remotely"
+    assert ip.user_ns["ax"].get_title() == "set remotely"
     assert ip.user_ns["fig"]._suptitle.get_text() == "changed remotely"
+    assert ip.user_ns["ax"].figure is ip.user_ns["fig"]
     assert len(ip.user_ns["fig"].axes[0].lines) == 1
 
 
@@ -255,6 +255,21 @@ def test_a_trailing_semicolon_shows_nothing(ip):
 def test_the_last_value_of_a_pulled_name_is_the_object_pulled(ip):
     result = ok(run_remote(ip, "local", "items = [1, 2]\nitems"))
     assert result.result is ip.user_ns["items"]
+
+
+def test_the_last_value_of_a_pushed_name_is_the_notebooks_own_object_and_is_not_sent_back(ip):
+    ip.user_ns["data"] = np.arange(3_000_000)
+    result = ok(run_remote(ip, "local", "data[0] = 7\ndata"))
+    assert result.result is ip.user_ns["data"]
+    assert result.result[0] == 7
+    assert (Path(newest_job().paths.folder) / "result.dill").stat().st_size < 1000
+
+
+def test_a_value_too_big_to_bring_back_is_shown_as_the_target_rendered_it(ip):
+    result = ok(run_remote(ip, "local", "b'x' * (17 * 2 ** 20)"))
+    assert type(result.result).__name__ == "RemoteResult"
+    assert repr(result.result).startswith("b'xxxx")
+    assert not (Path(newest_job().paths.folder) / "result.dill").exists()
 
 
 def test_kernel_magics_in_a_remote_cell_configure_this_kernel(ip, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..runtime import process_state
+from .pull import NO_RESULT, ShownName
 
 #: Calls that set up how this kernel displays values (sympy's ``init_printing``).
 DISPLAY_SETUP_CALLS = frozenset({"init_printing"})
@@ -111,4 +112,6 @@ def redo_after_job(shell, job) -> list[str]:
     results = job.results
     if results is None or not (job.has_values or (results.error or {}).get("type")):
         return []
+    if isinstance(results.result, ShownName):
+        results.result = shell.user_ns.get(results.result.name, NO_RESULT) if job.has_values else NO_RESULT
     return redo_here(shell, (job.spec() or {}).get("code", ""), results, values_applied=job.has_values)

@@ -136,10 +136,15 @@ def fetch_cell_effects(transport: Transport, paths: JobPaths, results: Results, 
         raise
     except Exception:       # a class this kernel cannot rebuild: the target's rendering stands in
         return
-    if kind == "name":      # a pulled name: the very object put into the namespace
-        results.result = results.values.get(shown, NO_RESULT)
-    else:
-        results.result = shown
+    results.result = ShownName(shown) if kind == "name" else shown
+
+
+@dataclass(frozen=True)
+class ShownName:
+    """The last expression was a name the notebook has (pulled, or pushed and there already): what to show is
+    the namespace's value once the pulled values are in (``kernel_state.redo_after_job`` looks it up)."""
+
+    name: str
 
 
 class RemoteResult:
@@ -165,6 +170,8 @@ def replay_outputs(outputs: list[dict], value: Any = NO_RESULT, show=None) -> An
     """
     from IPython.display import publish_display_data
     result = None
+    if isinstance(value, ShownName):    # never looked up: the target's rendering it is
+        value = NO_RESULT
     for output in outputs:
         if output.get("output_type") == "execute_result":
             shown = value if value is not NO_RESULT else RemoteResult(output["data"], output.get("metadata"))

@@ -582,26 +582,32 @@ class CellProcess:
     RESULT_LIMIT = 16 * 2**20
 
     def write_result(self, node, value) -> None:
-        """The last expression's value, for the notebook's own formatter: a pulled name by name, else pickled."""
+        """The last expression's value, for the notebook's own formatter: a name the notebook has (pulled, or
+        pushed and so there already, updated if it changed) by name; anything else pickled, up to a limit."""
         if self.element is not None:        # a job array shows each element's result as rendered here
             return
         import ast
-        if isinstance(node, ast.Name) and node.id in self.spec.get("pull", []):
+        import io
+        if isinstance(node, ast.Name) and (node.id in self.spec.get("pull", [])
+                                           or node.id in self.spec.get("push", {})):
             shown = ("name", node.id)
-        elif isinstance(getattr(value, "nbytes", None), int) and value.nbytes > self.RESULT_LIMIT:
-            return
         else:
             shown = ("value", value)
-        temporary = self.paths.result + ".part"
+        limit, temporary = self.RESULT_LIMIT, self.paths.result + ".part"
+
+        class Capped(io.FileIO):
+            """Stops a pickle as soon as it is bigger than the limit, before it is all written."""
+
+            def write(self, data):
+                if self.tell() + memoryview(data).nbytes > limit:
+                    raise OverflowError(f"over {limit} bytes")
+                return super().write(data)
+
         try:
-            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            with Capped(temporary, "w", opener=lambda path, flags: os.open(path, flags, 0o600)) as file:
                 self.wire.dump(shown, file)
-                too_big = file.tell() > self.RESULT_LIMIT
-            if too_big:
-                os.remove(temporary)
-            else:
-                os.replace(temporary, self.paths.result)
-        except Exception:   # it does not pickle: the rendered output stands in
+            os.replace(temporary, self.paths.result)
+        except Exception:   # it does not pickle, or is too big: the rendered output stands in
             try:
                 os.remove(temporary)
             except OSError:
