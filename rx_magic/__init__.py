@@ -23,6 +23,7 @@ from ._version import __version__
 from .errors import (
     CaptureError,
     ConfigError,
+    ConnectError,
     InputError,
     JobCancelled,
     JobError,
@@ -75,7 +76,7 @@ def unload_ipython_extension(ipython) -> None:
 
 
 __all__ = [
-    "CaptureError", "ConfigError", "InputError", "Job", "JobCancelled", "JobError", "JobFailed",
+    "CaptureError", "ConfigError", "ConnectError", "InputError", "Job", "JobCancelled", "JobError", "JobFailed",
     "PayloadTooLarge", "PullError", "RemoteError", "Resources", "ResourceError", "RxError", "SchedulerError", "State",
     "TransportError", "UnpicklableError", "__version__", "jobs", "load_ipython_extension", "submit",
 ]

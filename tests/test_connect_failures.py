@@ -162,3 +162,26 @@ def test_paramiko_logs_of_rx_magic_connections_stay_with_rx_magic(ssh_target, si
         logging.getLogger(PARAMIKO_LOG).removeHandler(handler)
     assert kept, "paramiko logged nothing for a failed connection"
     assert not [record for record in caplog.records if record.name.startswith("paramiko")]
+
+
+def test_resolver_that_does_not_answer_is_given_up_at_the_connect_timeout(monkeypatch):
+    # A fake, for what loopback cannot show: glibc's getaddrinfo when resolv.conf's server does not answer
+    # waits out its timeout times its attempts (5 s x 2 by default), then fails with EAI_AGAIN.
+    from rx_magic.transport.ssh import SSHTransport
+
+    real = socket.getaddrinfo
+
+    def unanswered(host, *args, **kwargs):
+        if host != "cluster.example.invalid":
+            return real(host, *args, **kwargs)
+        time.sleep(4)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unanswered)
+    transport = SSHTransport("cluster.example.invalid", port=22, connect_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as raised:
+        transport.connect()
+    assert time.monotonic() - started < 2
+    assert "the host name cluster.example.invalid did not resolve within 1 s" in str(raised.value)
+    assert "DNS" in str(raised.value)

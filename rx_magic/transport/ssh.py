@@ -364,6 +364,50 @@ def _tuned_transport(sock) -> paramiko.Transport:
     return transport
 
 
+class ResolveTimeout(TimeoutError):
+    """The host name did not resolve before the connect timeout (a resolver that does not answer)."""
+
+
+def _resolve(hostname: str, port: int, deadline: float) -> list[tuple]:
+    """``getaddrinfo``, given up at ``deadline``: a DNS server that does not answer keeps glibc for
+    resolv.conf's timeout times its attempts (10 s and more), and getaddrinfo takes no timeout."""
+    answer: list = []
+
+    def resolve() -> None:
+        try:
+            answer.append(socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    worker = threading.Thread(target=resolve, name=f"rx_magic resolving {hostname}", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0))
+    if not answer:
+        raise ResolveTimeout(f"{hostname} did not resolve")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    return answer[0]
+
+
+def _open_socket(hop: HostSettings, deadline: float) -> socket.socket:
+    """A TCP connection to ``hop``, trying each of its addresses in turn until ``deadline``."""
+    failure: OSError | None = None
+    for family, kind, protocol, _, address in _resolve(hop.hostname, hop.port, deadline):
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            if isinstance(exc, TimeoutError):
+                break
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise failure or OSError(f"{hop.hostname} has no address")
+
+
 def _handshake(transport: paramiko.Transport, deadline: float) -> None:
     """Start the SSH session (version banner, key exchange, host key), giving up at ``deadline``."""
     done = threading.Event()
@@ -381,7 +425,10 @@ def _connect_failure(alias: str, hop: HostSettings, chain: Sequence[HostSettings
     place = f"{hop.hostname} port {hop.port}"
     jump = f" (jump host {hop.alias} of {alias})" if hop is not chain[-1] else ""
     settings = f"HostName and Port for {hop.alias} in {ssh_config_path()}, or the target's host and port in targets.toml"
-    if isinstance(exc, socket.gaierror):
+    if isinstance(exc, ResolveTimeout):
+        what = f"the host name {hop.hostname} did not resolve within {timeout:.0f} s (no answer from the DNS server)"
+        check = f"your network, VPN and DNS, and the host name ({settings})"
+    elif isinstance(exc, socket.gaierror):
         what = f"the host name {hop.hostname} cannot be resolved ({exc.strerror or exc})"
         check = f"the spelling of the host name ({settings}), and your network, VPN and DNS"
     elif isinstance(exc, ConnectionRefusedError):
@@ -590,8 +637,7 @@ class SSHTransport(Transport):
             chain = [*hops, host]
             hop, stage = chain[0], "connect"
             try:
-                sock = socket.create_connection((hop.hostname, hop.port), timeout=self.connect_timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock = _open_socket(hop, deadline)
                 for index, hop in enumerate(chain):
                     stage = "handshake"
                     known = known_host_keys(hop)
