@@ -197,3 +197,13 @@ def test_a_figure_changed_remotely_is_the_same_figure_here_with_its_axes(ip):
     assert fig._suptitle.get_text() == "remote title"
     assert ax.get_xlabel() == "x"
     assert fig.axes == [ax] and ax.figure is fig
+
+
+def test_a_secret_a_notebook_function_reads_stays_here(ip, capsys):
+    ip.run_cell("API_TOKEN = 'not-for-the-target'\ndef headers():\n    return {'auth': API_TOKEN}")
+    result = run_remote(ip, "local", "try:\n    got = headers()\nexcept NameError:\n    got = 'missing'")
+    assert result.success, result.error_in_exec
+    assert ip.user_ns["got"] == "missing"
+    assert "held back 'API_TOKEN'" in capsys.readouterr().err
+    blobs = list(__import__("pathlib").Path(newest_job().paths.blobs_dir).glob("*"))
+    assert blobs and not any(b"not-for-the-target" in blob.read_bytes() for blob in blobs)

@@ -78,14 +78,15 @@ def type_name(value: object) -> str:
 
 
 def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
-               withhold: frozenset = frozenset()) -> list[BlobRef]:
+               withhold: frozenset = frozenset(), lines: dict[str, int] | None = None) -> list[BlobRef]:
     """Hash every value (writing nothing) and return one ``BlobRef`` per name, in order.
 
     Values that share objects are planned as one blob (``BlobRef.together``).
     Raises ``UnpicklableError`` naming every value that cannot be serialized,
     and ``PayloadTooLarge`` when the distinct blobs add up to more than
     ``limit`` bytes (``None``: no limit). ``withhold`` names globals that the
-    notebook's functions must not carry.
+    notebook's functions must not carry; ``lines`` gives the cell line that
+    reads each name, for the message.
     """
     refs: list[BlobRef] = []
     failures: list[str] = []
@@ -96,7 +97,8 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
         try:
             digest, size = wire.digest(value, withhold=withhold, memo=memo if groupable else None)
         except Exception as exc:
-            failures.append(f"{name!r} ({type_name(value)}): {_reason(exc)}")
+            read = f" read on line {lines[name]} of the cell" if lines and name in lines else ""
+            failures.append(f"{name!r} ({type_name(value)}){read}: {_reason(exc)}")
             continue
         if groupable and name.isidentifier():
             memos[name] = memo[0]

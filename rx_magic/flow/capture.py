@@ -60,6 +60,7 @@ class Capture:
     warnings: list[str] = field(default_factory=list)
     # pushed names whose objects come back if the cell changed them in place (``lst.append(x)``)
     pull_if_changed: list[str] = field(default_factory=list)
+    read_lines: dict[str, int] = field(default_factory=dict, compare=False)  # pushed name -> first line reading it
 
 
 def names_in_cell(code: str, first_line: int = 1) -> CellNames:
@@ -143,7 +144,18 @@ def capture_cell(
     else:
         capture.pull_if_changed = [name for name, value in capture.push.items() if may_change(value)]
     _refuse_live_objects(capture, user_ns, first_line)
+    capture.read_lines = _first_reads(code, set(capture.push), first_line)
     return capture
+
+
+def _first_reads(code: str, names: set[str], first_line: int) -> dict[str, int]:
+    """The cell line on which each of ``names`` is first loaded, for messages about its value."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
+            line = node.lineno + first_line - 1
+            found[node.id] = min(line, found.get(node.id, line))
+    return found
 
 
 def _refuse_live_objects(capture: Capture, user_ns: dict, first_line: int) -> None:

@@ -122,7 +122,8 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     values = dict(captured.push)
     if array is not None:
         values[map_key(array)] = array.values
-    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=frozenset(captured.held_back))
+    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=frozenset(captured.held_back),
+                       lines=captured.read_lines)
     shipment = Shipment()
     offline = dry_run and not chosen.transport.connected
     if not chosen.is_local:     # the local target runs in the notebook's folder: its files are there
