@@ -5,7 +5,7 @@ import pytest
 from rx_magic.errors import ConfigError, ResourceError
 from rx_magic.model.resources import Resources
 from rx_magic.schedulers import PBSScheduler
-from rx_magic.schedulers.gadi import GPU_QUEUES, QUEUES, check_request, describe_queue
+from rx_magic.schedulers.gadi import GPU_QUEUES, QUEUES, check_request, describe_queue, estimate_cost
 from rx_magic.flow.submit import plan_cell
 from rx_magic.targets import get_target
 
@@ -213,3 +213,31 @@ def test_planning_a_cell_refuses_a_request_that_breaks_gadis_rules_before_anythi
     assert not (tmp_path / "jobs").exists()
     plan = plan_cell("x = 1", "gadi", resources=Resources.parse(mem="8GB", ncpus=4))
     assert "#PBS -l mem=8GB" in plan.script_text
+
+
+# NCI's "Job Costs" page [JC], each row of its table: the request, and the SU it works out
+@pytest.mark.parametrize("request_, su", [
+    ({"ncpus": 4, "mem": "16GB", "walltime": "5:00:00"}, "40"),
+    ({"ncpus": 8, "mem": "16GB", "walltime": "5:00:00"}, "80"),
+    ({"ncpus": 8, "mem": "128GB", "walltime": "5:00:00"}, "320"),
+    ({"ncpus": 8, "mem": "192GB", "walltime": "5:00:00"}, "480"),
+    ({"queue": "express", "ncpus": 8, "mem": "16GB", "walltime": "5:00:00"}, "240"),
+    ({"queue": "gpuvolta", "ngpus": 1, "ncpus": 12, "mem": "90GB", "walltime": "5:00:00"}, "180"),
+    ({"queue": "gpuvolta", "ngpus": 1, "ncpus": 12, "mem": "380GB", "walltime": "5:00:00"}, "716.2"),
+])
+def test_the_most_a_job_can_cost_is_worked_out_as_nci_charges_it(request_, su):
+    assert estimate_cost(Resources.parse(**request_)).startswith(f"at most {su} SU: ")
+
+
+def test_no_cost_is_guessed_without_a_walltime_or_a_known_rate():
+    assert estimate_cost(Resources.parse(ncpus=4)) is None
+    assert estimate_cost(Resources.parse(queue="hugemem", walltime="1:00:00")) is None
+
+
+def test_dry_run_shows_the_cost_in_the_gadi_script(ip, configure_targets):
+    configure_targets(gadi={"host": "gadi.nci.org.au", "user": "abc123", "scheduler": "pbs", "profile": "gadi",
+                            "project": "ab12", "workdir": "/scratch/ab12/{user}/rx"})
+    from IPython.utils.capture import capture_output
+    with capture_output() as shown:
+        ip.run_cell_magic("remote", "gadi --dry-run --ncpus 4 --mem 16GB --walltime 5:00:00", "y = 1\n")
+    assert "# Gadi cost at most 40 SU: 2 SU/h x 4 cores x 5:00:00 in normal" in shown.stdout

@@ -242,7 +242,7 @@ def test_qsub_exit_32_without_a_message_explains_queue_limits_and_gadis_rules():
     with pytest.raises(SchedulerError) as caught:
         PBSScheduler("gadi").submit(transport, script)
     message = str(caught.value)
-    assert "exit code 32" in message and "queue limit" in message
+    assert "exit code 32 is PBS's hook error" in message and "queue's limits" in message
     assert "queue hugemem: 48 cores, 1470GB memory" in message
 
 

@@ -1,7 +1,8 @@
 """NCI Gadi's queue rules, kept as data, and the check a ``profile = "gadi"`` target runs before submitting.
 
 Gadi's ``qsub`` refuses a request that breaks a queue limit with exit code 32
-and no message, so rx_magic checks the request first and says what to change.
+(PBS's hook error, PBSE_HOOKERROR: Gadi's submission hooks do the checking) and
+no message, so rx_magic checks the request first and says what to change.
 Sizes are what a job may ask for (``qsub -l mem=``), in PBS's binary GB. When
 NCI changes a limit, change it in ``QUEUES`` and nowhere else.
 
@@ -17,7 +18,10 @@ library (the copies show no page date):
 [JC] NCI Help, "Job Costs",
      https://opus.nci.org.au/spaces/Help/pages/236880942/Job+Costs...
      gpuvolta requests must have ``ncpus = 12 x ngpus``; its cost formula
-     uses 48 cores and 382 GB per node.
+     uses 48 cores and 382 GB per node. Also the charge formula (rate x
+     max(cores, memory proportion) x walltime hours) and the rates of
+     normal (2), express (6) and gpuvolta (3) SU per core-hour, with a worked
+     table that tests/test_gadi.py checks ``estimate_cost`` against.
 [QL] NCI Help, "Queue Limits",
      https://opus.nci.org.au/spaces/Help/pages/236881198/Queue+Limits
      (formerly https://opus.nci.org.au/display/Help/Queue+Limits).
@@ -56,6 +60,33 @@ class GadiQueue:
     walltime_limits: tuple[tuple[int, int], ...]
     gpus_per_node: int = 0
     cores_per_gpu: int = 0          # GPU queues: ncpus must be exactly this many per gpu
+
+
+#: [JC]: SU per core-hour, and the node memory a core's share of is charged as one core ("Memory Proportion").
+#: Only the queues [JC] gives a rate for; a job in another queue is shown without an estimate.
+CHARGE_RATES: dict[str, tuple[float, int]] = {
+    "normal": (2.0, 192 * GB),      # "2SU to run 1 CPU with 4 GiB of memory for one hour"
+    "express": (6.0, 192 * GB),     # "Express charge rate is 6.0"
+    "gpuvolta": (3.0, 382 * GB),    # "12 x 5 x 3 = 180 SU"; memory proportion (48/382) x mem
+}
+
+
+def estimate_cost(resources: Resources) -> str | None:
+    """The most a job can cost, in SU, as NCI charges it ([JC]: rate x max(cores, memory proportion) x
+    walltime hours), with the sum shown; None without a walltime or for a queue without a known rate."""
+    name = resources.queue or DEFAULT_QUEUE
+    queue, rate = QUEUES.get(name), CHARGE_RATES.get(name)
+    if queue is None or rate is None or resources.walltime is None:
+        return None
+    su_per_hour, node_mem = rate
+    cores = resources.ncpus or 1
+    share = resources.mem * queue.cores_per_node / node_mem if resources.mem else 0.0
+    charged = max(cores, share)
+    hours = resources.walltime / HOUR
+    basis = f"{cores} core{'' if cores == 1 else 's'}" if charged == cores else (
+        f"{charged:.4g} cores' share of memory ({format_size(resources.mem)})")
+    return (f"at most {su_per_hour * charged * hours:.4g} SU: {su_per_hour:g} SU/h x {basis} x "
+            f"{format_walltime(resources.walltime)} in {name}")
 
 
 def _hours(*bands: tuple[int, int]) -> tuple[tuple[int, int], ...]:

@@ -124,9 +124,10 @@ class PBSScheduler(Scheduler):
         body = render_body(script, element, pool=pooled)
         if pooled:      # the job's cores are shared out one per element: see the runner's Pool
             body = f"export RX_MAGIC_POOL_CORES={resources.ncpus or 1}\n" + body
+        cost = gadi.estimate_cost(resources) if self.profile == "gadi" else None
         return ("#!/bin/bash\n" + "".join(f"#PBS {line}\n" for line in directives)
                 + f"# rx_magic job {script.job_id} (pbs{profile}{', elements in one job' if pooled else ''})\n"
-                + body)
+                + (f"# Gadi cost {cost}\n" if cost else "") + body)
 
     def _directives(self, script: JobScript, pooled: bool) -> list[str]:
         """The ``#PBS`` lines, each setting written once: PBS takes the first of two, so of two lines
@@ -256,10 +257,12 @@ class PBSScheduler(Scheduler):
         if result.returncode != 32:
             return f"{head} without a message"
         queue = script.resources.queue
-        message = (f"{head} without a message, which PBS does when a request breaks a queue limit (cores, memory, "
-                   "walltime, jobfs or gpus allowed in the queue)")
+        # 32 is PBSE_HOOKERROR (15136 mod 256, OpenPBS's pbs_error.h): a site's submission hook refused the job
+        message = (f"{head} without a message: exit code 32 is PBS's hook error, a site hook refused the job. "
+                   "Hooks check what the site requires, often the queue's limits (cores, memory, walltime, jobfs "
+                   "or gpus), the project and -l storage")
         if self.profile == "gadi":
-            return f"{message}. Gadi's rules for it: {gadi.describe_queue(queue or gadi.DEFAULT_QUEUE)}"
+            return f"{message}. Gadi's rules for the queue: {gadi.describe_queue(queue or gadi.DEFAULT_QUEUE)}"
         return f"{message}; see the queue's limits with `qstat -Qf {queue or '<queue>'}`"
 
     # -- polling ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #PBS -o /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/scheduler.log
 #PBS -e /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/scheduler.err
 # rx_magic job rx-20261123-141502-3fa9 (pbs, profile gadi)
+# Gadi cost at most 16 SU: 2 SU/h x 4 cores x 2:00:00 in normal
 umask 077
 cd /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/work || exit 96
 module use /g/data/hh5/public/modules

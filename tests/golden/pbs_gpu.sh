@@ -12,6 +12,7 @@
 #PBS -o /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/scheduler.log
 #PBS -e /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/scheduler.err
 # rx_magic job rx-20261123-141502-3fa9 (pbs, profile gadi)
+# Gadi cost at most 864 SU: 3 SU/h x 24 cores x 12:00:00 in gpuvolta
 umask 077
 cd /scratch/ab12/abc123/rx_jobs/rx-20261123-141502-3fa9/work || exit 96
 shopt -s execfail
