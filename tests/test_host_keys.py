@@ -97,7 +97,7 @@ def assert_nothing_submitted(workdir):
 # ----------------------------------------------------------------------------- the key types asked for
 
 @pytest.mark.parametrize("policy", ["strict", "accept-new"])
-def test_host_known_only_by_its_ecdsa_key_proves_itself_with_that_key(ip, two_key_sshd, two_key_target, policy):
+def test_host_known_only_by_its_ecdsa_key_proves_itself_with_that_key(two_key_sshd, two_key_target, policy):
     known_hosts = two_key_target(host_key_policy=policy)
     name = f"[127.0.0.1]:{two_key_sshd.port}"
     known_hosts.write_text(host_line(name, two_key_sshd.ecdsa_key))
@@ -108,7 +108,7 @@ def test_host_known_only_by_its_ecdsa_key_proves_itself_with_that_key(ip, two_ke
     assert known_hosts.read_text() == host_line(name, two_key_sshd.ecdsa_key)     # nothing added
 
 
-def test_host_known_by_a_hashed_ecdsa_line_proves_itself_with_that_key(ip, two_key_sshd, two_key_target):
+def test_host_known_by_a_hashed_ecdsa_line_proves_itself_with_that_key(two_key_sshd, two_key_target):
     known_hosts = two_key_target()
     scanned = subprocess.run(["ssh-keyscan", "-H", "-t", "ecdsa", "-p", str(two_key_sshd.port), "127.0.0.1"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
@@ -179,7 +179,7 @@ def test_the_advised_ssh_keygen_line_removes_the_old_key_and_accept_new_then_rec
 
 # ----------------------------------------------------------------------------- markers and odd lines
 
-def test_cert_authority_revoked_and_malformed_lines_do_not_stop_a_known_host(ip, sshd, ssh_target, ssh_home, tmp_path):
+def test_cert_authority_revoked_and_malformed_lines_do_not_stop_a_known_host(sshd, ssh_target, ssh_home, tmp_path):
     other = new_key(tmp_path / "other", "ed25519")
     known_hosts = ssh_home / ".ssh" / "known_hosts"
     known_hosts.write_text("".join([
@@ -219,7 +219,7 @@ def test_unknown_host_with_only_a_cert_authority_line_is_refused_saying_certific
     assert "@cert-authority" in message and "does not check host certificates" in message
 
 
-def test_accept_new_records_a_host_known_only_by_another_hosts_and_a_ca_key(ip, sshd, ssh_target, ssh_home, tmp_path):
+def test_accept_new_records_a_host_known_only_by_another_hosts_and_a_ca_key(sshd, ssh_target, ssh_home, tmp_path):
     other = new_key(tmp_path / "other", "ecdsa")
     known_hosts = ssh_home / ".ssh" / "known_hosts"
     before = host_line("example.org", other) + host_line("[127.0.0.1]:*", other, "@cert-authority")

@@ -84,12 +84,12 @@ def test_missing_identity_file_is_refused_naming_it_before_connecting(ip, sshd, 
     ssh_target(identity_file=str(missing))
     before = connections(sshd)
     message = usage_error(run_remote(ip, "ws", "y = 1"))
-    assert f"identity_file {missing} (set for rxtest) does not exist" in message
+    assert f"the target's identity_file {missing} (for host rxtest) does not exist" in message
     assert connections(sshd) == before
     assert rx_magic.jobs() == []
 
 
-def test_identity_file_with_a_tilde_is_found_in_home(ip, sshd, ssh_target, ssh_home, capsys):
+def test_identity_file_with_a_tilde_is_found_in_home(sshd, ssh_target, ssh_home):
     (ssh_home / "gadi_key").write_bytes(sshd.user_key.read_bytes())
     (ssh_home / "gadi_key").chmod(0o600)
     ssh_target(host="127.0.0.1", port=sshd.port, user=sshd.user, identity_file="~/gadi_key")

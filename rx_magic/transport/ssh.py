@@ -107,9 +107,9 @@ def resolve_host(alias: str, *, user: str | None = None, port: int | None = None
             raise TransportError(f"cannot read {path}: {exc}") from exc
     found = config.lookup(alias)
     if identity_file and not os.path.isfile(os.path.expanduser(identity_file)):
-        raise ConfigError(f"identity_file {os.path.expanduser(identity_file)} (set for {alias}) does not exist: "
-                          "correct the path in the target, or leave identity_file out to use ~/.ssh/config's "
-                          "IdentityFile, the ssh-agent and the default keys")
+        raise ConfigError(f"the target's identity_file {os.path.expanduser(identity_file)} (for host {alias}) does "
+                          "not exist: correct the path in targets.toml, or leave identity_file out to use "
+                          "~/.ssh/config's IdentityFile, the ssh-agent and the default keys")
     files = [os.path.expanduser(identity_file)] if identity_file else []
     files += [os.path.expanduser(path) for path in found.get("identityfile", [])]
     known = found.get("userknownhostsfile", "~/.ssh/known_hosts").split()
