@@ -207,3 +207,17 @@ def test_a_secret_a_notebook_function_reads_stays_here(ip, capsys):
     assert "held back 'API_TOKEN'" in capsys.readouterr().err
     blobs = list(__import__("pathlib").Path(newest_job().paths.blobs_dir).glob("*"))
     assert blobs and not any(b"not-for-the-target" in blob.read_bytes() for blob in blobs)
+
+
+def test_a_function_defined_remotely_that_calls_display_comes_back(ip):
+    run_ok(ip, "def show(v):\n    display(v)\n    return v")
+    assert ip.user_ns["show"](4) == 4
+
+
+def test_pulling_into_a_namespace_of_ones_own_resolves_its_objects_there():
+    import rx_magic
+    namespace = {"items": [1]}
+    alias = namespace["items"]
+    job = rx_magic.submit("items.append(2)\ncount = len(items)", "local", namespace)
+    job.pull(namespace)
+    assert namespace["count"] == 2 and namespace["items"] is alias and alias == [1, 2]

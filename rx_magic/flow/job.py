@@ -178,7 +178,7 @@ class Job:
         a killed or cancelled one raises ``JobFailed`` or ``JobCancelled``.
         Returns the names set. Waits for the job first if it is still running.
         """
-        results = self.fetch()
+        results = self.fetch(namespace)
         names, warnings = [], []
         if self.has_values and namespace is not None:
             names, warnings = apply_values(results, namespace)
@@ -196,15 +196,19 @@ class Job:
         return (self.record.state is State.FAILED and bool(self.record.elements)
                 and "d" in (self.status or {}).get("elements", ""))
 
-    def fetch(self):
-        """Read a finished job's results (values only when it is done), touching no namespace."""
+    def fetch(self, namespace: dict | None = None):
+        """Read a finished job's results (values only when it is done), touching no namespace.
+
+        Pulled values that refer to the notebook's objects are resolved in ``namespace``
+        (by default IPython's); the changes to them wait for ``apply_values``.
+        """
         if not self.record.state.is_final:
             self.wait()
         if self.record.elements:
             self.results = self._fetch_array()
         else:
             done = self.record.state is State.DONE
-            self.results = fetch_results(self.target.transport, self.paths, values=done)
+            self.results = fetch_results(self.target.transport, self.paths, values=done, namespace=namespace)
             fetch_cell_effects(self.target.transport, self.paths, self.results, values=done)
         self.notebook_path = self._write_notebook(self.results)
         return self.results

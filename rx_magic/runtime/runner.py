@@ -641,7 +641,7 @@ class CellProcess:
         import types
         wire = self.wire
         kept, changed = self.changed_in_place(namespace)
-        tokens = wire.Tokens(kept, changed)
+        tokens = wire.Tokens(kept, changed) if kept else None     # else the C pickler alone, at full speed
         missing, unpicklable, modules, values = [], {}, {}, {}
         for name in list(dict.fromkeys([*self.spec.get("pull", []), *changed])):
             if name not in namespace:

@@ -267,7 +267,8 @@ class _TokenPickler(_Pickler):
 # they are set only where a name is not bound already (see :func:`loading_into`).
 _CodeType = types.CodeType
 _CellType = types.CellType
-_NOT_CARRIED = frozenset({"__builtins__", "__name__", "In", "Out", "get_ipython", "exit", "quit"})
+# the namespace's own machinery, found wherever the function lands (the runner's display, IPython's)
+_NOT_CARRIED = frozenset({"__builtins__", "__name__", "In", "Out", "get_ipython", "exit", "quit", "display"})
 _code_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # code objects never change
 _code_lock = threading.Lock()
 _loading = threading.local()
