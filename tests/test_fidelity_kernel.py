@@ -202,6 +202,22 @@ def test_warnings_filters_travel_both_ways(ip, settings_restored):
     assert ("ignore", None, ResourceWarning, None, 0) in warnings.filters
 
 
+def test_a_warning_category_travels_by_name_and_its_filter_waits_there_for_its_module(ip, settings_restored):
+    ok(ip.run_cell("import warnings, numpy\nwarnings.simplefilter('error', numpy.exceptions.RankWarning)"))
+    ok(run_remote(ip, "local", """
+        import sys
+        numpy_there_before = "numpy" in sys.modules
+        import numpy.exceptions
+        try:
+            warnings.warn("rank", numpy.exceptions.RankWarning)
+            raised = False
+        except numpy.exceptions.RankWarning:
+            raised = True
+    """))
+    assert ip.user_ns["numpy_there_before"] is False
+    assert ip.user_ns["raised"] is True
+
+
 def test_pandas_display_options_travel_both_ways(ip):
     pandas = pytest.importorskip("pandas")
     with pandas.option_context("display.max_rows", 7):

@@ -30,7 +30,6 @@ KERNEL_MAGICS = frozenset({"matplotlib", "pylab", "load_ext", "reload_ext", "unl
                            "pprint", "xmode", "colors", "autoreload", "aimport"})
 
 _MISSING = object()
-_FILTERS_AT_START = list(warnings.filters)      # the notebook sends only filters set since
 
 
 def _same(a, b) -> bool:
@@ -182,46 +181,70 @@ class _PandasOptions(_Options):
 
 
 class _WarningsFilters:
-    """Filters added since the start (the notebook: since rx_magic was imported), each put first or last."""
+    """The filters beyond Python's own (the notebook's), or those the cell added; each put first or last.
+
+    A filter's category travels by name, so no module is imported to read it: it is looked up where the
+    filter is applied, and in the job only once its module is imported there (``defer``).
+    """
 
     module = "warnings"
+    defer = False       # the job sets it: a category whose module is not imported yet waits for that import
+    _PYTHON_DEFAULTS = [("default", None, "builtins:DeprecationWarning", "__main__", 0),
+                        ("ignore", None, "builtins:DeprecationWarning", None, 0),
+                        ("ignore", None, "builtins:PendingDeprecationWarning", None, 0),
+                        ("ignore", None, "builtins:ImportWarning", None, 0),
+                        ("ignore", None, "builtins:ResourceWarning", None, 0)]
 
     @staticmethod
     def read(module) -> list:
-        return list(module.filters)
+        return [_filter_key(entry) for entry in module.filters]
 
     @staticmethod
     def _added(before: list, after: list) -> list:
-        old = set(map(_filter_key, before))
-        first_old = next((index for index, entry in enumerate(after) if _filter_key(entry) in old), len(after))
-        return [(index < first_old, entry[0], entry[1].pattern if entry[1] is not None else None, entry[2],
-                 entry[3].pattern if entry[3] is not None else None, entry[4])
-                for index, entry in enumerate(after) if _filter_key(entry) not in old]
+        old = set(before)
+        first_old = next((index for index, key in enumerate(after) if key in old), len(after))
+        return [(index < first_old, *key) for index, key in enumerate(after) if key not in old]
 
     def outgoing(self, filters: list):
-        return self._added(_FILTERS_AT_START, filters) or None
+        return self._added(self._PYTHON_DEFAULTS, filters) or None
 
     def changes(self, before: list, after: list):
         return self._added(before, after) or None
 
-    @staticmethod
-    def write(module, added: list) -> None:
-        present = set(map(_filter_key, module.filters))
+    def write(self, module, added: list) -> None:
         first = [entry for entry in added if entry[0]]
         last = [entry for entry in added if not entry[0]]
-        for in_front, action, message, category, from_module, lineno in [*reversed(first), *last]:
-            if message is None and from_module is None:
-                key = (action, None, category, None, lineno)
-                if key not in present:
-                    module.simplefilter(action, category, lineno, append=not in_front)
+        for entry in [*reversed(first), *last]:
+            # the whole package: its own filters, added as it imports, must not end up before the notebook's
+            owner = entry[3].partition(":")[0].partition(".")[0]
+            if owner in sys.modules or not self.defer:
+                _call(lambda module, entry=entry: _add_filter(module, entry), module)
             else:
-                module.filterwarnings(action, message or "", category, from_module or "", lineno,
-                                      append=not in_front)
+                when_imported(owner, lambda _owner, entry=entry: _add_filter(module, entry))
 
 
 def _filter_key(entry: tuple) -> tuple:
+    """A filter as plain values: ``(action, message pattern, "module:Category", module pattern, lineno)``."""
     action, message, category, module, lineno = entry
-    return (action, getattr(message, "pattern", message), category, getattr(module, "pattern", module), lineno)
+    return (action, getattr(message, "pattern", message), f"{category.__module__}:{category.__qualname__}",
+            getattr(module, "pattern", module), lineno)
+
+
+def _add_filter(warnings_module, entry: tuple) -> None:
+    in_front, action, message, category_name, from_module, lineno = entry
+    module_name, _, qualname = category_name.partition(":")
+    if module_name not in sys.modules:
+        import importlib
+        importlib.import_module(module_name)
+    category = sys.modules[module_name]
+    for part in qualname.split("."):
+        category = getattr(category, part)
+    if message is None and from_module is None:
+        if (action, None, category_name, None, lineno) not in _WarningsFilters.read(warnings_module):
+            warnings_module.simplefilter(action, category, lineno, append=not in_front)
+    else:
+        warnings_module.filterwarnings(action, message or "", category, from_module or "", lineno,
+                                       append=not in_front)
 
 
 SECTIONS = {
@@ -353,6 +376,7 @@ class Tracker:
         self.before: dict = {}
 
     def start(self) -> None:
+        _WarningsFilters.defer = True
         when_imported("matplotlib", lambda module: pickle_figures_stably())
         for name, section in SECTIONS.items():
             when_imported(section.module, lambda module, name=name: self._arrived(name))
