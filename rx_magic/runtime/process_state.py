@@ -369,7 +369,8 @@ def _reduce_callback_registry(registry):
 
 class Tracker:
     """In the job: applies the notebook's sections as their modules are imported, noting each one then,
-    so that what the cell changed can go back."""
+    so that what the cell changed can go back. ``incoming`` is as ``encode`` left it: a section is only
+    unpickled once its module is there (an rcParams value may need a module of matplotlib's)."""
 
     def __init__(self, incoming: dict):
         self.incoming = incoming
@@ -382,8 +383,9 @@ class Tracker:
             when_imported(section.module, lambda module, name=name: self._arrived(name))
 
     def _arrived(self, name: str) -> None:
-        if name in self.incoming:
-            write(name, self.incoming[name])
+        incoming = decode({name: self.incoming[name]}) if name in self.incoming else {}
+        if name in incoming:
+            write(name, incoming[name])
         value = read(name)
         if value is not _MISSING:
             self.before[name] = value

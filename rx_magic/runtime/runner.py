@@ -542,7 +542,7 @@ class CellProcess:
     def execute(self, namespace: dict) -> None:
         """Run the cell with the notebook's random state and settings; note what it changed of them, and
         the value of its last expression (unless a ``;`` ends it) for the notebook to show."""
-        tracker = process_state.Tracker(process_state.decode(self.spec.get("process_state") or {}))
+        tracker = process_state.Tracker(self.spec.get("process_state") or {})
         tracker.start()
         process_state.when_imported("matplotlib.pyplot", self._show_as_outputs)
         try:
