@@ -221,3 +221,85 @@ def test_pulling_into_a_namespace_of_ones_own_resolves_its_objects_there():
     job = rx_magic.submit("items.append(2)\ncount = len(items)", "local", namespace)
     job.pull(namespace)
     assert namespace["count"] == 2 and namespace["items"] is alias and alias == [1, 2]
+
+
+# ----------------------------------------------------------------------------- the wire format underneath
+
+def _there_and_back(values: dict, changed: set, here: dict) -> dict:
+    """Write ``values`` as a runner does, referring to ``here``'s objects by name, and read them into ``here``."""
+    import io
+    from rx_magic.runtime import wire
+    file = io.BytesIO()
+    wire.dump(("*", values), file, tokens=wire.Tokens({name: values[name] for name in here}, changed))
+    file.seek(0)
+    in_place = wire.InPlace(here)
+    _, loaded = wire.load(file, in_place)
+    in_place.commit()
+    return loaded
+
+
+class Node:
+    pass
+
+
+class Point:
+    __slots__ = ("x", "y")
+
+
+def test_an_object_that_refers_to_itself_is_updated_in_place_and_still_refers_to_itself():
+    there = Node()
+    there.me, there.children = there, [there]
+    here = Node()
+    loaded = _there_and_back({"node": there}, {"node"}, {"node": here})
+    assert loaded["node"] is here and here.me is here and here.children[0] is here
+
+
+def test_nothing_changes_here_until_everything_has_loaded():
+    import io
+    from rx_magic.runtime import wire
+    here, there = {"lst": [1]}, [1, 2]
+    file = io.BytesIO()
+    wire.dump(("*", {"lst": there}), file, tokens=wire.Tokens({"lst": there}, {"lst"}))
+    in_place = wire.InPlace(here)
+    file.seek(0)
+    wire.load(file, in_place)
+    assert here["lst"] == [1]
+    in_place.commit()
+    assert here["lst"] == [1, 2]
+
+
+def test_an_array_of_another_shape_is_rebound_not_written_into():
+    here = {"arr": np.zeros(3)}
+    old = here["arr"]
+    loaded = _there_and_back({"arr": np.ones(4)}, {"arr"}, here)
+    assert loaded["arr"] is not old and loaded["arr"].shape == (4,) and not old.any()
+
+
+def test_slots_objects_are_updated_in_place():
+    there, here = Point(), Point()
+    there.x, here.x, here.y = 1, 0, 0
+    assert _there_and_back({"p": there}, {"p"}, {"p": here})["p"] is here
+    assert here.x == 1 and not hasattr(here, "y")
+
+
+def test_recursive_and_closure_functions_travel_with_their_globals_bound_to_where_they_land():
+    from rx_magic.runtime import wire
+    source = {"__name__": "__main__"}
+    exec("def fact(n):\n    return 1 if n < 2 else n * fact(n - 1)\n"
+         "def counter():\n    count = 0\n    def step():\n        nonlocal count\n        count += 1\n"
+         "        return count + offset\n    return step\noffset = 100\nstep = counter()\nstep()", source)
+    landed = {"__name__": "__main__"}
+    with wire.loading_into(landed) as carried:
+        fact, step = wire.loads(wire.dumps((source["fact"], source["step"])))
+    landed.update(carried)
+    assert fact(5) == 120 and fact.__globals__ is landed
+    assert step() == 102    # the closure's state came along; the global is the landing namespace's
+    landed["offset"] = 0
+    assert step() == 3
+
+
+def test_dry_run_lists_what_comes_back_if_changed_in_place(ip, capsys):
+    ip.run_cell("lst = [1]\nn = 3")
+    run_ok(ip, "lst.append(n)", line="local --dry-run")
+    report = capsys.readouterr().out
+    assert "pull if changed in place: lst\n" in report

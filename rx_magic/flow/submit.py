@@ -88,6 +88,8 @@ class Plan:
             if len(self.shipment.files) > 20:
                 lines.append(f"  ... and {len(self.shipment.files) - 20} more")
         lines.append("pull: " + (", ".join(c.pull) if c.pull else "nothing"))
+        if c.pull_if_changed and self.array is None:
+            lines.append("pull if changed in place: " + ", ".join(c.pull_if_changed))
         if c.held_back:
             lines.append("held back: " + ", ".join(f"{name} ({why})" for name, why in c.held_back.items()))
         lines.extend(f"note: {warning}" for warning in self.warnings)

@@ -305,7 +305,7 @@ def globals_used(function: types.FunctionType) -> dict:
 def _reduce_main_function(function: types.FunctionType, withhold: frozenset = frozenset(),
                           in_progress: dict | None = None) -> tuple:
     carried = {name: value for name, value in globals_used(function).items()
-               if name not in withhold and value is not function}
+               if name not in withhold}
     if in_progress:     # a method of a class dill is pickling: carry the globals once the class is built
         after_class = in_progress[next(iter(in_progress))]
         for name, value in carried.items():
