@@ -266,3 +266,37 @@ def test_hashed_known_hosts_names_match(tmp_path):
     assert lines("gadi.nci.org.au", 2200) == []
     entry = known_host_keys(settings("gadi.nci.org.au", 22, path))[0]
     assert (entry.key_type, entry.fingerprint, entry.marker) == ("ssh-ed25519", fingerprint(Path(f"{key}.pub")), "")
+
+
+def test_the_advised_ssh_command_for_an_unknown_host_records_its_key_where_rx_magic_reads_it(
+        ip, sshd, ssh_target, ssh_home):
+    # the alias's known_hosts is not ~/.ssh/known_hosts: the advice must write to the alias's own file
+    config = ssh_home / ".ssh" / "config"
+    own = ssh_home / ".ssh" / "known_hosts_rxtest"
+    config.write_text(config.read_text().replace(f"UserKnownHostsFile {ssh_home / '.ssh' / 'known_hosts'}",
+                                                 f"UserKnownHostsFile {own}"))
+    message = refusal(ip)
+    assert "is not known" in message
+    advised = shlex.split(message.split("connecting once with `")[1].split("`")[0])
+    assert advised[0] == "ssh" and advised[-1] == "rxtest"
+    # "answering yes", done by accept-new; -F: ssh reads the passwd entry's home, not $HOME
+    subprocess.run([*advised[:-1], "-F", str(config), "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
+                    advised[-1], "true"], check=True, capture_output=True, timeout=30)
+    assert own.read_text().strip()
+    assert connects().host_key == "known"
+
+
+def test_accept_new_hashes_the_name_it_records_when_ssh_config_says_hash_known_hosts(ip, sshd, ssh_target, ssh_home):
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(config.read_text().replace("Host rxtest\n", "Host rxtest\n    HashKnownHosts yes\n", 1))
+    known_hosts = ssh_home / ".ssh" / "known_hosts"
+    known_hosts.write_text("")
+    ssh_target(host_key_policy="accept-new")
+    assert connects().host_key == "recorded"
+    recorded = known_hosts.read_text()
+    assert recorded.startswith("|1|") and "127.0.0.1" not in recorded
+    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{sshd.port}", "-f", str(known_hosts)],
+                           capture_output=True, text=True, timeout=30)
+    assert found.returncode == 0 and sshd.known_hosts_line().split()[2] in found.stdout   # OpenSSH finds it
+    get_target("ws").transport.close()
+    assert connects().host_key == "known"

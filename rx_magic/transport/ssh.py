@@ -1,7 +1,7 @@
 """The SSH transport: one paramiko connection per target, files over SFTP, commands over exec.
 
 It honours ``~/.ssh/config`` (HostName, User, Port, IdentityFile,
-IdentitiesOnly, ProxyJump, UserKnownHostsFile), uses the ssh-agent and the
+IdentitiesOnly, ProxyJump, UserKnownHostsFile, HashKnownHosts), uses the ssh-agent and the
 default keys, and verifies the host key against known_hosts as OpenSSH's
 ``StrictHostKeyChecking`` does: the key types known_hosts holds for the host are
 asked for first; an unknown host is refused (or, with ``host_key_policy =
@@ -81,6 +81,7 @@ class HostSettings:
     identities_only: bool
     proxy_jump: str | None
     known_hosts_files: tuple[str, ...]
+    hash_known_hosts: bool = False      # HashKnownHosts: a key recorded under accept-new is filed under a hash
 
     @property
     def known_hosts_name(self) -> str:
@@ -123,6 +124,7 @@ def resolve_host(alias: str, *, user: str | None = None, port: int | None = None
         identities_only=found.get("identitiesonly", "no").lower() == "yes" or bool(identity_file),
         proxy_jump=None if (jump or "").lower() == "none" else jump,
         known_hosts_files=tuple(os.path.expanduser(path) for path in known),
+        hash_known_hosts=found.get("hashknownhosts", "no").lower() == "yes",
     )
 
 
@@ -249,6 +251,12 @@ def _removal_advice(name: str, entries: Sequence[KnownHostKey]) -> str:
                      for path in dict.fromkeys(entry.path for entry in entries))
 
 
+def trust_command(host: HostSettings) -> str:
+    """The ``ssh`` command that connects as rx_magic does and records the host's key in the file rx_magic reads."""
+    return shlex.join(["ssh", "-p", str(host.port), "-l", host.user, "-o",
+                       f"UserKnownHostsFile={host.known_hosts_files[0]}", host.alias])
+
+
 def verify_host_key(transport: paramiko.Transport, host: HostSettings, policy: str,
                     known: Sequence[KnownHostKey] | None = None) -> str:
     """Check the server's key against known_hosts as OpenSSH's ``StrictHostKeyChecking`` does.
@@ -287,9 +295,9 @@ def verify_host_key(transport: paramiko.Transport, host: HostSettings, policy: s
                 "does not check host certificates)") if authorities else ""
         raise ConnectError(
             f"the host key of {name} is not known: it offers {offered}{note}. Check that fingerprint with the "
-            f"host's administrators, then trust it by connecting once with "
-            f"`ssh -p {host.port} {host.user}@{host.hostname}` and answering yes, or set "
-            'host_key_policy = "accept-new" for this target to record it on first use')
+            f"host's administrators, then trust it by connecting once with `{trust_command(host)}` and answering "
+            'yes (it records the key where rx_magic reads it), or set host_key_policy = "accept-new" for this '
+            "target to record it on first use")
     path = host.known_hosts_files[0]
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with open(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600), "rb+") as file:
@@ -297,7 +305,8 @@ def verify_host_key(transport: paramiko.Transport, host: HostSettings, policy: s
         if size:
             file.seek(size - 1)
         separator = b"\n" if size and file.read(1) != b"\n" else b""
-        file.write(separator + f"{name} {key.get_name()} {key.get_base64()}\n".encode())
+        filed_as = paramiko.HostKeys.hash_host(name) if host.hash_known_hosts else name
+        file.write(separator + f"{filed_as} {key.get_name()} {key.get_base64()}\n".encode())
     return "recorded"
 
 
