@@ -45,7 +45,8 @@ def settings_restored():
 def inline_backend(ip):
     """This kernel shows figures inline, as a notebook does; Agg and no inline hooks again afterwards."""
     backend = matplotlib.get_backend()
-    formatters = {mime: dict(ip.display_formatter.formatters[mime].type_printers) for mime in ("image/png",)}
+    mimes = ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
+    formatters = {mime: dict(ip.display_formatter.formatters[mime].type_printers) for mime in mimes}
     yield
     from matplotlib_inline.backend_inline import flush_figures
     for callbacks in ip.events.callbacks.values():
@@ -53,6 +54,9 @@ def inline_backend(ip):
             callbacks.remove(callback)
     plt.close("all")
     plt.switch_backend(backend)
+    from matplotlib_inline.config import InlineBackend
+    if InlineBackend.initialized():
+        InlineBackend.instance().figure_formats = {"png"}
     for mime, printers in formatters.items():
         ip.display_formatter.formatters[mime].type_printers.clear()
         ip.display_formatter.formatters[mime].type_printers.update(printers)
@@ -160,6 +164,21 @@ def test_matplotlib_inline_in_a_remote_cell_runs_here_and_does_not_fail_there(ip
     assert ip.user_ns["backend_there"].lower() == "agg"
     assert "inline" in matplotlib.get_backend()
     assert len(images(captured)) == 1
+
+
+def test_figures_come_in_the_notebooks_inline_formats_and_empty_ones_show_nothing(ip, inline_backend):
+    ok(ip.run_cell("%matplotlib inline\n%config InlineBackend.figure_formats = ['svg', 'retina']"))
+    with capture_output() as captured:
+        ok(run_remote(ip, "local --no-pull", """
+            import matplotlib.pyplot as plt
+            plt.plot([1, 2])
+            plt.show()
+            plt.figure()
+        """))
+    [shown] = captured.outputs
+    assert shown.data["image/svg+xml"].lstrip().startswith("<?xml")
+    size = shown.metadata["image/png"]
+    assert size["width"] > 100 and size["height"] > 100     # retina: drawn at twice this size
 
 
 # ----------------------------------------------------------------------------- process settings (item 5)

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import sys
 from dataclasses import dataclass, field
 
 from ..runtime import process_state
@@ -29,6 +31,21 @@ def state_to_send(*, array: bool = False) -> dict:
     """
     process_state.pickle_figures_stably()
     return process_state.encode(process_state.outgoing(skip=process_state.RANDOM_SECTIONS if array else ()))
+
+
+def inline_figure_formats() -> dict | None:
+    """How this kernel's inline backend shows figures (``%config InlineBackend.figure_formats``), so that the
+    job's figures come in the same formats; None when it is not set up here."""
+    config = sys.modules.get("matplotlib_inline.config")
+    if config is None or not config.InlineBackend.initialized():
+        return None
+    backend = config.InlineBackend.instance()
+    kwargs = dict(backend.print_figure_kwargs)
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError):
+        kwargs = {"bbox_inches": "tight"}
+    return {"formats": sorted(backend.figure_formats), "kwargs": kwargs}
 
 
 @dataclass

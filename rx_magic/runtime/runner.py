@@ -248,15 +248,16 @@ class Outputs:
     def __init__(self):
         self.items: list[dict] = []
         self.formatter = None           # IPython's DisplayFormatter, when IPython runs the show
+        self.figure_formats = None      # the notebook's inline backend's formats and print_figure arguments
 
     def bundle(self, obj) -> tuple[dict, dict]:
-        png = _figure_png(obj)
+        figure = self.figure_bundle(obj) if _is_figure(obj) else None
         if self.formatter is not None:
             data, metadata = self.formatter.format(obj)
-            return ({**data, "image/png": png} if png else data), metadata
+            return ({**data, **figure[0]}, {**metadata, **figure[1]}) if figure else (data, metadata)
+        if figure:
+            return figure
         data, metadata = {"text/plain": repr(obj)}, {}
-        if png:
-            data["image/png"] = png
         mimebundle = getattr(obj, "_repr_mimebundle_", None)
         if callable(mimebundle) and not isinstance(obj, type):
             found = mimebundle()
@@ -300,28 +301,50 @@ class Outputs:
         self.add("display_data", data, metadata)
 
     def flush_figures(self) -> None:
-        """Open matplotlib figures become PNG outputs, as the inline backend does."""
+        """Open matplotlib figures become outputs and are closed, as the inline backend does (empty ones
+        show nothing)."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
             return
-        import io
         for number in pyplot.get_fignums():
             figure = pyplot.figure(number)
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", bbox_inches="tight")
-            self.add("display_data", {"image/png": buffer.getvalue(), "text/plain": repr(figure)})
+            if figure.axes or figure.lines:
+                self.add("display_data", *self.figure_bundle(figure))
         pyplot.close("all")
 
+    def figure_bundle(self, figure) -> tuple[dict, dict]:
+        """A figure in the notebook's inline formats (``InlineBackend.figure_formats``; PNG when it has none),
+        drawn as IPython's ``print_figure`` draws it."""
+        import io
+        import struct
+        inline = self.figure_formats or {}
+        data, metadata = {"text/plain": repr(figure)}, {}
+        for name in inline.get("formats") or ["png"]:
+            mime = _FIGURE_MIMES.get(name)
+            if mime is None or mime in data:
+                continue
+            retina = name in ("retina", "png2x")
+            options = {"format": "png" if retina else {"jpg": "jpeg"}.get(name, name),
+                       "facecolor": figure.get_facecolor(), "edgecolor": figure.get_edgecolor(),
+                       "dpi": figure.dpi * (2 if retina else 1), "bbox_inches": "tight",
+                       **(inline.get("kwargs") or {})}
+            buffer = io.BytesIO()
+            figure.canvas.print_figure(buffer, **options)
+            value = buffer.getvalue()
+            data[mime] = value.decode("utf-8") if mime == "image/svg+xml" else value
+            if retina:
+                width, height = struct.unpack(">II", value[16:24])
+                metadata[mime] = {"width": width // 2, "height": height // 2}
+        return data, metadata
 
-def _figure_png(obj) -> bytes | None:
-    """A matplotlib Figure as the PNG the inline backend would show; None for anything else."""
+
+_FIGURE_MIMES = {"png": "image/png", "retina": "image/png", "png2x": "image/png", "jpg": "image/jpeg",
+                 "jpeg": "image/jpeg", "svg": "image/svg+xml", "pdf": "application/pdf"}
+
+
+def _is_figure(obj) -> bool:
     figure_module = sys.modules.get("matplotlib.figure")
-    if figure_module is None or not isinstance(obj, figure_module.Figure):
-        return None
-    import io
-    buffer = io.BytesIO()
-    obj.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    return figure_module is not None and isinstance(obj, figure_module.Figure)
 
 
 def _ends_with_semicolon(code: str) -> bool:
@@ -542,6 +565,7 @@ class CellProcess:
     def execute(self, namespace: dict) -> None:
         """Run the cell with the notebook's random state and settings; note what it changed of them, and
         the value of its last expression (unless a ``;`` ends it) for the notebook to show."""
+        self.outputs.figure_formats = self.spec.get("figure_formats")
         tracker = process_state.Tracker(self.spec.get("process_state") or {})
         tracker.start()
         process_state.when_imported("matplotlib.pyplot", self._show_as_outputs)
