@@ -185,3 +185,18 @@ def test_resolver_that_does_not_answer_is_given_up_at_the_connect_timeout(monkey
     assert time.monotonic() - started < 2
     assert "the host name cluster.example.invalid did not resolve within 1 s" in str(raised.value)
     assert "DNS" in str(raised.value)
+
+
+def test_jump_host_that_cannot_reach_the_target_names_both(ip, ssh_target, sshd, ssh_home, capsys):
+    port = free_port()      # nothing listens there: the jump host's own connection onwards is refused
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(config.read_text() + "\n".join([
+        "Host rxbehind", "    HostName 127.0.0.1", f"    Port {port}", f"    User {sshd.user}",
+        f"    IdentityFile {sshd.user_key}", "    IdentitiesOnly yes",
+        f"    UserKnownHostsFile {ssh_home / '.ssh' / 'known_hosts'}", "    ProxyJump rxtest", ""]))
+    ssh_target(host="rxbehind")
+    message, _, elapsed = shown_failure(ip, capsys)
+    assert message.startswith("cannot connect to rxbehind (jump host rxtest of rxbehind): ")
+    assert f"the jump host rxtest could not reach 127.0.0.1 port {port}" in message
+    assert "ProxyJump" in message
+    assert elapsed < CONNECT_TIMEOUT

@@ -454,8 +454,11 @@ def _connect_failure(alias: str, hop: HostSettings, chain: Sequence[HostSettings
         what = f"{place} did not answer as an SSH server does ({exc})"
         check = f"that port {hop.port} is the SSH server's and not another service's ({settings})"
     elif stage == "forward":
-        what = f"the jump host {hop.alias} could not open a connection onwards ({exc or type(exc).__name__})"
-        check = f"ProxyJump and the host and port of {alias} in {ssh_config_path()}"
+        onward = chain[[index for index, each in enumerate(chain) if each is hop][0] + 1]
+        what = (f"the jump host {hop.alias} could not reach {onward.hostname} port {onward.port} "
+                f"({exc or type(exc).__name__})")
+        check = (f"that {onward.hostname} is up and its SSH server listens on port {onward.port}, as seen from "
+                 f"{hop.alias} (HostName, Port and ProxyJump for {alias} in {ssh_config_path()})")
     elif isinstance(exc, OSError) and exc.strerror:
         what = f"{place}: {exc.strerror}"
         check = f"that the host is up and reachable from here ({settings})"
