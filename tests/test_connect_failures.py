@@ -200,3 +200,40 @@ def test_jump_host_that_cannot_reach_the_target_names_both(ip, ssh_target, sshd,
     assert f"the jump host rxtest could not reach 127.0.0.1 port {port}" in message
     assert "ProxyJump" in message
     assert elapsed < CONNECT_TIMEOUT
+
+
+@pytest.fixture
+def stalling_ssh_port():
+    """A listening socket that answers each connection with an SSH banner, then says nothing more."""
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.sendall(b"SSH-2.0-OpenSSH_9.6 overloaded\r\n")
+            held.append(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_ssh_server_that_stalls_after_its_banner_is_given_up_at_the_connect_timeout(stalling_ssh_port):
+    from rx_magic.transport.ssh import SSHTransport
+    transport = SSHTransport("127.0.0.1", port=stalling_ssh_port, connect_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as raised:
+        transport.connect()
+    assert time.monotonic() - started < 3
+    message = str(raised.value)
+    assert f"the SSH server at 127.0.0.1 port {stalling_ssh_port} (SSH-2.0-OpenSSH_9.6 overloaded) answered" in message
+    assert "did not finish the handshake within 2 s" in message

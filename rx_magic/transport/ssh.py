@@ -373,6 +373,10 @@ def _tuned_transport(sock) -> paramiko.Transport:
     return transport
 
 
+class HandshakeTimeout(TimeoutError):
+    """An SSH server answered but did not finish the key exchange before the connect timeout."""
+
+
 class ResolveTimeout(TimeoutError):
     """The host name did not resolve before the connect timeout (a resolver that does not answer)."""
 
@@ -423,6 +427,8 @@ def _handshake(transport: paramiko.Transport, deadline: float) -> None:
     transport.banner_timeout = max(deadline - time.monotonic(), 0.1) + 5     # the deadline below comes first
     transport.start_client(event=done)
     if not done.wait(max(deadline - time.monotonic(), 0)):
+        if getattr(transport, "remote_version", ""):   # its banner came: an SSH server, too slow to finish
+            raise HandshakeTimeout(transport.remote_version)
         raise TimeoutError("no SSH handshake before the connect timeout")
     if not transport.is_active() or transport.get_remote_server_key() is None:
         raise transport.get_exception() or paramiko.SSHException("the server closed the connection")
@@ -447,6 +453,9 @@ def _connect_failure(alias: str, hop: HostSettings, chain: Sequence[HostSettings
         what = f"{place} did not answer within {timeout:.0f} s"
         check = (f"that the host is up and reachable from here (a VPN that is off, a firewall, the wrong address "
                  f"or port: {settings})")
+    elif isinstance(exc, HandshakeTimeout):
+        what = f"the SSH server at {place} ({exc}) answered but did not finish the handshake within {timeout:.0f} s"
+        check = "that the host is not overloaded (try again later), and your network's speed to it"
     elif isinstance(exc, TimeoutError):
         what = f"{place} took the connection but no SSH server answered on it within {timeout:.0f} s"
         check = f"that port {hop.port} is the SSH server's and not another service's ({settings}), or try again later"
