@@ -384,3 +384,33 @@ def test_a_background_cell_brings_back_its_random_state_settings_and_value(ip, s
     finally:
         stop_monitors()
         close_background_jobs(ip)
+
+
+# ----------------------------------------------------------------------------- internals relied on
+
+def test_matplotlibs_callback_registry_takes_a_fresh_id_per_pickle_and_pickle_figures_stably_keeps_it():
+    # process_state.pickle_figures_stably relies on CallbackRegistry.__getstate__ giving "_cid_gen" as an int
+    import pickle
+
+    from matplotlib.cbook import CallbackRegistry
+    registry = CallbackRegistry()
+    assert isinstance(registry.__getstate__()["_cid_gen"], int)
+    process_state.pickle_figures_stably()
+    figure = plt.figure()
+    try:
+        assert pickle.dumps(figure) == pickle.dumps(figure)
+    finally:
+        plt.close(figure)
+
+
+def test_ipython_magics_find_the_callers_names_through_stack_depth(ip):
+    # the runner wraps run_line_magic and passes _stack_depth + 1, so %time reads the cell's frame
+    import inspect
+    assert "_stack_depth" in inspect.signature(ip.run_line_magic).parameters
+
+
+def test_pandas_lists_its_options_with_defaults_and_deprecations():
+    pandas = pytest.importorskip("pandas")
+    from pandas._config import config
+    assert config._registered_options["display.max_rows"].defval == pandas.get_option("display.max_rows")
+    assert isinstance(getattr(config, "_deprecated_options", {}), dict)
