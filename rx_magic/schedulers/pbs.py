@@ -289,7 +289,8 @@ class PBSScheduler(Scheduler):
                 states[job_id] = job_state(attributes)
             else:
                 states[job_id] = self._traced(transport, job_id)
-        never = [job_id for job_id in ids if _lookup(found, job_id) is not None and never_runs(_lookup(found, job_id))]
+        never = [job_id for job_id in ids if states[job_id].state is State.FAILED
+                 and never_runs(_lookup(found, job_id) or {})]     # still queued: not yet ended or deleted
         if never:
             # left queued it would wait for ever: PBS keeps such jobs, so rx_magic deletes them
             deleted = self.run_command(transport, ["qdel", *never], timeout=60)
