@@ -80,9 +80,6 @@ def render_body(script: JobScript, element: str | None = None, pool: bool = Fals
     return "\n".join(lines) + "\n"
 
 
-_NOT_FOUND = re.compile(r"command not found|No such file or directory|not found", re.IGNORECASE)
-
-
 def expand_indices(text: str) -> list[int]:
     """Slurm's and PBS's index lists: ``"5-19"``, ``"1,3,5-7"``, ``"0-9:2"``, ``"2-19%4"``."""
     indices: list[int] = []
@@ -145,7 +142,11 @@ class Scheduler(abc.ABC):
         """Run a scheduler command (see ``command``); raises ``SchedulerError`` naming it and the PATH
         searched when it is not found."""
         result = transport.run(self.command(argv), check=False, timeout=timeout)
-        if result.returncode in (126, 127) and _NOT_FOUND.search(result.stderr):
+        # the shell's own words (bash, dash, sh) for a command it could not find or run, naming it
+        if result.returncode in (126, 127) and re.search(
+                rf"{re.escape(posixpath.basename(argv[0]))}: (?:command )?not found|"
+                rf"{re.escape(posixpath.basename(argv[0]))}: (?:No such file or directory|Permission denied)",
+                result.stderr):
             raise SchedulerError(self._not_found(transport, argv[0], result))
         return result
 
