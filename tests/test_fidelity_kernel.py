@@ -5,6 +5,7 @@ through a real shell and ``%%remote local``: the numbers drawn, the outputs
 displayed and their mime types, the settings in force afterwards.
 """
 
+import os
 import random
 import sys
 import textwrap
@@ -311,16 +312,21 @@ def test_kernel_magics_in_a_remote_cell_configure_this_kernel(ip, tmp_path, monk
     (tmp_path / "rx_probe_extension.py").write_text(
         "def load_ipython_extension(ip):\n    ip.user_ns['probe_loaded'] = ip.user_ns.get('probe_loaded', 0) + 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("RX_PROBE_ENV", raising=False)
     try:
-        ok(run_remote(ip, "local", """
-            %load_ext rx_probe_extension
-            %precision 3
-            %xmode Minimal
-            done = True
-        """))
+        with capture_output() as captured:
+            ok(run_remote(ip, "local", """
+                %load_ext rx_probe_extension
+                %precision 3
+                %xmode Minimal
+                %env RX_PROBE_ENV=set remotely
+                done = True
+            """))
         assert ip.user_ns["probe_loaded"] == 1
         assert ip.display_formatter.formatters["text/plain"].float_precision == "3"
         assert ip.InteractiveTB.mode == "Minimal"
+        assert os.environ["RX_PROBE_ENV"] == "set remotely"
+        assert captured.stdout.count("Exception reporting mode: Minimal") == 1     # the job's, not twice
     finally:
         ip.run_line_magic("precision", "")
         ip.run_line_magic("xmode", "Context")

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import sys
 from dataclasses import dataclass, field
@@ -96,7 +98,8 @@ def redo_here(shell, code: str, results, *, values_applied: bool) -> list[str]:
     statements = kernel_statements(code)
     for magic, line in statements.magics:      # first, as they come first in a cell: the cell's settings win
         try:
-            shell.run_line_magic(magic, line)
+            with contextlib.redirect_stdout(io.StringIO()):     # the job printed what it says already
+                shell.run_line_magic(magic, line)
         except Exception as exc:
             warnings.append(f"%{magic} {line} ran on the target but failed here: {type(exc).__name__}: {exc}")
     for section, value in (getattr(results, "process_state", None) or {}).items():

@@ -27,7 +27,7 @@ PROTOCOL = 4
 #: Line magics that configure the kernel that runs them: in a remote cell they belong to the notebook's
 #: kernel (which runs them after the job) and are harmless on the target.
 KERNEL_MAGICS = frozenset({"matplotlib", "pylab", "load_ext", "reload_ext", "unload_ext", "config", "precision",
-                           "pprint", "xmode", "colors", "autoreload", "aimport"})
+                           "pprint", "xmode", "colors", "autoreload", "aimport", "env"})
 
 _MISSING = object()
 
