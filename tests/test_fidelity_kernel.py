@@ -167,7 +167,7 @@ def test_matplotlib_inline_in_a_remote_cell_runs_here_and_does_not_fail_there(ip
     assert len(images(captured)) == 1
 
 
-def test_figures_come_in_the_notebooks_inline_formats_and_empty_ones_show_nothing(ip, inline_backend):
+def test_figures_come_in_the_notebooks_inline_formats_and_empty_ones_as_text(ip, inline_backend):
     ok(ip.run_cell("%matplotlib inline\n%config InlineBackend.figure_formats = ['svg', 'retina']"))
     with capture_output() as captured:
         ok(run_remote(ip, "local --no-pull", """
@@ -176,8 +176,9 @@ def test_figures_come_in_the_notebooks_inline_formats_and_empty_ones_show_nothin
             plt.show()
             plt.figure()
         """))
-    [shown] = captured.outputs
+    shown, empty = captured.outputs
     assert shown.data["image/svg+xml"].lstrip().startswith("<?xml")
+    assert empty.data == {"text/plain": "<Figure size 640x480 with 0 Axes>"}
     size = shown.metadata["image/png"]
     assert size["width"] > 100 and size["height"] > 100     # retina: drawn at twice this size
 

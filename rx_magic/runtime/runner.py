@@ -301,15 +301,12 @@ class Outputs:
         self.add("display_data", data, metadata)
 
     def flush_figures(self) -> None:
-        """Open matplotlib figures become outputs and are closed, as the inline backend does (empty ones
-        show nothing)."""
+        """Open matplotlib figures become outputs and are closed, as the inline backend does."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
             return
         for number in pyplot.get_fignums():
-            figure = pyplot.figure(number)
-            if figure.axes or figure.lines:
-                self.add("display_data", *self.figure_bundle(figure))
+            self.add("display_data", *self.figure_bundle(pyplot.figure(number)))
         pyplot.close("all")
 
     def figure_bundle(self, figure) -> tuple[dict, dict]:
@@ -319,6 +316,8 @@ class Outputs:
         import struct
         inline = self.figure_formats or {}
         data, metadata = {"text/plain": repr(figure)}, {}
+        if not (figure.axes or figure.lines):    # IPython draws no picture of an empty figure: its text only
+            return data, metadata
         for name in inline.get("formats") or ["png"]:
             mime = _FIGURE_MIMES.get(name)
             if mime is None or mime in data:
