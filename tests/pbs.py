@@ -164,7 +164,8 @@ class LoopbackPBS:
             MOM_CONFIG.write_text(self._mom_config)
             self._mom_config = None
             self._reload_mom()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not os.environ.get("RX_PBS_KEEP"):     # set it to read the job folders after a failure
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _ensure_user() -> None:
