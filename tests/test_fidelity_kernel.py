@@ -421,3 +421,16 @@ def test_pandas_lists_its_options_with_defaults_and_deprecations():
     from pandas._config import config
     assert config._registered_options["display.max_rows"].defval == pandas.get_option("display.max_rows")
     assert isinstance(getattr(config, "_deprecated_options", {}), dict)
+
+
+def test_display_of_a_figure_in_a_remote_cell_shows_the_picture(ip):
+    with capture_output() as captured:
+        ok(run_remote(ip, "local --no-pull", """
+            from IPython.display import display
+            import matplotlib.pyplot as plt
+            figure, axes = plt.subplots()
+            axes.plot([1, 2])
+            display(figure)
+            plt.close(figure)
+        """))
+    assert len(images(captured)) == 1

@@ -251,12 +251,11 @@ class Outputs:
         self.figure_formats = None      # the notebook's inline backend's formats and print_figure arguments
 
     def bundle(self, obj) -> tuple[dict, dict]:
-        figure = self.figure_bundle(obj) if _is_figure(obj) else None
-        if self.formatter is not None:
+        if self.formatter is not None:     # it draws figures itself (CellProcess._start_ipython)
             data, metadata = self.formatter.format(obj)
-            return ({**data, **figure[0]}, {**metadata, **figure[1]}) if figure else (data, metadata)
-        if figure:
-            return figure
+            return data, metadata
+        if _is_figure(obj):
+            return self.figure_bundle(obj)
         data, metadata = {"text/plain": repr(obj)}, {}
         mimebundle = getattr(obj, "_repr_mimebundle_", None)
         if callable(mimebundle) and not isinstance(obj, type):
@@ -540,6 +539,9 @@ class CellProcess:
         shell = InteractiveShell.instance(user_module=main)
         shell.display_pub.publish = self.outputs.publish
         self.outputs.formatter = shell.display_formatter
+        # display(fig) shows the picture, as the notebook's inline backend would
+        shell.display_formatter.mimebundle_formatter.for_type_by_name("matplotlib.figure", "Figure",
+                                                                      self.outputs.figure_bundle)
         run_line_magic = shell.run_line_magic
 
         def run_kernel_magics_harmlessly(magic_name, line, _stack_depth=1):
