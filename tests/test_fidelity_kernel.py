@@ -434,3 +434,12 @@ def test_display_of_a_figure_in_a_remote_cell_shows_the_picture(ip):
             plt.close(figure)
         """))
     assert len(images(captured)) == 1
+
+
+def test_set_matplotlib_formats_in_a_remote_cell_sets_this_kernels_figure_formats(ip, inline_backend):
+    ok(run_remote(ip, "local", """
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        set_matplotlib_formats("svg")
+    """))
+    as_svg = ip.display_formatter.formatters["image/svg+xml"]
+    assert as_svg.lookup_by_type(matplotlib.figure.Figure)

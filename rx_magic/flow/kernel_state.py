@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from ..runtime import process_state
 from .pull import NO_RESULT, ShownName
 
-#: Calls that set up how this kernel displays values (sympy's ``init_printing``).
-DISPLAY_SETUP_CALLS = frozenset({"init_printing"})
+#: Calls that set up how this kernel displays values (sympy's ``init_printing``, the inline backend's formats).
+DISPLAY_SETUP_CALLS = frozenset({"init_printing", "set_matplotlib_formats"})
 
 
 def state_to_send(*, array: bool = False) -> dict:
