@@ -89,8 +89,15 @@ def test_the_readme_opens_with_the_two_commands():
     assert [line.split("#")[0].strip() for line in opening[1].splitlines()] == ["make quickstart", "make test"]
 
 
+RAW = "https://raw.githubusercontent.com/rx-magic/rx_magic/main/"
+
+
 def test_the_screenshot_and_the_binder_notebook_exist():
+    """The picture's address is absolute (the package index shows the README without the repository's files),
+    and names a file of this repository."""
     image = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme())[1]
+    assert image.startswith(RAW), f"{image}: the package index needs an absolute address"
+    image = image[len(RAW):]
     assert (ROOT / image).is_file() and (ROOT / image).stat().st_size < 150_000
     notebook = re.search(r"mybinder\.org/v2/gh/[^)]*urlpath=lab/tree/([^)&]+)", readme())[1]
     assert (ROOT / notebook).is_file()
