@@ -303,3 +303,23 @@ def test_dry_run_lists_what_comes_back_if_changed_in_place(ip, capsys):
     run_ok(ip, "lst.append(n)", line="local --dry-run")
     report = capsys.readouterr().out
     assert "pull if changed in place: lst\n" in report
+
+
+def test_frames_of_one_file_share_what_their_values_share():
+    import io
+    from rx_magic.runtime import wire
+    inner = [0]
+    file, tokens = io.BytesIO(), wire.Tokens()
+    wire.dump(("a", [inner]), file, tokens=tokens)
+    wire.dump(("b", {"x": inner}), file, tokens=tokens)
+    file.seek(0)
+    in_place = wire.InPlace({})
+    loaded = dict(wire.load(file, in_place) for _ in range(2))
+    assert loaded["a"][0] is loaded["b"]["x"] == [0]
+
+
+def test_a_pulled_value_that_does_not_pickle_is_named_and_the_others_still_share(ip, capsys):
+    run_ok(ip, "import sys\ninner = [0]\na = [inner]\nbad = [inner, sys.stdout]\nb = {'x': inner}",
+           line="local --pull a,bad,b")
+    assert ip.user_ns["a"][0] is ip.user_ns["b"]["x"] and "bad" not in ip.user_ns
+    assert "'bad' stayed on the target: it cannot be pickled" in capsys.readouterr().err

@@ -31,6 +31,7 @@ class _NoResult:
 
 NO_RESULT = _NoResult()     # no value came back to show (None never does: it is not shown)
 
+
 @dataclass
 class Results:
     """What a finished job left in its folder."""
@@ -47,9 +48,6 @@ class Results:
     carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
     result: Any = NO_RESULT                                     # the last expression's value (result.dill)
     process_state: dict = field(default_factory=dict)           # sections the cell changed (process_state.json)
-    changed: list[str] = field(default_factory=list)            # pushed names the cell changed in place
-    in_place: wire.InPlace | None = None                        # their new states, put in by apply_values
-    carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
 
 
 def _read_json(transport: Transport, path: str):
@@ -63,7 +61,8 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True,
                   namespace: dict | None = None) -> Results:
     """Read the outputs, the error and (with ``values``) every pulled value of a finished job.
 
-    Pulled values refer to the notebook's own objects (``namespace``, by default IPython's),
+    Pulled values come one frame each, read with one memo so that what they share stays
+    shared, and refer to the notebook's own objects (``namespace``, by default IPython's),
     those the cell changed in place with their new state, which :func:`apply_values` puts in.
     """
     results = Results(outputs=_read_json(transport, paths.display) or [], error=_read_json(transport, paths.error))
@@ -92,8 +91,6 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True,
                     results.unpicklable = value["unpicklable"]
                     results.modules = value["modules"]
                     results.changed = value.get("changed", [])
-                elif name == "*":       # every value in one frame, so what they share stays shared
-                    results.values.update(value)
                 else:
                     results.values[name] = value
     return results

@@ -660,15 +660,17 @@ class CellProcess:
         _write_json(self.paths.display, self.outputs.items)
 
     def write_pulled(self, namespace: dict) -> None:
-        """The pulled values, and the pushed ones the cell changed in place, in one pickle frame, so the
-        objects they share stay shared; pushed objects are written as references to the notebook's own
-        (``wire.Tokens``). A value that does not pickle is listed instead, and the rest written without it."""
+        """The pulled values, and the pushed ones the cell changed in place, each in its own pickle frame.
+
+        The frames share one memo, so what values share stays shared, and pushed objects are written
+        as references to the notebook's own (``wire.Tokens``). A value that does not pickle is
+        listed instead.
+        """
         import types
         wire = self.wire
         kept, changed = self.changed_in_place(namespace)
-        tokens = wire.Tokens(kept, changed) if kept else None     # else the C pickler alone, at full speed
         missing, unpicklable, modules, values = [], {}, {}, {}
-        for name in list(dict.fromkeys([*self.spec.get("pull", []), *changed])):
+        for name in dict.fromkeys([*self.spec.get("pull", []), *changed]):
             if name not in namespace:
                 missing.append(name)
             elif isinstance(namespace[name], types.ModuleType):
@@ -676,18 +678,19 @@ class CellProcess:
             else:
                 values[name] = namespace[name]
         with open(self.paths.outputs + ".part", "wb") as file:
-            try:
-                wire.dump(("*", values), file, tokens=tokens)
-            except Exception:
-                for name, value in list(values.items()):
-                    try:
-                        wire.digest((name, value), tokens=tokens)
-                    except Exception as exc:
-                        del values[name]
-                        unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
-                wire.dump(("*", values), file, tokens=tokens)
+            while True:     # a value that does not pickle is left out, and the file written again without it
+                file.seek(0)
+                file.truncate()
+                tokens = wire.Tokens(kept, changed)
+                try:
+                    for name, value in values.items():
+                        wire.dump((name, value), file, tokens=tokens)
+                    break
+                except Exception as exc:
+                    value = values.pop(name)
+                    unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
             wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules,
-                            "changed": [name for name in changed if name in values]}), file)
+                            "changed": [name for name in changed if name in values]}), file, tokens=tokens)
         os.replace(self.paths.outputs + ".part", self.paths.outputs)
 
 

@@ -447,24 +447,53 @@ def _state_of(obj) -> tuple | None:
 
 
 class Tokens:
-    """The reader's own objects, as the writer knows them: what arrived under each name.
+    """How one file of pulled values is written: frame after frame, sharing one memo, and with the
+    reader's own objects (what arrived under each name) written as references to them.
 
-    Written with :func:`dump`'s ``tokens``, each of these objects becomes a reference the
-    reader resolves to its object of that name (:class:`InPlace`): unchanged, a bare
-    reference; in ``changed``, with its new state, which the reader puts into its object
-    when the type allows (so every other name for it sees the change), or else builds anew.
+    Give the same ``Tokens`` to each :func:`dump` into one file, and read the file with one
+    :class:`InPlace`: an object written in one frame is referred to, not copied, by the next,
+    so values keep sharing what they share, each still in a frame of its own. After a frame
+    that failed, they refuse more: write the file again without that value. Of the reader's
+    objects, one not in ``changed`` is a bare reference; one in ``changed`` carries its new
+    state, which the reader puts into its object when the type allows (so every other name
+    for it sees the change), or else builds anew.
     """
 
-    def __init__(self, objects: dict[str, object], changed=()):
-        self.objects = objects
+    def __init__(self, objects: dict[str, object] | None = None, changed=()):
+        self.objects = objects or {}
         self.changed = frozenset(changed)
         self._by_id: dict[int, str] = {}
-        for name, obj in objects.items():
+        for name, obj in self.objects.items():
             self._by_id.setdefault(id(obj), name)
         self._started: set[int] = set()
+        self._relay: _Relay | None = None
+        self._pickler: pickle.Pickler | None = None
+        self._broken = False
 
-    def fresh(self) -> Tokens:
-        return Tokens(self.objects, self.changed)
+    def _pickler_for(self, sink, out_of_band, withhold: frozenset) -> pickle.Pickler:
+        if self._broken:
+            raise RuntimeError("a frame written with these Tokens failed, so the reader's memo would no longer "
+                               "match: write the file again with new Tokens")
+        if self._pickler is None:
+            self._relay = _Relay()
+            relay = self._relay
+            if self.objects:
+                self._pickler = _TokenPickler(relay, protocol=PROTOCOL, buffer_callback=relay.out_of_band,
+                                              withhold=withhold, tokens=self)
+            else:       # nothing to refer to: the C pickler alone, at full speed
+                self._pickler = _Pickler(relay, protocol=PROTOCOL, buffer_callback=relay.out_of_band,
+                                         withhold=withhold)
+        self._relay.sink, self._relay.take = sink, out_of_band
+        return self._pickler
+
+    def _dump(self, pickler: pickle.Pickler, obj) -> None:
+        try:
+            pickler.dump(obj)
+        except BaseException:
+            # the frame is cut from the file, but the memo keeps what it met, numbered: later frames
+            # would refer to entries the reader never saw
+            self._broken = True
+            raise
 
     def persistent_id(self, obj):
         name = self._by_id.get(id(obj))
@@ -479,6 +508,19 @@ class Tokens:
         return ("new", name, state)
 
 
+class _Relay:
+    """The file a long-lived pickler writes into; each frame points it at that frame's sink."""
+
+    sink = None
+    take = None
+
+    def write(self, data):
+        return self.sink.write(data)
+
+    def out_of_band(self, buffer):
+        return self.take(buffer)
+
+
 class InPlace:
     """Resolves a pulled frame's references to ``namespace``'s objects (see :class:`Tokens`).
 
@@ -490,6 +532,17 @@ class InPlace:
         self.namespace = namespace if namespace is not None else main_namespace()
         self.updates: list = []
         self.updated: list[str] = []
+        self._switch: _Switch | None = None
+        self._unpickler: pickle.Unpickler | None = None
+
+    def _load(self, source, buffers) -> object:
+        """Unpickle the next frame's stream from ``source`` with the memo of the frames before it."""
+        if self._unpickler is None:
+            self._switch = _Switch()
+            self._unpickler = pickle.Unpickler(self._switch, buffers=self._switch)
+            self._unpickler.persistent_load = self.persistent_load
+        self._switch.source, self._switch.buffers = source, iter(buffers or ())
+        return self._unpickler.load()
 
     def persistent_load(self, pid):
         kind, name = pid[0], pid[1]
@@ -622,10 +675,9 @@ def _pickle(obj: object, sink: _Sink, *, withhold: frozenset = frozenset(), toke
         return False
 
     if tokens is not None:
-        pickler = _TokenPickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band, withhold=withhold,
-                                tokens=tokens.fresh())
-    else:
-        pickler = _Pickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band, withhold=withhold)
+        tokens._dump(tokens._pickler_for(sink, out_of_band, withhold), obj)
+        return buffers
+    pickler = _Pickler(sink, protocol=PROTOCOL, buffer_callback=out_of_band, withhold=withhold)
     pickler.dump(obj)
     if memo is not None:
         memo.append(pickler.memo.copy())
@@ -812,8 +864,9 @@ def dump(obj: object, file, *, tokens: Tokens | None = None) -> int:
 
     Large buffers such as numpy arrays are handed to ``file.write`` as they
     are (a ``memoryview``), not copied, so ``file.write`` must accept any
-    bytes-like object. With ``tokens``, the reader's own objects are written as
-    references to them (:class:`Tokens`); read such a frame with ``load(file, InPlace(...))``.
+    bytes-like object. Frames written with one ``tokens`` share a memo and refer to
+    the reader's own objects (:class:`Tokens`); read them, in order, with one
+    ``InPlace``: ``load(file, in_place)``.
     """
     return _dump(obj, file, hashed=False, tokens=tokens)[1]
 
@@ -826,14 +879,13 @@ def dump_and_digest(obj: object, file, *, withhold: frozenset = frozenset()) -> 
     return _dump(obj, file, hashed=True, withhold=withhold)
 
 
-def digest(obj: object, *, withhold: frozenset = frozenset(), tokens: Tokens | None = None,
-           memo: list | None = None) -> tuple[str, int]:
+def digest(obj: object, *, withhold: frozenset = frozenset(), memo: list | None = None) -> tuple[str, int]:
     """Return ``(hex digest, size in bytes)`` of the frame :func:`dump` would write for ``obj``, writing nothing.
 
     With ``memo`` (a list), the pickler's memo, ``{id: (index, object)}``, is appended to it:
     every object the frame holds once however often it is reached.
     """
-    return _dump(obj, None, hashed=True, withhold=withhold, tokens=tokens, memo=memo)
+    return _dump(obj, None, hashed=True, withhold=withhold, memo=memo)
 
 
 def frame_digest(data) -> str:
@@ -927,11 +979,32 @@ class _PickleSection:
         return bytes(line)
 
 
-def _unpickler(file, in_place: InPlace | None, buffers=None) -> pickle.Unpickler:
-    unpickler = pickle.Unpickler(file, buffers=buffers)
+class _Switch:
+    """What a long-lived unpickler reads, and the buffers it takes: each frame's, in turn."""
+
+    source = None
+    buffers = iter(())
+
+    def read(self, size: int = -1):
+        return self.source.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self.source.readinto(buffer)
+
+    def readline(self) -> bytes:
+        return self.source.readline()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.buffers)
+
+
+def _unpickle(source, in_place: InPlace | None, buffers=None) -> object:
     if in_place is not None:
-        unpickler.persistent_load = in_place.persistent_load
-    return unpickler
+        return in_place._load(source, buffers)
+    return pickle.Unpickler(source, buffers=buffers).load()
 
 
 def _unpickle_in_place(file, pickle_length: int, start: int | None, frame_length: int,
@@ -939,7 +1012,7 @@ def _unpickle_in_place(file, pickle_length: int, start: int | None, frame_length
     """Unpickle a frame without buffers from ``file`` as it is read; leave ``file`` after the frame."""
     section = _PickleSection(file, pickle_length)
     try:
-        value = _unpickler(section, in_place).load()
+        value = _unpickle(section, in_place)
         if section.left:
             raise pickle.UnpicklingError("corrupt rx_magic wire frame: its pickle stream ends before its stated length")
     except Exception:
@@ -1024,7 +1097,7 @@ def load(file, in_place: InPlace | None = None) -> object:
             buffers.append(buffer)
             position = offset + length
         _read_exact(file, frame_length - position)
-    return _unpickler(io.BytesIO(pickled), in_place, buffers).load()
+    return _unpickle(io.BytesIO(pickled), in_place, buffers)
 
 
 def _map_buffers(fd: int, start: int, offsets: list[int], lengths, frame_length: int) -> list[memoryview]:
