@@ -3,6 +3,8 @@
 What its files do differs from test to test, so each test module subclasses it.
 """
 
+import shlex
+
 from rx_magic.transport import CommandResult, Transport
 
 
@@ -15,6 +17,8 @@ class ScriptedCommands(Transport):
 
     def run(self, argv, *, input=None, timeout=120, check=True):
         argv = tuple(argv)
+        if argv[:2] in (("bash", "-lc"), ("bash", "-c")) and argv[2].startswith("exec "):
+            argv = tuple(shlex.split(argv[2].removeprefix("exec ")))   # a command sent through a login shell
         self.calls.append(argv)
         for prefix, answer in self.answers:
             if argv[:len(prefix)] == tuple(prefix):

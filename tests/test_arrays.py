@@ -221,13 +221,18 @@ def test_slurm_renders_an_array_with_each_elements_logs_by_index():
 
 
 def test_pbs_renders_an_array_with_j_and_a_single_element_as_a_plain_job():
-    pbs = PBSScheduler(profile="gadi")
+    pbs = PBSScheduler()
     text = pbs.render(array_script(20))
     assert "#PBS -J 0-19\n" in text
     assert 'element="${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-$SLURM_ARRAY_TASK_ID}}"' in text
     assert pbs.output_paths(array_script(20))[0].endswith("/elements/^array_index^.log")
     single = pbs.render(array_script(1))
     assert "-J" not in single and "element=0\n" in single
+
+
+def test_on_gadi_a_map_runs_inside_one_job_not_as_a_pbs_array():
+    text = PBSScheduler(profile="gadi").render(array_script(20))
+    assert "#PBS -J" not in text and "--pool" in text
 
 
 class _Answers(ScriptedCommands):
