@@ -323,3 +323,9 @@ def test_a_pulled_value_that_does_not_pickle_is_named_and_the_others_still_share
            line="local --pull a,bad,b")
     assert ip.user_ns["a"][0] is ip.user_ns["b"]["x"] and "bad" not in ip.user_ns
     assert "'bad' stayed on the target: it cannot be pickled" in capsys.readouterr().err
+
+
+def test_a_global_a_notebook_function_assigns_comes_back(ip):
+    ip.run_cell("total = 0\ndef add(v):\n    global total, last\n    total += v\n    last = v")
+    run_ok(ip, "add(5)")
+    assert ip.user_ns["total"] == 5 and ip.user_ns["last"] == 5

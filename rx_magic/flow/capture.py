@@ -60,6 +60,8 @@ class Capture:
     warnings: list[str] = field(default_factory=list)
     # pushed names whose objects come back if the cell changed them in place (``lst.append(x)``)
     pull_if_changed: list[str] = field(default_factory=list)
+    # names that come back if the job binds them anew: pushed ones, and globals the notebook's functions assign
+    pull_if_rebound: list[str] = field(default_factory=list, compare=False)
     read_lines: dict[str, int] = field(default_factory=dict, compare=False)  # pushed name -> first line reading it
 
 
@@ -106,7 +108,8 @@ def capture_cell(
 
     capture = Capture(code=code)
     # the notebook's functions read the cell's globals on the target: what they use travels too
-    reads = names.reads | _globals_of_notebook_code(names.reads | set(push), user_ns)
+    used, assigned = _globals_of_notebook_code(names.reads | set(push), user_ns)
+    reads = names.reads | used
     for name in sorted(reads | set(push)):
         if is_ipython_internal(name):
             if name in push:
@@ -136,6 +139,9 @@ def capture_cell(
                 capture.warnings.append(f"--pull names {name!r}, which the cell never binds at top level")
     else:
         capture.pull = [name for name in names.binds if not is_ipython_internal(name)]
+    if not no_pull and pull is None:
+        capture.pull_if_rebound = [name for name in dict.fromkeys([*capture.push, *sorted(assigned)])
+                                   if name not in capture.pull and not is_ipython_internal(name)]
     if no_pull:
         capture.pull_if_changed = []
     elif pull is not None:
@@ -206,10 +212,12 @@ def may_change(value: object, depth: int = 0) -> bool:
     return True
 
 
-def _globals_of_notebook_code(names: set[str], user_ns: dict) -> set[str]:
-    """The notebook globals that the notebook's functions and classes among ``names`` use, transitively."""
-    from ..runtime.wire import globals_used
+def _globals_of_notebook_code(names: set[str], user_ns: dict) -> tuple[set[str], set[str]]:
+    """The notebook globals that the notebook's functions and classes among ``names`` use, transitively,
+    and the global names they assign (``global total; total += x``)."""
+    from ..runtime.wire import globals_stored, globals_used
     found: set[str] = set()
+    assigned: set[str] = set()
     pending = [name for name in names if name in user_ns]
     seen = set(pending)
     while pending:
@@ -225,12 +233,13 @@ def _globals_of_notebook_code(names: set[str], user_ns: dict) -> set[str]:
             if not isinstance(function, types.FunctionType) or function.__module__ != "__main__" \
                     or function.__globals__ is not user_ns:
                 continue
+            assigned.update(globals_stored(function))
             for used in globals_used(function):
                 if used not in seen and not is_ipython_internal(used):
                     seen.add(used)
                     found.add(used)
                     pending.append(used)
-    return found - names
+    return found - names, assigned
 
 
 def notebook_sources(values: dict) -> dict[str, dict]:

@@ -159,6 +159,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "push": {ref.name: ref.digest for ref in blobs if array is None or ref.name != map_key(array)},
         "together": {ref.digest: list(ref.together) for ref in blobs if ref.together},
         "pull_if_changed": [] if array is not None else captured.pull_if_changed,
+        "pull_if_rebound": [] if array is not None else captured.pull_if_rebound,
         "imports": captured.imports, "pull": captured.pull,
         "limits": enforce, "resources": resources.to_json(), "files": shipment.digests,
         "pythonpath": [paths.lib] if shipment.modules else [],

@@ -509,6 +509,19 @@ class CellProcess:
                 changed.append(name)
         return kept, changed
 
+    def rebound(self, namespace: dict) -> list[str]:
+        """Names bound anew other than by the cell's own assignments (a notebook function's ``global x``)."""
+        together = self.spec.get("together") or {}
+        arrived = getattr(self, "arrived", {})
+        found = []
+        for name in self.spec.get("pull_if_rebound", []):
+            if name not in namespace:
+                continue
+            digest, value = arrived.get(name, (None, None))
+            if digest is None or namespace[name] is not (value[name] if digest in together else value):
+                found.append(name)
+        return found
+
     def _link_files(self) -> None:
         """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
         import shutil
@@ -670,7 +683,7 @@ class CellProcess:
         wire = self.wire
         kept, changed = self.changed_in_place(namespace)
         missing, unpicklable, modules, values = [], {}, {}, {}
-        for name in dict.fromkeys([*self.spec.get("pull", []), *changed]):
+        for name in dict.fromkeys([*self.spec.get("pull", []), *changed, *self.rebound(namespace)]):
             if name not in namespace:
                 missing.append(name)
             elif isinstance(namespace[name], types.ModuleType):

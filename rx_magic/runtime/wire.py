@@ -274,25 +274,32 @@ _code_lock = threading.Lock()
 _loading = threading.local()
 
 
-_global_ops = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"})
+_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"})
 _names_of_code: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _global_names(code: types.CodeType, found: set) -> set:
+def _global_names(code: types.CodeType, found: set, stored_only: bool = False) -> set:
     """The global names ``code`` and the code nested in it load or store (not attribute names)."""
     with _code_lock:
         names = _names_of_code.get(code)
     if names is None:
         import dis
-        names = frozenset(instruction.argval for instruction in dis.get_instructions(code)
-                          if instruction.opname in _global_ops)
+        instructions = list(dis.get_instructions(code))
+        names = (frozenset(i.argval for i in instructions if i.opname in _LOADS | _STORES),
+                 frozenset(i.argval for i in instructions if i.opname in _STORES))
         with _code_lock:
             _names_of_code[code] = names
-    found.update(names)
+    found.update(names[1] if stored_only else names[0])
     for constant in code.co_consts:
         if isinstance(constant, _CodeType):
-            _global_names(constant, found)
+            _global_names(constant, found, stored_only)
     return found
+
+
+def globals_stored(function: types.FunctionType) -> set[str]:
+    """The global names ``function`` (or a function nested in it) assigns or deletes (``global x; x = 1``)."""
+    return _global_names(function.__code__, set(), stored_only=True)
 
 
 def globals_used(function: types.FunctionType) -> dict:
