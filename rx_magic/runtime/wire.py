@@ -37,11 +37,21 @@ stream spooled first (``SpooledTemporaryFile``, in memory up to
 seekable file (it truncates back), and nothing at all in a non-seekable one
 unless writing itself failed.
 
-Only what the C pickler cannot carry by reference -- functions and classes
-defined in the notebook (``__main__``) or otherwise not importable by
-qualified name, lambdas, closures -- is handed to dill, and travels as
+A function defined in the notebook (``__main__``: lambdas and closures too)
+travels as its code (pickled by dill, once per code object), closure, attributes
+and the globals its code names, and is rebuilt with the namespace it is loaded
+into as its globals (:func:`loading_into`): it reads the cell's variables on the
+target and the notebook's here, never private copies. What else the C pickler
+cannot carry by reference -- classes defined in the notebook, functions not
+importable by qualified name -- is handed to dill, and travels as
 ``dill.loads(<bytes>)``. Instances of such classes stay on the fast path: the
 C pickler reduces them as usual and only their class goes through dill.
+
+Values coming back from a job are written with :class:`Tokens`, frame after
+frame with one memo, and read with one :class:`InPlace`: what they share stays
+shared, and the notebook's own objects (the pushed values) are referred to by
+name, with their new state when the cell changed them, which is put into them
+once everything has loaded.
 
 The digest of a frame (:func:`digest`, :func:`dump_and_digest`,
 :func:`frame_digest`) is a sha256 tree over its sections -- header, pickle
