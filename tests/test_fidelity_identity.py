@@ -329,3 +329,16 @@ def test_a_global_a_notebook_function_assigns_comes_back(ip):
     ip.run_cell("total = 0\ndef add(v):\n    global total, last\n    total += v\n    last = v")
     run_ok(ip, "add(5)")
     assert ip.user_ns["total"] == 5 and ip.user_ns["last"] == 5
+
+
+def test_values_that_share_a_mutable_or_large_object_are_planned_as_one_blob_and_the_rest_alone():
+    from rx_magic.flow.blobs import plan_blobs, total_size
+    namespace = {"__name__": "__main__"}
+    exec("text = 'x' * 200_000\ndef count():\n    return len(text)\nshared = [1]\nholder = {'k': shared}", namespace)
+    values = {name: namespace[name] for name in ("count", "text", "shared", "holder")}
+    values["alone"], values["copy"] = np.zeros(3), [1]
+    refs = {ref.name: ref for ref in plan_blobs(values, limit=None)}
+    assert refs["count"].together == refs["text"].together == ("count", "text")
+    assert refs["shared"].together == ("shared", "holder")
+    assert refs["alone"].together == refs["copy"].together == ()
+    assert total_size(list(refs.values())) < 2 * 200_000

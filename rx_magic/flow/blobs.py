@@ -132,11 +132,17 @@ _NEVER_SHARED = (str, bytes, int, float, complex, bool, type(None), tuple, froze
                  types.ModuleType, types.BuiltinFunctionType, types.CodeType, enum.Enum, pickle.PickleBuffer)
 
 
+_LARGE = 64 * 2**10
+
+
 def _shares_identity(obj: object) -> bool:
-    """Whether two values holding ``obj`` must arrive holding one object: it is mutable, or a notebook function."""
+    """Whether two values holding ``obj`` must arrive holding one object: it is mutable, a notebook function,
+    or big enough not to be sent twice."""
     kind = type(obj)
     if kind in (list, dict, set, bytearray):
         return True
+    if kind in (str, bytes) and len(obj) >= _LARGE:
+        return True     # in one blob it is sent once (a function carries the global that is pushed too)
     if isinstance(obj, _NEVER_SHARED):
         return False
     if kind is types.FunctionType:
