@@ -123,8 +123,8 @@ def fetch_cell_effects(transport: Transport, paths: JobPaths, results: Results, 
     """Add to ``results`` the random state and settings the cell changed and (with ``values``) the value of
     its last expression, when it loads here; a job from before this release has neither."""
     results.process_state = process_state.decode(_read_json(transport, paths.process_state) or {})
-    if not values:
-        return
+    if not values or not any(output.get("output_type") == "execute_result" for output in results.outputs):
+        return      # nothing to show: not even a look (over SSH each look is a round trip)
     try:
         kind, shown = wire.load(io.BytesIO(transport.read_bytes(paths.result)))
     except FileNotFoundError:
