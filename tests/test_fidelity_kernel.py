@@ -443,3 +443,17 @@ def test_set_matplotlib_formats_in_a_remote_cell_sets_this_kernels_figure_format
     """))
     as_svg = ip.display_formatter.formatters["image/svg+xml"]
     assert as_svg.lookup_by_type(matplotlib.figure.Figure)
+
+
+def test_a_remote_cell_that_sets_the_inline_figure_format_shows_its_own_figures_that_way(ip, inline_backend):
+    ok(ip.run_cell("%matplotlib inline"))
+    with capture_output() as captured:
+        ok(run_remote(ip, "local --no-pull", """
+            %config InlineBackend.figure_format = 'svg'
+            import matplotlib.pyplot as plt
+            plt.plot([1, 2])
+        """))
+    [shown] = captured.outputs
+    assert "image/svg+xml" in shown.data and "image/png" not in shown.data
+    from matplotlib_inline.config import InlineBackend
+    assert InlineBackend.instance().figure_formats == {"svg"}     # and this kernel's figures from now on

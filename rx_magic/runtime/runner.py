@@ -568,6 +568,8 @@ class CellProcess:
                 if magic_name == "pylab":
                     from IPython.core.pylabtools import import_pylab
                     import_pylab(shell.user_ns, import_all="--no-import-all" not in line)
+                elif magic_name == "config" and line.lstrip().startswith("InlineBackend.figure_format"):
+                    self._set_figure_formats(line)      # this cell's figures already come that way
                 elif magic_name != "matplotlib":
                     return run_line_magic(magic_name, line, _stack_depth=depth)
             except Exception:
@@ -575,6 +577,13 @@ class CellProcess:
             return None
 
         shell.run_line_magic = run_kernel_magics_harmlessly
+
+    def _set_figure_formats(self, line: str) -> None:
+        """``%config InlineBackend.figure_format(s) = ...``: the formats of the figures the cell shows next."""
+        import ast
+        value = ast.literal_eval(line.partition("=")[2].strip())
+        formats = [value] if isinstance(value, str) else list(value)
+        self.outputs.figure_formats = {**(self.outputs.figure_formats or {}), "formats": formats}
 
     def execute(self, namespace: dict) -> None:
         """Run the cell with the notebook's random state and settings; note what it changed of them, and
