@@ -8,6 +8,8 @@
   level run here too: the target ran them harmlessly, they belong to this kernel.
 - ``from m import *`` binds names nobody can list before it runs: it runs here
   again, and binds those of its names the cell did not bring back itself.
+- A last expression that was a name the notebook has is shown from the
+  namespace, once the pulled values are in (``pull.ShownName``).
 """
 
 from __future__ import annotations
