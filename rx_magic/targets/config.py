@@ -35,6 +35,7 @@ else:  # pragma: no cover
 DEFAULT_MAX_PAYLOAD = 2 * 2**30
 DEFAULT_POLL_INTERVAL = 30.0
 HOST_KEY_POLICIES = ("strict", "accept-new")
+TRANSPORTS = ("paramiko", "openssh")     # for a target with a host: paramiko, or the user's ssh client
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class TargetConfig:
     project: str | None = None
     defaults: Resources = Resources()
     host_key_policy: str = "strict"
+    transport: str = "paramiko"     # "openssh": the user's ssh client and its ControlMaster connection
+    interactive_auth: bool = False  # paramiko asks the user for keyboard-interactive/password answers in a cell
     max_payload: int = DEFAULT_MAX_PAYLOAD
     allow_version_mismatch: bool = False
     poll_interval: float = DEFAULT_POLL_INTERVAL   # seconds between scheduler queries once jobs are quiet
@@ -63,7 +66,9 @@ class TargetConfig:
 
     @property
     def transport_name(self) -> str:
-        return "ssh" if self.host else "local"
+        if not self.host:
+            return "local"
+        return "openssh" if self.transport == "openssh" else "ssh"
 
 
 VALID_KEYS = sorted(name for name in TargetConfig.__dataclass_fields__ if name not in ("name", "source"))
@@ -135,7 +140,7 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
                     raise ConfigError(f"{where}: poll_interval must be a positive number of seconds between "
                                       f"scheduler queries once jobs are quiet (default 30), not {value!r}")
                 values[key] = float(value)
-            elif key in ("allow_version_mismatch", "map_in_one_job"):
+            elif key in ("allow_version_mismatch", "map_in_one_job", "interactive_auth"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{where}: {key} must be true or false")
                 values[key] = value
@@ -146,6 +151,8 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
                                   f"not {value!r}")
             elif key == "scheduler" and value not in SCHEDULERS:
                 raise ConfigError(f"{where}: unknown scheduler {value!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
+            elif key == "transport" and value not in TRANSPORTS:
+                raise ConfigError(f"{where}: unknown transport {value!r}; choose one of {', '.join(TRANSPORTS)}")
             elif key == "host_key_policy" and value not in HOST_KEY_POLICIES:
                 raise ConfigError(f"{where}: host_key_policy must be one of {', '.join(HOST_KEY_POLICIES)}")
             elif not isinstance(value, str):
@@ -160,4 +167,8 @@ def parse_target(name: str, table: dict, source: str, base: TargetConfig) -> Tar
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{where}: {exc}") from exc
-    return replace(base, source=source, **values)
+    config = replace(base, source=source, **values)
+    if config.transport == "openssh" and config.interactive_auth:
+        raise ConfigError(f"{where}: interactive_auth is for transport = \"paramiko\"; with transport = "
+                          "\"openssh\" your ssh client asks, once, in a terminal (leave interactive_auth out)")
+    return config

@@ -48,11 +48,12 @@ class Target:
     def transport(self) -> Transport:
         if self._transport is None:
             if self.config.host:
-                from ..transport.ssh import SSHTransport  # paramiko is imported only for SSH targets
+                from ..transport.ssh import SSHTransport, ask_user  # paramiko is imported only for SSH targets
                 self._transport = SSHTransport(
                     self.config.host, user=self.config.user, port=self.config.port,
                     identity_file=self.config.identity_file, host_key_policy=self.config.host_key_policy,
-                    python=self.config.python, setup=self.config.setup)
+                    python=self.config.python, setup=self.config.setup,
+                    prompt=ask_user if self.config.interactive_auth else None)
             else:
                 self._transport = LocalTransport()
         return self._transport

@@ -2,7 +2,9 @@
 
 It honours ``~/.ssh/config`` (HostName, User, Port, IdentityFile,
 IdentitiesOnly, ProxyJump, UserKnownHostsFile, HashKnownHosts), uses the ssh-agent and the
-default keys, and verifies the host key against known_hosts as OpenSSH's
+default keys (then, when the target has a ``prompt``, answers keyboard-interactive or password
+prompts, such as a one-time code after the key, by asking the user: only in the main thread,
+which runs cells, never in a monitor's), and verifies the host key against known_hosts as OpenSSH's
 ``StrictHostKeyChecking`` does: the key types known_hosts holds for the host are
 asked for first; an unknown host is refused (or, with ``host_key_policy =
 "accept-new"``, recorded), a host known by any other key, or a @revoked one,
@@ -31,6 +33,7 @@ import hmac
 import logging
 import os
 import posixpath
+import queue
 import re
 import select
 import shlex
@@ -41,7 +44,7 @@ import time
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import paramiko
 import paramiko.buffered_pipe
@@ -320,8 +323,27 @@ def _load_key(path: str) -> paramiko.PKey | str:
         return f"unreadable ({exc})"
 
 
-def authenticate(transport: paramiko.Transport, host: HostSettings) -> str:
-    """Try the agent's keys, then the configured and default key files; return what worked."""
+#: ``prompt(text, echo) -> answer``: asks the user for one keyboard-interactive or password answer
+Prompt = Callable[[str, bool], str]
+
+
+def ask_user(text: str, echo: bool) -> str:
+    """Ask in the notebook: hidden input (``getpass``) unless the server says the answer may be shown.
+
+    ``getpass.getpass`` and ``input`` are looked up at each call, because ipykernel replaces them
+    while a cell runs with versions that ask through the notebook's stdin requests.
+    """
+    return input(text) if echo else getpass.getpass(text)
+
+
+def authenticate(transport: paramiko.Transport, host: HostSettings, prompt: Prompt | None = None,
+                 *, no_prompt: str = "") -> str:
+    """Try the agent's keys, then the configured and default key files; return what worked.
+
+    When the server asks for more (keyboard-interactive, e.g. a password or one-time code after
+    the key, or password alone), each of its prompts goes to ``prompt``; the answers go to the
+    server and nowhere else. Without ``prompt`` that is a ``ConnectError`` ending with ``no_prompt``.
+    """
     tried: list[str] = []
     candidates: list[tuple[str, object]] = []
     if not host.identities_only:
@@ -335,6 +357,8 @@ def authenticate(transport: paramiko.Transport, host: HostSettings) -> str:
     for path in dict.fromkeys(files):
         if os.path.isfile(path):
             candidates.append((path, path))
+    allowed: list[str] | None = None        # the methods the server still accepts, once it said
+    accepted = ""                           # the key that was enough for the first factor
     for label, key in candidates:
         if isinstance(key, str):
             loaded = _load_key(key)
@@ -343,7 +367,10 @@ def authenticate(transport: paramiko.Transport, host: HostSettings) -> str:
                 continue
             key = loaded
         try:
-            transport.auth_publickey(host.user, key)
+            following = transport.auth_publickey(host.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            allowed = list(exc.allowed_types)
+            break                           # no key will do: the server takes no public keys
         except paramiko.AuthenticationException:
             tried.append(label)
             continue
@@ -353,11 +380,117 @@ def authenticate(transport: paramiko.Transport, host: HostSettings) -> str:
                                f"logins; `ssh -v -p {host.port} {host.user}@{host.hostname}` shows more") from exc
         if transport.is_authenticated():
             return f"publickey ({label})"
+        allowed, accepted = list(following), label     # partial success: the key, and then a second factor
+        break
+    if allowed is None and prompt is not None:     # every key refused: may a password or code do instead?
+        try:
+            transport.auth_none(host.user)
+        except paramiko.BadAuthenticationType as exc:
+            allowed = list(exc.allowed_types)
+        except (paramiko.AuthenticationException, paramiko.SSHException):
+            allowed = []
+        if transport.is_authenticated():
+            return "none"
+    method = next((name for name in ("keyboard-interactive", "password") if name in (allowed or ())), None)
+    if method and (prompt is not None or accepted or "publickey" not in allowed):
+        first = f"publickey ({accepted}) and " if accepted else ""
+        if prompt is None:
+            asks = "a second factor" if accepted else "a password or one-time code"
+            raise ConnectError(
+                f"{host.user}@{host.hostname} (port {host.port}) asks for {method} login ({asks}) after "
+                f"{f'accepting {accepted}' if accepted else 'refusing or not being offered a key'}, and rx_magic "
+                f"cannot answer it here: {no_prompt}")
+        return first + _answer_prompts(transport, host, method, prompt)
     keys = "; ".join(tried) if tried else "no key was found (no agent, no ~/.ssh/id_* file, no IdentityFile)"
     raise ConnectError(
         f"{host.user}@{host.hostname} (port {host.port}) refused every key offered; tried: {keys}. Put your public key in "
         f"~/.ssh/authorized_keys on {host.hostname} (e.g. `ssh-copy-id -p {host.port} {host.user}@{host.hostname}`), "
         "or name the right key with identity_file in the target or IdentityFile in ~/.ssh/config")
+
+
+PROMPT_ATTEMPTS = 3             # as OpenSSH's NumberOfPasswordPrompts
+PROMPT_SECONDS = 300            # to type a code; the server's LoginGraceTime (120 s in OpenSSH) may end it first
+
+
+def _answer_prompts(transport: paramiko.Transport, host: HostSettings, method: str, prompt: Prompt) -> str:
+    """Keyboard-interactive (or password) login, each prompt asked through ``prompt``; the answers are kept nowhere."""
+    who = f"({host.user}@{host.hostname})"
+
+    def answer(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        heading = "\n".join(line for line in (title.strip(), instructions.strip()) if line)
+        answers = []
+        for index, (text, echo) in enumerate(prompts):    # none in OpenSSH's last round: nothing to ask
+            asked = f"{heading}\n{who} {text}" if heading and index == 0 else f"{who} {text}"
+            answers.append(_ask(prompt, asked, echo))
+        return answers
+
+    transport.auth_timeout = max(transport.auth_timeout or 0, PROMPT_SECONDS)
+    for attempt in range(1, PROMPT_ATTEMPTS + 1):
+        try:
+            if method == "keyboard-interactive":
+                _interactive_here(transport, host.user, answer)
+            else:
+                transport.auth_password(host.user, _ask(prompt, f"{who} Password: ", False), fallback=False)
+        except paramiko.AuthenticationException:
+            if attempt == PROMPT_ATTEMPTS or not transport.is_active():
+                raise ConnectError(f"{host.user}@{host.hostname} (port {host.port}) refused the {method} answers "
+                                   f"given ({attempt} attempt{'s' if attempt > 1 else ''}): check the password or "
+                                   "one-time code and run the cell again") from None
+            continue
+        if transport.is_authenticated():
+            return method
+    raise ConnectError(f"{host.user}@{host.hostname} (port {host.port}) did not accept the {method} login")
+
+
+def _interactive_here(transport: paramiko.Transport, user: str, answer: Callable) -> None:
+    """``auth_interactive``, with ``answer`` called in this thread.
+
+    paramiko calls the handler from its own transport thread; asking there would put the
+    notebook's input request (and a Ctrl-C) on the wrong thread. So paramiko waits in a helper
+    thread, and its questions come here through a queue.
+    """
+    questions: queue.Queue = queue.Queue()
+    answers: queue.Queue = queue.Queue()
+    outcome: list = []
+
+    def handler(title, instructions, prompts):
+        questions.put((title, instructions, prompts))
+        reply = answers.get()
+        if reply is None:
+            raise paramiko.AuthenticationException("not answered")
+        return reply
+
+    def login() -> None:
+        try:
+            transport.auth_interactive(user, handler)
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            questions.put(None)
+
+    helper = threading.Thread(target=login, name="rx_magic keyboard-interactive", daemon=True)
+    helper.start()
+    while (question := questions.get()) is not None:
+        try:
+            answers.put(answer(*question))
+        except BaseException:
+            answers.put(None)
+            raise
+    helper.join()
+    if outcome:
+        raise outcome[0]
+
+
+def _ask(prompt: Prompt, text: str, echo: bool) -> str:
+    try:
+        return prompt(text, echo)
+    except (KeyboardInterrupt, ConnectError):
+        raise
+    except Exception as exc:    # e.g. ipykernel's StdinNotImplementedError: a frontend that cannot ask
+        raise ConnectError(f"rx_magic could not ask for the login answer {text.strip()!r}: "
+                           f"{exc or type(exc).__name__}. Run the cell in a notebook or terminal IPython that "
+                           "accepts input, or use transport = \"openssh\" with a connection opened in a "
+                           "terminal") from None
 
 
 def _tuned_transport(sock) -> paramiko.Transport:
@@ -620,8 +753,10 @@ class SSHTransport(Transport):
 
     def __init__(self, alias: str, *, user: str | None = None, port: int | None = None,
                  identity_file: str | None = None, host_key_policy: str = "strict",
-                 python: str = "python3", setup: tuple[str, ...] = (), connect_timeout: float = CONNECT_TIMEOUT):
+                 python: str = "python3", setup: tuple[str, ...] = (), connect_timeout: float = CONNECT_TIMEOUT,
+                 prompt: Prompt | None = None):
         self.alias = alias
+        self.prompt = prompt    # answers keyboard-interactive/password prompts; None: keys only
         self.connect_timeout = float(connect_timeout)
         self._agent_settings = (python, tuple(setup))
         self._agent: CommandAgent | None = None
@@ -669,7 +804,8 @@ class SSHTransport(Transport):
                     host_key = verify_host_key(transport, hop, self.host_key_policy, known)
                     stage = "login"
                     transport.auth_timeout = self.connect_timeout
-                    auth = authenticate(transport, hop)
+                    prompt, no_prompt = self._login_prompt()
+                    auth = authenticate(transport, hop, prompt, no_prompt=no_prompt)
                     transport.set_keepalive(KEEPALIVE_SECONDS)
                     if index + 1 < len(chain):      # ProxyJump: the next hop through this one
                         following = chain[index + 1]
@@ -682,9 +818,23 @@ class SSHTransport(Transport):
             except (OSError, *_CONNECTION_ERRORS) as exc:
                 self.close()
                 raise ConnectError(_connect_failure(self.alias, hop, chain, stage, exc, self.connect_timeout)) from None
+            except BaseException:       # an interrupt at a login prompt: no half-logged-in connection is kept
+                self.close()
+                raise
             self.info = ConnectionInfo(host, host_key, auth, time.monotonic() - started,
                                        transport.get_remote_server_key())
             return self.info
+
+    def _login_prompt(self) -> tuple[Prompt | None, str]:
+        """Who answers the server's password or code prompts: the user, only in the thread that runs cells."""
+        if self.prompt is None:
+            return None, ("set interactive_auth = true for the target to be asked in the notebook (hidden input, "
+                          "the answer kept nowhere), or transport = \"openssh\" to use the connection your ssh "
+                          "client opens (ControlMaster)")
+        if threading.current_thread() is not threading.main_thread():
+            return None, (f"it asks only in a cell you run, never in the background (this was the thread "
+                          f"{threading.current_thread().name!r}): run a cell on this target to log in again")
+        return self.prompt, ""
 
     @property
     def _ssh(self) -> paramiko.Transport:
