@@ -5,7 +5,8 @@ import pytest
 from rx_magic.errors import ConfigError, ResourceError
 from rx_magic.model.resources import Resources
 from rx_magic.schedulers import PBSScheduler
-from rx_magic.schedulers.gadi import GPU_QUEUES, QUEUES, check_request, describe_queue, estimate_cost
+from rx_magic.schedulers.gadi import (CHARGE_RATES, GPU_QUEUES, QUEUES, UNCONFIRMED_RATES, check_request,
+                                     describe_queue, estimate_cost)
 from rx_magic.flow.submit import plan_cell
 from rx_magic.targets import get_target
 
@@ -41,11 +42,12 @@ VIOLATIONS = {
         {"mem": "200GB", "ncpus": 4},
         ("queue normal has 190GB memory per node, so 1 node (4 cores) can have at most 190GB, not 200GB: ask for "
          "--mem 190GB or less, or --ncpus 96 (2 nodes), or a queue with more memory per node "
-         "(normalbw, normalsr, hugemem, megamem)")),
-    "memory over several nodes, no bigger queue": (
+         "(normalbw, normalsr, hugemembw, hugemem, megamem, megamembw)")),
+    "memory over several nodes": (
         {"queue": "hugemem", "ncpus": 96, "mem": "3000GB"},
         ("queue hugemem has 1470GB memory per node, so 2 nodes (96 cores) can have at most 2940GB, not 3000GB: "
-         "ask for --mem 2940GB or less, or --ncpus 144 (3 nodes), or a queue with more memory per node (megamem)")),
+         "ask for --mem 2940GB or less, or --ncpus 144 (3 nodes), or a queue with more memory per node "
+         "(megamem, megamembw)")),
     "memory over the most nodes the queue has": (
         {"queue": "megamem", "ncpus": 96, "mem": "7000GB"},
         ("queue megamem has 2990GB memory per node, so 2 nodes (96 cores) can have at most 5980GB, not 7000GB: "
@@ -54,7 +56,7 @@ VIOLATIONS = {
         {"queue": "gpuvolta", "ngpus": 1, "ncpus": 12, "mem": "400GB"},
         ("queue gpuvolta has 382GB memory per node, so 1 node (12 cores) can have at most 382GB, not 400GB: ask for "
          "--mem 382GB or less, or --ngpus 8 --ncpus 96 (2 nodes), or a queue with more memory per node "
-         "(normalsr, hugemem, megamem)")),
+         "(normalsr, hugemembw, hugemem, megamem, megamembw)")),
     "cores above one node not whole nodes": (
         {"ncpus": 64},
         ("queue normal: 64 cores is more than one 48-core node, so it must be a multiple of 48: "
@@ -109,7 +111,8 @@ VIOLATIONS = {
          "(e.g. --ngpus 1 --ncpus 12), or use a cpu queue such as normal")),
     "gpus on a cpu queue": (
         {"ngpus": 1},
-        "queue normal has no gpus but --ngpus 1 was asked for: use --queue gpuvolta or dgxa100, or drop --ngpus"),
+        ("queue normal has no gpus but --ngpus 1 was asked for: use --queue gpuvolta or dgxa100 or gpuhopper, "
+         "or drop --ngpus")),
     "gpus above one node not whole nodes": (
         {"queue": "gpuvolta", "ngpus": 6, "ncpus": 72},
         ("queue gpuvolta: 6 gpus is more than one 4-gpu node, so it must be a multiple of 4: "
@@ -164,7 +167,8 @@ def test_without_a_profile_nothing_is_checked():
 
 def test_every_queue_is_data_with_walltime_bands_ascending_up_to_its_core_limit():
     assert set(QUEUES) >= {"normal", "express", "hugemem", "megamem", "gpuvolta", "normalbw", "expressbw",
-                           "normalsr", "expresssr", "copyq", "dgxa100"}
+                           "normalsr", "expresssr", "copyq", "dgxa100", "normalsl", "hugemembw", "megamembw",
+                           "gpuhopper"}
     for queue in QUEUES.values():
         cores = [cores for cores, _ in queue.walltime_limits]
         hours = [seconds for _, seconds in queue.walltime_limits]
@@ -178,7 +182,7 @@ def test_the_figures_nci_publishes_in_the_stored_queue_structure_and_job_costs_p
     assert (express.cores_per_node, express.jobfs_per_node, express.max_cores) == (48, 400 * 2**30, 3200)
     assert QUEUES["copyq"].cores_per_node == 48
     assert (gpuvolta.cores_per_node, gpuvolta.mem_per_node, gpuvolta.cores_per_gpu) == (48, 382 * 2**30, 12)
-    assert GPU_QUEUES == ("gpuvolta", "dgxa100")
+    assert GPU_QUEUES == ("gpuvolta", "dgxa100", "gpuhopper")
 
 
 def test_describing_a_queue_names_cores_memory_jobfs_gpus_and_walltime():
@@ -187,9 +191,10 @@ def test_describing_a_queue_names_cores_memory_jobfs_gpus_and_walltime():
         "ncpus = 12 x ngpus; walltime up to 48:00:00 for 1-96 cores, 24:00:00 for 97-192 cores, "
         "5:00:00 for 193-960 cores")
     assert describe_queue("copyq").endswith("at most 1 core, no gpus; walltime up to 10:00:00 for 1 core")
-    assert describe_queue("megamembw") == (
-        "rx_magic keeps no rules for queue 'megamembw', only for normal, express, copyq, hugemem, megamem, "
-        "gpuvolta, normalbw, expressbw, normalsr, expresssr, dgxa100: see NCI's Queue Limits page")
+    assert describe_queue("special") == (
+        "rx_magic keeps no rules for queue 'special', only for normal, express, copyq, hugemem, megamem, "
+        "gpuvolta, normalbw, expressbw, normalsr, expresssr, dgxa100, normalsl, hugemembw, megamembw, gpuhopper: "
+        "see NCI's Queue Limits page")
 
 
 # -- the target's profile key ---------------------------------------------------------------------------------
@@ -231,7 +236,7 @@ def test_the_most_a_job_can_cost_is_worked_out_as_nci_charges_it(request_, su):
 
 def test_no_cost_is_guessed_without_a_walltime_or_a_known_rate():
     assert estimate_cost(Resources.parse(ncpus=4)) is None
-    assert estimate_cost(Resources.parse(queue="hugemem", walltime="1:00:00")) is None
+    assert estimate_cost(Resources.parse(queue="somebody-special", walltime="1:00:00")) is None
 
 
 def test_dry_run_shows_the_cost_in_the_gadi_script(ip, configure_targets):
@@ -241,3 +246,42 @@ def test_dry_run_shows_the_cost_in_the_gadi_script(ip, configure_targets):
     with capture_output() as shown:
         ip.run_cell_magic("remote", "gadi --dry-run --ncpus 4 --mem 16GB --walltime 5:00:00", "y = 1\n")
     assert "# Gadi cost at most 40 SU: 2 SU/h x 4 cores x 5:00:00 in normal" in shown.stdout
+
+
+# -- the queues [SIH] alone describes, and the rates it alone gives ------------------------------------------------
+
+@pytest.mark.parametrize("request_, expected", [
+    ({"queue": "hugemembw", "ncpus": 28, "mem": "1100GB"},
+     "queue hugemembw has 1020GB memory per node, so 1 node (28 cores) can have at most 1020GB, not 1100GB: "
+     "ask for --mem 1020GB or less, or --ncpus 56 (2 nodes), or a queue with more memory per node (hugemem, megamem, "
+     "megamembw)"),
+    ({"queue": "megamembw", "ncpus": 64, "walltime": "24:00:00"},
+     "queue megamembw allows at most 12:00:00 of walltime for 33-64 cores, not 24:00:00: "
+     "ask for --walltime 12:00:00 or less, or --ncpus 32 or fewer"),
+    ({"queue": "gpuhopper", "ngpus": 1, "ncpus": 16},
+     "queue gpuhopper needs ncpus = 12 x ngpus: with --ngpus 1 ask for --ncpus 12, not 16"),
+    ({"queue": "normalsl", "ncpus": 40},
+     "queue normalsl: 40 cores is more than one 32-core node, so it must be a multiple of 32: "
+     "ask for --ncpus 64, or 32 or fewer"),
+])
+def test_the_queues_the_profile_did_not_know_are_checked_too(request_, expected):
+    assert problems(**request_) == [expected]
+
+
+def test_gpuhopper_takes_one_h200_with_its_twelve_cores_as_gadi_job_scripts_ask():
+    assert problems(queue="gpuhopper", ngpus=1, ncpus=12, mem="256GB", walltime="48:00:00") == []
+
+
+def test_every_queue_has_a_rate_and_only_job_costs_rates_go_unmarked():
+    assert set(CHARGE_RATES) == set(QUEUES)
+    assert UNCONFIRMED_RATES == set(QUEUES) - {"normal", "express", "gpuvolta"}
+    assert "not confirmed" not in estimate_cost(Resources.parse(ncpus=4, walltime="1:00:00"))
+    assert estimate_cost(Resources.parse(queue="normalbw", ncpus=28, walltime="2:00:00")) == (
+        "at most 70 SU: 1.25 SU/h x 28 cores x 2:00:00 in normalbw "
+        "(rate from a third-party calculator, not confirmed by NCI)")
+
+
+def test_a_cost_from_an_unconfirmed_node_size_errs_high():
+    # normalbw nodes have 128GB or 256GB: the memory share is taken of the smaller
+    assert estimate_cost(Resources.parse(queue="normalbw", ncpus=1, mem="128GB", walltime="1:00:00")).startswith(
+        "at most 35 SU: 1.25 SU/h x 28 cores' share of memory (128GB)")

@@ -32,9 +32,19 @@ library (the copies show no page date):
      nothing corroborates the walltime bands, core limits or jobfs figures.
      Check them against [QL] before relying on them.
 
-Gadi also has normalsl, hugemembw, megamembw, gpuhopper and special-access
-queues. rx_magic keeps no rules for them, so ``check_request`` passes them to
-qsub unchecked rather than guess.
+[SIH] Sydney Informatics Hub, "nci-su-calculator", queues.js (commit 10e0b62,
+     2026-01-16), https://github.com/Sydney-Informatics-Hub/nci-su-calculator
+     ("See NCI Queue Limits for details"; read 2026-12-03). A third-party SU
+     calculator, NOT NCI: it agrees with every walltime band, core limit and
+     cores per node above, and is the only source here for normalsl,
+     hugemembw, megamembw and gpuhopper (whose commit says "guessing the
+     walltime/ disk. mem is approx") and for the charge rates [JC] does not
+     give. Each such figure is marked "[SIH] only"; a cost worked out with an
+     [SIH] rate says so on its line.
+
+Special-access queues are passed to qsub unchecked rather than guessed at.
+Rules [SIH]'s neighbours state but no source here confirms (hugemembw taking
+ncpus in steps of 7, megamembw only 32 or 64) are not checked.
 """
 
 from __future__ import annotations
@@ -62,13 +72,28 @@ class GadiQueue:
     cores_per_gpu: int = 0          # GPU queues: ncpus must be exactly this many per gpu
 
 
-#: [JC]: SU per core-hour, and the node memory a core's share of is charged as one core ("Memory Proportion").
-#: Only the queues [JC] gives a rate for; a job in another queue is shown without an estimate.
+#: SU per core-hour, and the node memory a core's share of is charged as one core ("Memory Proportion" [JC]).
+#: [JC] gives normal, express and gpuvolta; the rest are [SIH] only (see UNCONFIRMED_RATES). Where [SIH] gives
+#: a node memory below what a job may ask for, the smaller is used: the estimate is "at most", so it errs high.
 CHARGE_RATES: dict[str, tuple[float, int]] = {
-    "normal": (2.0, 192 * GB),      # "2SU to run 1 CPU with 4 GiB of memory for one hour"
-    "express": (6.0, 192 * GB),     # "Express charge rate is 6.0"
-    "gpuvolta": (3.0, 382 * GB),    # "12 x 5 x 3 = 180 SU"; memory proportion (48/382) x mem
+    "normal": (2.0, 192 * GB),      # [JC] "2SU to run 1 CPU with 4 GiB of memory for one hour"
+    "express": (6.0, 192 * GB),     # [JC] "Express charge rate is 6.0"
+    "gpuvolta": (3.0, 382 * GB),    # [JC] "12 x 5 x 3 = 180 SU"; memory proportion (48/382) x mem
+    "copyq": (2.0, 190 * GB),       # [SIH] only
+    "hugemem": (3.0, 1470 * GB),    # [SIH] only (rate; its memory 1472GB, here the 1470GB a job may ask for)
+    "megamem": (5.0, 2990 * GB),    # [SIH] only (rate; its memory 2992GB, here the 2990GB a job may ask for)
+    "normalbw": (1.25, 128 * GB),   # [SIH] only; 128GB, the smaller of the two node sizes
+    "expressbw": (3.75, 128 * GB),  # [SIH] only
+    "normalsl": (1.5, 192 * GB),    # [SIH] only
+    "hugemembw": (1.25, 1020 * GB),  # [SIH] only
+    "megamembw": (1.25, 3000 * GB),  # [SIH] only
+    "normalsr": (2.0, 500 * GB),    # [SIH] only (rate; its memory 512GB, here the 500GB a job may ask for)
+    "expresssr": (6.0, 500 * GB),   # [SIH] only (likewise)
+    "dgxa100": (4.5, 2000 * GB),    # [SIH] only
+    "gpuhopper": (7.5, 1000 * GB),  # [SIH] only; its memory "approx"
 }
+#: Queues whose rate comes from [SIH] alone: their cost line says the rate is unconfirmed.
+UNCONFIRMED_RATES = frozenset(CHARGE_RATES) - {"normal", "express", "gpuvolta"}
 
 
 def estimate_cost(resources: Resources) -> str | None:
@@ -86,7 +111,8 @@ def estimate_cost(resources: Resources) -> str | None:
     basis = f"{cores} core{'' if cores == 1 else 's'}" if charged == cores else (
         f"{charged:.4g} cores' share of memory ({format_size(resources.mem)})")
     return (f"at most {su_per_hour * charged * hours:.4g} SU: {su_per_hour:g} SU/h x {basis} x "
-            f"{format_walltime(resources.walltime)} in {name}")
+            f"{format_walltime(resources.walltime)} in {name}"
+            + (" (rate from a third-party calculator, not confirmed by NCI)" if name in UNCONFIRMED_RATES else ""))
 
 
 def _hours(*bands: tuple[int, int]) -> tuple[tuple[int, int], ...]:
@@ -122,6 +148,15 @@ QUEUES: dict[str, GadiQueue] = {queue.name: queue for queue in (
     # [QS]: a GPU queue. Unchecked: all figures. jobfs is the least sure.
     GadiQueue("dgxa100", 128, 2000 * GB, 28000 * GB, 256, _hours((128, 48), (256, 5)),
               gpus_per_node=8, cores_per_gpu=16),
+    # [SIH] only: 32 cores, 192GB, 400GB jobfs, 3200 cores, the walltime bands. Memory a job may ask for unknown.
+    GadiQueue("normalsl", 32, 192 * GB, 400 * GB, 3200, _hours((288, 48), (608, 24), (1984, 10), (3200, 5))),
+    # [SIH] only: 28 cores, 1020GB, 390GB jobfs, 5 nodes (140 cores), 48 hours for one node and 12 for more.
+    GadiQueue("hugemembw", 28, 1020 * GB, 390 * GB, 140, _hours((28, 48), (140, 12))),
+    # [SIH] only: 64 cores, 3000GB, 800GB jobfs, one node, 48 hours for 32 cores and 12 for 64.
+    GadiQueue("megamembw", 64, 3000 * GB, 800 * GB, 64, _hours((32, 48), (64, 12))),
+    # [SIH] only, and [SIH] marks memory "approx" and jobfs a guess: 48 cores, 4 H200 GPUs, one node, 48 hours.
+    # 12 cores a GPU as in gpuvolta: every gpuhopper job script found asks for ncpus=12 with ngpus=1.
+    GadiQueue("gpuhopper", 48, 1000 * GB, 1700 * GB, 48, _hours((48, 48)), gpus_per_node=4, cores_per_gpu=12),
 )}
 
 #: The queue a job without ``-q`` lands in.
