@@ -13,9 +13,10 @@ import re
 import shlex
 
 from ..errors import ResourceError, SchedulerError
-from ..model.resources import format_size_human, format_walltime, parse_walltime
+from ..model.resources import Resources, format_size_human, format_walltime, parse_walltime
 from ..model.states import SchedulerState, State, scheduler_array_state
 from ..transport import CommandResult, Transport
+from . import setonix
 from .base import JobScript, Scheduler, expand_indices, render_body
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = State.QUEUED, State.RUNNING, State.DONE, State.FAILED, State.CANCELLED
@@ -95,8 +96,12 @@ def _log_name(path: str) -> str:
 
 
 class SlurmScheduler(Scheduler):
+    """Slurm (``sbatch``/``sacct``/``scancel``); ``profile="setonix"`` adds Pawsey Setonix's partition rules,
+    its ``-gpu`` accounts and GPU allocation packs, and the cost of a job."""
+
     name = "slurm"
     enforces_limits = True
+    profiles = ("setonix",)
 
     def __init__(self, profile: str | None = None) -> None:
         super().__init__(profile)
@@ -125,23 +130,62 @@ class SlurmScheduler(Scheduler):
             options += self._folder_options(script)
         if r.queue:
             options.append(f"--partition={r.queue}")
-        if r.project:
-            options.append(f"--account={r.project}")
-        if r.ncpus:
-            options.append(f"--cpus-per-task={r.ncpus}")
-        if r.mem:
-            options.append(f"--mem={format_memory(r.mem)}")
-        if r.ngpus:
-            options.append(f"--gres=gpu:{r.ngpus}")
-        if r.jobfs:
-            options.append(f"--tmp={format_memory(r.jobfs)}")
+        if self.profile == "setonix":
+            options += self._setonix_options(r)
+        else:
+            if r.project:
+                options.append(f"--account={r.project}")
+            if r.ncpus:
+                options.append(f"--cpus-per-task={r.ncpus}")
+            if r.mem:
+                options.append(f"--mem={format_memory(r.mem)}")
+            if r.ngpus:
+                options.append(f"--gres=gpu:{r.ngpus}")
+            if r.jobfs:
+                options.append(f"--tmp={format_memory(r.jobfs)}")
         if r.walltime:
             options.append(f"--time={format_time(r.walltime)}")
         options += [extra.removeprefix("#SBATCH").strip() for extra in r.extra]
+        profile = f", profile {self.profile}" if self.profile else ""
+        cost = setonix.estimate_cost(r) if self.profile == "setonix" else None
         lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options),
-                 f"# rx_magic job {script.job_id} (slurm)"]
+                 f"# rx_magic job {script.job_id} (slurm{profile})", *([f"# Setonix cost {cost}"] if cost else [])]
         element = "$SLURM_ARRAY_TASK_ID" if script.elements else None
         return "\n".join(lines) + "\n" + render_body(script, element)
+
+    @staticmethod
+    def _setonix_options(r: Resources) -> list[str]:
+        """Setonix's lines for the resource options: the ``-gpu`` account on GPU partitions, and there whole
+        allocation packs (``--gres=gpu:N`` a node, ``--exclusive`` for whole nodes) instead of cores and memory."""
+        options = []
+        account = setonix.account(r.queue, r.project)
+        if account:
+            options.append(f"--account={account}")
+        if (r.queue or setonix.DEFAULT_PARTITION) not in setonix.GPU_PARTITIONS:
+            if r.ncpus:
+                options.append(f"--cpus-per-task={r.ncpus}")
+            if r.mem:
+                options.append(f"--mem={format_memory(r.mem)}")
+            if r.jobfs:
+                options.append(f"--tmp={format_memory(r.jobfs)}")
+            return options
+        # Pawsey's GPU nodes: cores and memory come with the packs, so neither is asked for ([RJ] in setonix.py)
+        nodes, packs = setonix.gpu_nodes(r), r.ngpus or 1
+        options.append(f"--nodes={nodes}")
+        whole = setonix.is_exclusive(r) or packs >= 8
+        tmp = f",tmp:{-(-r.jobfs // 2**30)}G" if r.jobfs else ""
+        if not whole or tmp:
+            options.append(f"--gres=gpu:{min(packs, 8) if not whole else 8}{tmp}")
+        if whole and not setonix.is_exclusive(r):
+            options.append("--exclusive")
+        return options
+
+    def check_request(self, resources: Resources) -> None:
+        if self.profile == "setonix":
+            problems = setonix.check_request(resources)
+            if problems:
+                raise ResourceError("the request breaks Setonix's partition rules (the target has profile = "
+                                    "\"setonix\"):\n" + "\n".join(f"  - {problem}" for problem in problems))
 
     def submit(self, transport: Transport, script: JobScript) -> str:
         argv = ["sbatch", "--parsable"]
