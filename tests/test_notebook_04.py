@@ -38,6 +38,7 @@ def with_slurm(slurm, tmp_path_factory):
 def test_the_example_cluster_targets_are_shown(without_slurm):
     shown = text_of(cell_starting(without_slurm, "from pathlib import Path", unique=True))
     assert "[targets.gadi]" in shown and 'profile = "gadi"' in shown and "[targets.setonix]" in shown
+    assert 'profile = "setonix"' in shown
 
 
 def test_dry_run_shows_the_pbs_pro_script_a_gadi_user_would_submit(without_slurm):
@@ -47,6 +48,7 @@ def test_dry_run_shows_the_pbs_pro_script_a_gadi_user_would_submit(without_slurm
                  "#PBS -l wd", "#PBS -l storage=scratch/ab12", "module load python3/3.11.7"):
         assert re.search(rf"^{re.escape(line)}$", dry, re.MULTILINE), line
     assert re.search(r"^#PBS -o /scratch/ab12/abc123/rx/rx-\S+/scheduler\.log$", dry, re.MULTILINE)
+    assert "# Gadi cost at most 16 SU: 2 SU/h x 4 cores x 2:00:00 in normal" in dry
     assert re.search(r"^\s+data\s+numpy\.ndarray", dry, re.MULTILINE)
     assert "not connected to 'gadi'" in dry                     # the dry run opened no connection
 
@@ -63,12 +65,31 @@ def test_a_request_breaking_gadis_queue_rules_is_explained_before_anything_is_se
 
 
 def test_dry_run_shows_the_slurm_script_for_setonix(without_slurm):
-    dry = text_of(cell_starting(without_slurm, "%%remote setonix --dry-run", unique=True))
+    dry = text_of(cell_starting(without_slurm, "%%remote setonix --dry-run --mem 8GB", unique=True))
     assert "target 'setonix': slurm scheduler on setonix.pawsey.org.au (ssh)" in dry
     for line in ("#SBATCH --partition=work", "#SBATCH --account=pawsey0001", "#SBATCH --cpus-per-task=4",
                  "#SBATCH --mem=8G", "#SBATCH --time=02:00:00", "module load python/3.11.6"):
         assert re.search(rf"^{re.escape(line)}$", dry, re.MULTILINE), line
+    assert "# Setonix cost at most 8 SU: 1 SU/h x 4 cores x 2:00:00 in work" in dry
     assert "not connected to 'setonix'" in dry
+
+
+def test_dry_run_of_a_setonix_gpu_job_asks_for_packs_on_the_gpu_account(without_slurm):
+    dry = text_of(cell_starting(without_slurm, "%%remote setonix --dry-run --queue gpu --ngpus", unique=True))
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=pawsey0001-gpu", "#SBATCH --nodes=1",
+                 "#SBATCH --gres=gpu:2", "#SBATCH --time=02:00:00",
+                 "# Setonix cost at most 256 SU: 64 SU/h x 2 GPU packs x 2:00:00 in gpu"):
+        assert re.search(rf"^{re.escape(line)}$", dry, re.MULTILINE), line
+    assert "--mem" not in dry and "--cpus-per-task" not in dry
+
+
+def test_cores_alone_on_a_setonix_gpu_partition_are_refused_with_the_way_out(without_slurm):
+    cell = cell_starting(without_slurm, "%%remote setonix --dry-run --queue gpu --ncpus", unique=True)
+    assert cell.metadata.tags == ["raises-exception"]
+    shown = text_of(cell)
+    assert shown.startswith("UsageError: the request breaks Setonix's partition rules")
+    assert "--ncpus 16 on Setonix partition gpu" in shown and "(here --ngpus 2)" in shown
+    assert "job script" not in shown
 
 
 def test_without_a_slurm_target_the_live_part_says_it_is_skipped(without_slurm):
