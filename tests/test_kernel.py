@@ -83,5 +83,11 @@ def test_cancel_button_works_while_a_blocking_cell_waits(kernel):
     assert reply["content"]["ename"] == "JobCancelled"
     assert time.monotonic() - pressed < 15          # long before the job's 60 s sleep would end
 
-    after = kernel.execute_interactive("print('kernel still answers')", timeout=30)
+    # ipykernel aborts requests queued behind one that raised (what stops "Run all"), for a moment after its
+    # reply; on a loaded machine the next request can land in that moment, and is answered "aborted"
+    for _ in range(10):
+        after = kernel.execute_interactive("print('kernel still answers')", timeout=30)
+        if after["content"]["status"] != "aborted":
+            break
+        time.sleep(0.5)
     assert after["content"]["status"] == "ok"
