@@ -89,15 +89,15 @@ VIOLATIONS = {
     "walltime over work's": (
         {"walltime": "30:00:00"},
         ("--walltime 30:00:00 on Setonix partition work: it allows at most 24:00:00; ask for --walltime 24:00:00 "
-         "or less, or --queue long or highmem")),
+         "or less, or --queue long")),
     "walltime over debug's": (
         {"queue": "debug", "walltime": "2:00:00"},
         ("--walltime 2:00:00 on Setonix partition debug: it allows at most 1:00:00; ask for --walltime 1:00:00 "
-         "or less, or --queue work or long or highmem")),
+         "or less, or --queue work or long")),
     "walltime over gpu-dev's": (
         {"queue": "gpu-dev", "ngpus": 1, "walltime": "5:00:00"},
         ("--walltime 5:00:00 on Setonix partition gpu-dev: it allows at most 4:00:00; ask for --walltime 4:00:00 "
-         "or less, or --queue gpu or gpu-highmem")),
+         "or less, or --queue gpu")),
     "--mem as an extra line on a gpu partition": (
         {"queue": "gpu", "ngpus": 1, "extra": ["--mem=10G"]},
         ("--extra '--mem=10G' on Setonix partition gpu: Pawsey asks for no --mem on GPU partitions, only --ngpus "

@@ -146,9 +146,12 @@ def check_request(resources: Resources) -> list[str]:
     problems = _gpu_problems(resources, partition, where) if partition.gpus_per_node else \
         _cpu_problems(resources, partition, where)
     if resources.walltime is not None and resources.walltime > partition.max_walltime:
+        # the partitions of the same kind that allow it; the highmem ones only for jobs already there (they are
+        # for memory, [RJ]), copy never (it is for copying)
         longer = [other.name for other in PARTITIONS.values()
                   if other.max_walltime >= resources.walltime and bool(other.gpus_per_node) == bool(
-                      partition.gpus_per_node) and other.name != "copy"]
+                      partition.gpus_per_node) and other.name != "copy"
+                  and (not other.name.endswith("highmem") or partition.name.endswith("highmem"))]
         problems.append(f"--walltime {format_walltime(resources.walltime)} {where}: it allows at most "
                         f"{format_walltime(partition.max_walltime)}; ask for --walltime "
                         f"{format_walltime(partition.max_walltime)} or less"
