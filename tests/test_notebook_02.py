@@ -66,10 +66,18 @@ def test_pull_brings_back_only_the_names_listed(travels):
     assert "warmest: 25 | ranked came back: False" in text_of(cell_starting(travels, 'print("warmest:"'))
 
 
-def test_a_change_made_in_place_comes_back_only_when_pulled(travels):
-    unchanged, changed = (text_of(cell_starting(travels, "print(readings, settings)", nth)) for nth in (0, 1))
-    assert unchanged.strip() == "[] {'units': 'C'}"
-    assert changed.strip() == "[6] {'units': 'K'}"
+def test_a_change_made_in_place_comes_back_to_the_same_object(travels):
+    shown = text_of(cell_starting(travels, 'print(readings, settings, "| one list:"')).strip()
+    assert shown == "[6] {'units': 'K'} | one list: True [6]"
+
+
+def test_shared_objects_stay_shared_and_functions_read_live_variables(travels):
+    # roof.log got scaled(1.5) with the cell's scale = 100, and the dict still holds the notebook's own roof
+    assert text_of(cell_starting(travels, 'print(roof.log, by_name["roof"] is roof')).strip() == "[150.0] True [150.0]"
+
+
+def test_random_numbers_carry_on_as_if_every_cell_ran_here(travels):
+    assert "same sequence: True" in text_of(cell_starting(travels, "third = np.random.randint"))
 
 
 def test_a_secret_is_held_back_with_a_note_saying_how_to_send_it(travels):
@@ -99,15 +107,17 @@ def test_an_unpicklable_value_is_named_with_its_type_before_anything_is_submitte
     cell = cell_starting(travels, '%%remote local\nrows = db.execute')
     assert "raises-exception" in cell.metadata.tags
     message = text_of(cell, "stderr")
-    assert "UsageError: cannot send 'db' (sqlite3.Connection): cannot pickle 'sqlite3.Connection' object" in message
-    assert "recreate it inside the cell" in message
+    assert "UsageError: cannot send 'db' (sqlite3.Connection) read on line 2 of the cell" in message
+    assert "cannot pickle 'sqlite3.Connection' object" in message and "recreate it inside the cell" in message
     assert not [output for output in cell.outputs if output.output_type == "display_data"]    # no job widget
     assert not any(record.first_line.startswith("rows = db.execute") for record in records)
 
 
-def test_an_unpicklable_value_made_by_the_job_stays_there_and_the_rest_comes_back(travels):
+def test_a_connection_the_job_closes_stays_there_and_the_rest_comes_back(travels):
     made = cell_starting(travels, "%%remote local\nimport sqlite3")
-    assert "'db' stayed on the target: it cannot be pickled (sqlite3.Connection" in text_of(made, "stderr")
+    note = text_of(made, "stderr")
+    assert "line 4 of the cell binds 'db' to a database connection (sqlite3.Connection" in note
+    assert "closed by the end of the cell: 'db' is not brought back" in note
     assert "6 readings, mean 22.73" in text_of(cell_starting(travels, 'print(count, "readings, mean"'))
     assert "('still open here',)" in text_of(cell_starting(travels, 'db.execute("select \'still open here\'")'))
 
