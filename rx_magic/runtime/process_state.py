@@ -6,13 +6,14 @@ filter, changes its process, not a name. Both sides use this file (the
 notebook as ``rx_magic.runtime.process_state``, the runner as
 ``process_state`` beside it), so each *section* is read and written the same
 way on both. A section is only read where its module is imported already:
-nothing here imports numpy, matplotlib or pandas.
+reading and sending never import numpy, matplotlib or pandas.
 
 The notebook sends what differs from the defaults (all of a random state);
 the job applies it when the section's module is imported there, notes the
-state then, and sends back what the cell changed, which the notebook applies.
-On the wire a section is a base64 pickle, so one that cannot be read on the
-other side (a warning class only the notebook has) is skipped alone.
+state then, and sends back what the cell changed, which the notebook applies
+(importing the module if the cell used one this kernel has not imported yet).
+On the wire a section is a base64 pickle, unpickled only once its module is
+there, and one that cannot be read on the other side is skipped alone.
 """
 
 from __future__ import annotations
