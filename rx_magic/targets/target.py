@@ -47,7 +47,13 @@ class Target:
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            if self.config.host:
+            if self.config.host and self.config.transport == "openssh":
+                from ..transport.openssh import OpenSSHTransport  # as below: its command agent's module needs paramiko
+                self._transport = OpenSSHTransport(
+                    self.config.host, user=self.config.user, port=self.config.port,
+                    identity_file=self.config.identity_file, host_key_policy=self.config.host_key_policy,
+                    python=self.config.python, setup=self.config.setup)
+            elif self.config.host:
                 from ..transport.ssh import SSHTransport, ask_user  # paramiko is imported only for SSH targets
                 self._transport = SSHTransport(
                     self.config.host, user=self.config.user, port=self.config.port,
