@@ -230,12 +230,19 @@ def _there_and_back(values: dict, changed: set, here: dict) -> dict:
     import io
     from rx_magic.runtime import wire
     file = io.BytesIO()
-    wire.dump(("*", values), file, tokens=wire.Tokens({name: values[name] for name in here}, changed))
+    tokens = wire.Tokens({name: values[name] for name in here}, changed)
+    for name, value in values.items():
+        wire.dump((name, value), file, tokens=tokens)
     file.seek(0)
-    in_place = wire.InPlace(here)
-    _, loaded = wire.load(file, in_place)
+    in_place, loaded = wire.InPlace(here), {}
+    while True:
+        try:
+            name, value = wire.load(file, in_place)
+        except EOFError:
+            break
+        loaded[name] = value
     in_place.commit()
-    return loaded
+    return {**loaded, **in_place.rebuilt}
 
 
 class Node:
@@ -259,10 +266,14 @@ def test_nothing_changes_here_until_everything_has_loaded():
     from rx_magic.runtime import wire
     here, there = {"lst": [1]}, [1, 2]
     file = io.BytesIO()
-    wire.dump(("*", {"lst": there}), file, tokens=wire.Tokens({"lst": there}, {"lst"}))
+    wire.dump(("lst", there), file, tokens=wire.Tokens({"lst": there}, {"lst"}))
     in_place = wire.InPlace(here)
     file.seek(0)
-    wire.load(file, in_place)
+    while True:
+        try:
+            wire.load(file, in_place)
+        except EOFError:
+            break
     assert here["lst"] == [1]
     in_place.commit()
     assert here["lst"] == [1, 2]
@@ -342,3 +353,23 @@ def test_values_that_share_a_mutable_or_large_object_are_planned_as_one_blob_and
     assert refs["shared"].together == ("shared", "holder")
     assert refs["alone"].together == refs["copy"].together == ()
     assert total_size(list(refs.values())) < 2 * 200_000
+
+
+def test_values_pulled_into_another_namespace_load_unless_they_hold_an_object_only_the_first_one_has():
+    import rx_magic
+    from rx_magic.errors import PullError
+    job = rx_magic.submit("total = len(items)\nrun = {'items': items}", "local", {"items": [1, 2]}, pull=["total"])
+    pulled = {}
+    job.pull(pulled)
+    assert pulled == {"total": 2}
+    job = rx_magic.submit("run = {'items': items}", "local", {"items": [1, 2]})
+    with pytest.raises(PullError, match="holds the notebook's 'items', which is not defined"):
+        job.pull({})
+
+
+def test_a_value_changed_in_place_pulled_into_another_namespace_arrives_as_a_new_object():
+    import rx_magic
+    job = rx_magic.submit("items.append(3)", "local", {"items": [1, 2]})
+    pulled = {}
+    job.pull(pulled)
+    assert pulled == {"items": [1, 2, 3]}

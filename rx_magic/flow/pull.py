@@ -91,8 +91,14 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True,
                     results.unpicklable = value["unpicklable"]
                     results.modules = value["modules"]
                     results.changed = value.get("changed", [])
-                else:
+                elif name not in (wire.KNOWN, wire.CHANGED):    # those the InPlace took in as it read them
                     results.values[name] = value
+            results.values.update(results.in_place.rebuilt)     # made anew: the one here could not take it
+            try:
+                results.in_place.finish()
+            except Exception as exc:
+                raise PullError(f"{exc}; nothing was changed in the notebook. The values stay in {paths.outputs}; "
+                                "attach the job in the notebook that submitted it") from exc
     return results
 
 

@@ -705,12 +705,18 @@ class CellProcess:
                 file.truncate()
                 tokens = wire.Tokens(kept, changed)
                 try:
+                    tokens.begin(file)
                     for name, value in values.items():
                         wire.dump((name, value), file, tokens=tokens)
                     break
+                except wire.ChangeNotWritten as exc:
+                    name, error = exc.name, exc.error
                 except Exception as exc:
-                    value = values.pop(name)
-                    unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
+                    error = exc
+                value = values.pop(name)
+                kept.pop(name, None)
+                changed = [other for other in changed if other != name]
+                unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {error}"
             wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules,
                             "changed": [name for name in changed if name in values]}), file, tokens=tokens)
         os.replace(self.paths.outputs + ".part", self.paths.outputs)

@@ -257,17 +257,6 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-class _TokenPickler(_Pickler):
-    """Writes the reader's own objects (``tokens``) as references to them, with their new state if changed."""
-
-    def __init__(self, file, *, tokens: Tokens, **kwargs):
-        super().__init__(file, **kwargs)
-        self._tokens = tokens
-
-    def persistent_id(self, obj):
-        return self._tokens.persistent_id(obj)
-
-
 # ----------------------------------------------------------------------------- the notebook's functions
 
 # A function defined in the notebook travels as its code, closure and attributes, and is rebuilt
@@ -463,45 +452,73 @@ def _state_of(obj) -> tuple | None:
             None if listitems is None else list(listitems), None if dictitems is None else list(dictitems))
 
 
-class Tokens:
-    """How one file of pulled values is written: frame after frame, sharing one memo, and with the
-    reader's own objects (what arrived under each name) written as references to them.
+KNOWN, CHANGED = "=known", "=changed"       # frame names: never Python names, so never a pulled value's
 
-    Give the same ``Tokens`` to each :func:`dump` into one file, and read the file with one
-    :class:`InPlace`: an object written in one frame is referred to, not copied, by the next,
-    so values keep sharing what they share, each still in a frame of its own. After a frame
-    that failed, they refuse more: write the file again without that value. Of the reader's
-    objects, one not in ``changed`` is a bare reference; one in ``changed`` carries its new
-    state, which the reader puts into its object when the type allows (so every other name
-    for it sees the change), or else builds anew.
+
+class Tokens:
+    """How one file of values going back to the notebook is written: frame after frame, with one memo.
+
+    Give the same ``Tokens`` to each :func:`dump` into one file, and read the file, in order,
+    with one :class:`InPlace`: an object written in one frame is referred to, not copied, by
+    the next, so values keep sharing what they share, each still in a frame of its own.
+
+    ``objects`` are the reader's own (what arrived under each name). The first frame names
+    them; after it both memos hold them at the same places, so every value that holds one
+    refers to the reader's object, at no cost per object written. For each name in
+    ``changed``, a frame carries the object's new state, which the reader puts into its own
+    object (so every other name for it sees the change) or, when the type does not allow it,
+    into a new one bound to the name. After a frame that failed, the Tokens refuse more:
+    write the file again without that value.
     """
 
     def __init__(self, objects: dict[str, object] | None = None, changed=()):
-        self.objects = objects or {}
-        self.changed = frozenset(changed)
-        self._by_id: dict[int, str] = {}
-        for name, obj in self.objects.items():
-            self._by_id.setdefault(id(obj), name)
-        self._started: set[int] = set()
+        self.objects = {}
+        self.states = {}
+        seen: set[int] = set()
+        for name, obj in (objects or {}).items():
+            if id(obj) in seen:
+                continue
+            if name in changed:
+                state = _state_of(obj)
+                if state is None:
+                    continue        # no way to put it into the reader's object: pickled anew, and rebound
+                self.states[name] = state
+            seen.add(id(obj))
+            self.objects[name] = obj
         self._relay: _Relay | None = None
         self._pickler: pickle.Pickler | None = None
         self._broken = False
+        self._begun = False
 
     def _pickler_for(self, sink, out_of_band, withhold: frozenset) -> pickle.Pickler:
         if self._broken:
             raise RuntimeError("a frame written with these Tokens failed, so the reader's memo would no longer "
                                "match: write the file again with new Tokens")
         if self._pickler is None:
-            self._relay = _Relay()
-            relay = self._relay
-            if self.objects:
-                self._pickler = _TokenPickler(relay, protocol=PROTOCOL, buffer_callback=relay.out_of_band,
-                                              withhold=withhold, tokens=self)
-            else:       # nothing to refer to: the C pickler alone, at full speed
-                self._pickler = _Pickler(relay, protocol=PROTOCOL, buffer_callback=relay.out_of_band,
-                                         withhold=withhold)
+            self._relay = relay = _Relay()
+            self._pickler = _Pickler(relay, protocol=PROTOCOL, buffer_callback=relay.out_of_band, withhold=withhold)
         self._relay.sink, self._relay.take = sink, out_of_band
         return self._pickler
+
+    def begin(self, file) -> None:
+        """Write the first frames: the reader's objects by name, then each changed one's new state.
+
+        :func:`dump` calls it for the first frame; call it first to learn which change cannot
+        be written (``ChangeNotWritten``, naming it).
+        """
+        if self._begun:
+            return
+        self._begun = True
+        if not self.objects:
+            return
+        _write_known(list(self.objects), file)
+        self._pickler_for(None, None, frozenset()).memo = {
+            id(obj): (index, obj) for index, obj in enumerate(self.objects.values())}
+        for name, state in self.states.items():
+            try:
+                dump((CHANGED, (name, state)), file, tokens=self)
+            except Exception as exc:
+                raise ChangeNotWritten(name, exc) from exc
 
     def _dump(self, pickler: pickle.Pickler, obj) -> None:
         try:
@@ -512,17 +529,31 @@ class Tokens:
             self._broken = True
             raise
 
-    def persistent_id(self, obj):
-        name = self._by_id.get(id(obj))
-        if name is None:
-            return None
-        if name not in self.changed or id(obj) in self._started:
-            return ("ref", name)
-        state = _state_of(obj)
-        if state is None:
-            return None         # pickled as any other object: the reader's name is bound to a new one
-        self._started.add(id(obj))
-        return ("new", name, state)
+
+def _write_known(names: list[str], file) -> None:
+    """The frame naming the reader's objects: ``(KNOWN, (object, ...))``, each object a persistent id
+    (its name) that the reader resolves and memoizes, so that both memos hold them at 0, 1, ...
+
+    Written opcode by opcode: nothing else in it is memoized, whatever the pickler's habits.
+    """
+    def text(value: str) -> bytes:
+        data = value.encode("utf-8", "surrogatepass")
+        return b"X" + struct.pack("<I", len(data)) + data     # BINUNICODE, never memoized here
+
+    stream = b"".join([b"\x80\x05", text(KNOWN), b"(",                 # PROTO 5, MARK
+                       *(text(name) + b"Q\x94" for name in names),   # BINPERSID, MEMOIZE
+                       b"t\x86."])                                   # TUPLE, TUPLE2, STOP
+    _, frame_length = _layout(len(stream), ())
+    header = _HEADER.pack(MAGIC, len(stream), 0, frame_length)
+    _write_all(file, header + stream + bytes(frame_length - _HEADER.size - len(stream)))
+
+
+class ChangeNotWritten(Exception):
+    """The new state of the reader's object ``name`` does not pickle."""
+
+    def __init__(self, name: str, error: Exception):
+        super().__init__(f"{name}: {type(error).__name__}: {error}")
+        self.name, self.error = name, error
 
 
 class _Relay:
@@ -539,63 +570,82 @@ class _Relay:
 
 
 class InPlace:
-    """Resolves a pulled frame's references to ``namespace``'s objects (see :class:`Tokens`).
+    """Reads a file written with :class:`Tokens`, resolving its references to ``namespace``'s objects.
 
-    Nothing is changed while loading: updates are kept until :meth:`commit`, so a frame that
-    fails to load leaves every object as it was.
+    Nothing is changed while loading: the new states wait for :meth:`commit`, so a file that
+    fails to load leaves every object as it was. ``rebuilt`` holds the objects made anew
+    because the one here could not take the new state (another type, an array of another shape).
     """
 
     def __init__(self, namespace: dict | None = None):
         self.namespace = namespace if namespace is not None else main_namespace()
         self.updates: list = []
         self.updated: list[str] = []
-        self._switch: _Switch | None = None
+        self.rebuilt: dict[str, object] = {}
+        self._known: dict[str, object] = {}
+        self._absent: dict[str, _Absent] = {}
         self._unpickler: pickle.Unpickler | None = None
+        self._switch: _Switch | None = None
 
     def _load(self, source, buffers) -> object:
         """Unpickle the next frame's stream from ``source`` with the memo of the frames before it."""
         if self._unpickler is None:
             self._switch = _Switch()
             self._unpickler = pickle.Unpickler(self._switch, buffers=self._switch)
-            self._unpickler.persistent_load = self.persistent_load
+            self._unpickler.persistent_load = self._resolve
         self._switch.source, self._switch.buffers = source, iter(buffers or ())
-        return self._unpickler.load()
+        frame = self._unpickler.load()
+        if isinstance(frame, tuple) and len(frame) == 2 and frame[0] == KNOWN:
+            return (KNOWN, None)        # held by the memo alone from now on (see finish)
+        if isinstance(frame, tuple) and len(frame) == 2 and frame[0] == CHANGED:
+            self._change(*frame[1])
+        return frame
 
-    def persistent_load(self, pid):
-        kind, name = pid[0], pid[1]
-        present = name in self.namespace
-        old = self.namespace.get(name)
-        if kind == "ref":
-            if not present:
-                raise pickle.UnpicklingError(f"the value refers to the notebook's {name!r}, which is no longer defined")
-            return old
-        if kind != "new":
-            raise pickle.UnpicklingError(f"unknown reference {kind!r} in a pulled frame")
-        state = pid[2]
-        form = state[0]
+    def _resolve(self, name):
+        """The notebook's object ``name`` (the frame ``KNOWN`` names them); a stand-in if it has none."""
+        if not isinstance(name, str):
+            raise pickle.UnpicklingError(f"not a name in a pulled frame: {name!r}")
+        if name in self.namespace:
+            self._known[name] = self.namespace[name]
+        else:       # pulled into another namespace: fine, unless a value holds it (see finish)
+            self._known[name] = self._absent[name] = _Absent(name)
+        return self._known[name]
+
+    def finish(self) -> None:
+        """After the last frame: raise if a value holds one of the notebook's objects that is not there."""
+        self._unpickler = self._switch = None          # its memo was the last holder of the stand-ins
+        self._known.clear()
+        # held by self._absent and getrefcount's argument alone, unless a loaded value holds it too
+        used = [name for name in self._absent if sys.getrefcount(self._absent[name]) > 2]
+        if used:
+            raise pickle.UnpicklingError(
+                f"a pulled value holds the notebook's {', '.join(map(repr, used))}, which "
+                f"{'is' if len(used) == 1 else 'are'} not defined in the namespace pulled into")
+
+    def _change(self, name: str, state: tuple) -> None:
+        old, form = self._known[name], state[0]     # a stand-in (absent) has no type to match: built anew
         if form == "array":
             new = state[1]
-            if (present and type(old) is type(new) and old.shape == new.shape and old.dtype == new.dtype
-                    and old.flags.writeable):
+            if type(old) is type(new) and old.shape == new.shape and old.dtype == new.dtype and old.flags.writeable:
                 self._later(name, _assign_array, old, new)
-                return old
-            return new.copy() if not new.flags.owndata else new
-        if form in ("list", "dict", "set", "bytearray"):
-            items = state[1]
-            container = {"list": list, "dict": dict, "set": set, "bytearray": bytearray}[form]
-            if present and type(old) is container:
-                self._later(name, _refill, old, items)
-                return old
-            return container(items)
-        if form == "object":
+            else:
+                self.rebuilt[name] = new
+        elif form in _CONTAINERS:
+            container = _CONTAINERS[form]
+            if type(old) is container:
+                self._later(name, _refill, old, state[1])
+            else:
+                self.rebuilt[name] = container(state[1])
+        elif form == "object":
             _, cls, newargs, obj_state, listitems, dictitems = state
-            if present and type(old) is cls:
+            if type(old) is cls:
                 self._later(name, _set_state, old, obj_state, listitems, dictitems, True)
-                return old
-            new = cls.__new__(cls, *newargs)
-            _set_state(new, obj_state, listitems, dictitems, False)
-            return new
-        raise pickle.UnpicklingError(f"unknown state {form!r} in a pulled frame")
+            else:
+                new = cls.__new__(cls, *newargs)
+                _set_state(new, obj_state, listitems, dictitems, False)
+                self.rebuilt[name] = new
+        else:
+            raise pickle.UnpicklingError(f"unknown state {form!r} for {name!r} in a pulled frame")
 
     def _later(self, name: str, update, *args) -> None:
         self.updates.append((update, args))
@@ -606,6 +656,18 @@ class InPlace:
         updates, self.updates = self.updates, []
         for update, args in updates:
             update(*args)
+
+
+_CONTAINERS = {"list": list, "dict": dict, "set": set, "bytearray": bytearray}
+
+
+class _Absent:
+    """Stands in for an object the notebook no longer has while a pulled file is read."""
+
+    __slots__ = ("name", "__weakref__")
+
+    def __init__(self, name: str):
+        self.name = name
 
 
 def _assign_array(old, new) -> None:
@@ -885,6 +947,8 @@ def dump(obj: object, file, *, tokens: Tokens | None = None) -> int:
     the reader's own objects (:class:`Tokens`); read them, in order, with one
     ``InPlace``: ``load(file, in_place)``.
     """
+    if tokens is not None and not tokens._begun:
+        tokens.begin(file)
     return _dump(obj, file, hashed=False, tokens=tokens)[1]
 
 
