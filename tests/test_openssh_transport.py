@@ -147,3 +147,27 @@ def test_files_move_through_the_master_as_the_ssh_transport_moves_them(openssh_t
     assert transport.remove_tree(str(folder.parent)) >= 0 and not folder.parent.exists()
     result = transport.run(["sh", "-c", 'printf "%s" "$1"; exit 3', "sh", "a b'c"], check=False)
     assert (result.returncode, result.stdout) == (3, "a b'c")
+
+
+def test_a_master_the_user_opens_at_their_own_control_path_is_reused(openssh_target, otp_sshd, tmp_path):
+    config = Path(os.environ["HOME"]) / ".ssh" / "config"
+    own = Path(os.environ["XDG_RUNTIME_DIR"]) / "mine-%C"
+    config.write_text(f"Host rxtest\n    ControlPath {own}\n    ControlPersist 5m\n\n" + config.read_text())
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' {otp_sshd.code}\n")
+    askpass.chmod(0o700)
+    before = otp_sshd.accepted_logins()
+    done = subprocess.run(["ssh", "-o", "ControlMaster=yes", "-fN", "rxtest"], stdin=subprocess.DEVNULL,
+                          env={**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"},
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    transport = OpenSSHTransport("rxtest", python=sys.executable)
+    try:
+        assert Path(transport.control_path).parent == own.parent
+        assert Path(transport.control_path).name.startswith("mine-")
+        assert "ControlPersist" not in " ".join(transport.control_command("check"))     # the user's 5m stands
+        assert transport.run(["id", "-un"]).stdout.strip() == otp_sshd.user
+        assert otp_sshd.accepted_logins() == before + 1
+    finally:
+        transport.close()
+        subprocess.run(transport.control_command("exit"), capture_output=True, timeout=30, check=False)

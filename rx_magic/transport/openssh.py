@@ -113,16 +113,35 @@ class OpenSSHTransport(Transport):
         identity = "\0".join([alias, *self._destination])
         self._socket_name = "cm-" + hashlib.sha256(identity.encode()).hexdigest()[:20]
         self._home: str | None = None
+        self._configured: tuple[str, str] | None = None    # ~/.ssh/config's ControlPath and ControlPersist
 
     # -- the connection ---------------------------------------------------------------------------
 
+    def _user_settings(self) -> tuple[str, str]:
+        """ControlPath (expanded; "" when unset) and ControlPersist as ssh reads them from ~/.ssh/config (``ssh -G``)."""
+        if self._configured is None:
+            try:
+                done = subprocess.run([self._ssh, "-G", *self._destination, "--", self.alias], stdin=subprocess.DEVNULL,
+                                      capture_output=True, timeout=30, check=False)
+                lines = done.stdout.decode(errors="replace").splitlines()
+            except (OSError, subprocess.TimeoutExpired):
+                lines = []
+            found = dict(line.partition(" ")[::2] for line in lines)
+            path = found.get("controlpath", "")
+            self._configured = ("" if path.lower() == "none" else path), found.get("controlpersist", "no")
+        return self._configured
+
     @property
     def control_path(self) -> str:
-        return str(control_folder() / self._socket_name)
+        """The master's socket: the user's own ControlPath when ~/.ssh/config sets one (a master the user
+        already opens is reused), else one in rx_magic's private folder."""
+        return self._user_settings()[0] or str(control_folder() / self._socket_name)
 
     def _master_options(self) -> list[str]:
         path = self.control_path.replace("%", "%%")     # ssh expands %-tokens in ControlPath
-        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", f"ControlPersist={CONTROL_PERSIST}"]
+        persist = self._user_settings()[1]
+        keep = [] if persist.lower() not in ("no", "false") else ["-o", f"ControlPersist={CONTROL_PERSIST}"]
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", *keep]
 
     def login_command(self) -> str:
         """The command that opens the master connection once, in a terminal, asking what the host asks."""
