@@ -325,6 +325,9 @@ def _load_key(path: str) -> paramiko.PKey | str:
 
 #: ``prompt(text, echo) -> answer``: asks the user for one keyboard-interactive or password answer
 Prompt = Callable[[str, bool], str]
+NO_PROMPT_ADVICE = ("set interactive_auth = true for the target to be asked in the notebook (hidden input, the answer "
+                    "kept nowhere), or transport = \"openssh\" to use the connection your ssh client opens "
+                    "(ControlMaster)")
 
 
 def ask_user(text: str, echo: bool) -> str:
@@ -337,7 +340,7 @@ def ask_user(text: str, echo: bool) -> str:
 
 
 def authenticate(transport: paramiko.Transport, host: HostSettings, prompt: Prompt | None = None,
-                 *, no_prompt: str = "") -> str:
+                 *, no_prompt: str = NO_PROMPT_ADVICE) -> str:
     """Try the agent's keys, then the configured and default key files; return what worked.
 
     When the server asks for more (keyboard-interactive, e.g. a password or one-time code after
@@ -828,9 +831,7 @@ class SSHTransport(Transport):
     def _login_prompt(self) -> tuple[Prompt | None, str]:
         """Who answers the server's password or code prompts: the user, only in the thread that runs cells."""
         if self.prompt is None:
-            return None, ("set interactive_auth = true for the target to be asked in the notebook (hidden input, "
-                          "the answer kept nowhere), or transport = \"openssh\" to use the connection your ssh "
-                          "client opens (ControlMaster)")
+            return None, NO_PROMPT_ADVICE
         if threading.current_thread() is not threading.main_thread():
             return None, (f"it asks only in a cell you run, never in the background (this was the thread "
                           f"{threading.current_thread().name!r}): run a cell on this target to log in again")
