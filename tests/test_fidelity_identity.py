@@ -373,3 +373,11 @@ def test_a_value_changed_in_place_pulled_into_another_namespace_arrives_as_a_new
     pulled = {}
     job.pull(pulled)
     assert pulled == {"items": [1, 2, 3]}
+
+
+def test_pull_names_what_comes_back_changed_in_place_too_and_no_pull_brings_nothing(ip):
+    ip.run_cell("lst = [1]\nother = lst\nseen = {}")
+    run_ok(ip, "lst.append(2)\nseen['k'] = 1\nx = 3", line="local --pull lst")
+    assert ip.user_ns["other"] == [1, 2] and ip.user_ns["seen"] == {} and "x" not in ip.user_ns
+    run_ok(ip, "lst.append(3)\nseen['k'] = 1", line="local --no-pull")
+    assert ip.user_ns["lst"] == [1, 2] and ip.user_ns["seen"] == {}
