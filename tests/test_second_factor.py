@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from helpers import newest_job, run_remote
+from helpers import newest_job, run_remote, wait_for
 from otp_sshd import start_otp_server
 
 from rx_magic.errors import ConfigError, ConnectError
@@ -175,3 +176,22 @@ def test_transport_and_interactive_auth_are_validated():
         parse_target("gadi", {"host": "gadi", "interactive_auth": "yes"}, "t.toml", base)
     with pytest.raises(ConfigError, match="interactive_auth is for transport = \"paramiko\""):
         parse_target("gadi", {"host": "gadi", "transport": "openssh", "interactive_auth": True}, "t.toml", base)
+
+
+def test_the_monitor_of_a_background_job_never_asks_when_the_link_drops(ip, otp_target, otp_sshd, asked):
+    otp_target(interactive_auth=True)
+    result = run_remote(ip, "ws --bg", """
+        import time
+        time.sleep(4)
+        answer = 42
+    """)
+    assert result.error_in_exec is None and len(asked) == 1
+    logins = otp_sshd.log.read_text().count("Partial publickey")
+    otp_sshd.drop_connections()
+    wait_for(lambda: otp_sshd.log.read_text().count("Partial publickey") > logins,
+             "the monitor to try to log in again", timeout=60)
+    time.sleep(1)
+    assert len(asked) == 1                  # it tried, with the key, and did not ask for the code
+    job = newest_job()
+    assert job.wait(timeout=60) is State.DONE           # this thread asks, and the job is read again
+    assert [thread for _, thread in asked] == [threading.main_thread().name] * 2
