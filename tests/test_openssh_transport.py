@@ -171,3 +171,14 @@ def test_a_master_the_user_opens_at_their_own_control_path_is_reused(openssh_tar
     finally:
         transport.close()
         subprocess.run(transport.control_command("exit"), capture_output=True, timeout=30, check=False)
+
+
+def test_when_the_master_closes_the_next_command_fails_at_once_naming_the_login_command(openssh_target, logged_in):
+    assert openssh_target.run(["true"]).returncode == 0        # through the command agent, on the master
+    subprocess.run(openssh_target.control_command("exit"), capture_output=True, timeout=30, check=True)
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as failure:
+        openssh_target.run(["true"])
+    assert time.monotonic() - started < 10
+    assert openssh_target.login_command() in str(failure.value)
+    assert not openssh_target.connected
