@@ -182,3 +182,14 @@ def test_when_the_master_closes_the_next_command_fails_at_once_naming_the_login_
     assert time.monotonic() - started < 10
     assert openssh_target.login_command() in str(failure.value)
     assert not openssh_target.connected
+
+
+def test_rx_check_of_an_openssh_target_says_whether_the_shared_connection_works(openssh_target, logged_in):
+    from rx_magic.targets.checks import FAIL, OK, check_target
+    lines = check_target("ws")
+    ssh = [line for line in lines if line.item == "ssh"]
+    assert ssh and ssh[0].status == OK and "ran through your ssh's shared connection" in ssh[0].found
+    assert not [line for line in lines if line.status == FAIL], lines
+    subprocess.run(openssh_target.control_command("exit"), capture_output=True, timeout=30, check=False)
+    after = [line for line in check_target("ws") if line.item == "ssh"]
+    assert after[0].status == FAIL and openssh_target.login_command() in after[0].found

@@ -111,7 +111,9 @@ def check_target(name: str) -> list[CheckLine]:
     lines.append(CheckLine(INFO, "scheduler", config.scheduler + (f" (profile {profile})" if profile else "")))
     try:
         connected = True
-        if config.host:
+        if config.host and getattr(config, "transport", "paramiko") == "openssh":
+            connected = _check_openssh(target, lines)
+        elif config.host:
             connected = _check_connection(target, lines, where)
         if connected:
             _check_remote(target, lines, where)
@@ -140,6 +142,19 @@ def _local_version(name: str) -> str | None:
 
 
 # -- SSH --------------------------------------------------------------------------------------------
+
+def _check_openssh(target: Target, lines: list[CheckLine]) -> bool:
+    """Through the user's own ssh and its shared connection: one command; True when it ran."""
+    started = time.monotonic()
+    try:
+        target.transport.run(["true"], timeout=60)
+    except TransportError as exc:       # no master: the message names the one command to run in a terminal
+        lines.append(CheckLine(FAIL, "ssh", str(exc), "log in once as the message says, then check again"))
+        return False
+    lines.append(CheckLine(OK, "ssh", f"{target.transport.description}: a command ran through your ssh's shared "
+                                      f"connection in {time.monotonic() - started:.2f} s"))
+    return True
+
 
 def _check_connection(target: Target, lines: list[CheckLine], where: str) -> bool:
     """Host, ssh config, host key, authentication and connect time; True when connected."""
