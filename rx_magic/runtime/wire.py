@@ -591,8 +591,8 @@ class InPlace:
         """Unpickle the next frame's stream from ``source`` with the memo of the frames before it."""
         if self._unpickler is None:
             self._switch = _Switch()
-            self._unpickler = pickle.Unpickler(self._switch, buffers=self._switch)
-            self._unpickler.persistent_load = self._resolve
+            self._unpickler = _ResolvingUnpickler(self._switch, buffers=self._switch)
+            self._unpickler.resolve = self._resolve
         self._switch.source, self._switch.buffers = source, iter(buffers or ())
         frame = self._unpickler.load()
         if isinstance(frame, tuple) and len(frame) == 2 and frame[0] == KNOWN:
@@ -1058,6 +1058,14 @@ class _PickleSection:
         while self.left and not line.endswith(b"\n"):
             line += self.read(1)
         return bytes(line)
+
+
+class _ResolvingUnpickler(pickle.Unpickler):
+    # a method, not an instance attribute: Python 3.13 made persistent_load read-only on instances
+    resolve = None
+
+    def persistent_load(self, pid):
+        return self.resolve(pid)
 
 
 class _Switch:
