@@ -9,7 +9,6 @@ and observes jobs through ``wait(each_round=...)`` and the target's monitor
 
 from __future__ import annotations
 
-import codecs
 import os
 import select
 import sys
@@ -23,8 +22,10 @@ from ..model.local_dirs import cache_home
 from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
+from .logs import LogFollower, read_log
 from .arrays import ElementFailure, combine, failure_error, read_progress
-from .pull import apply_values, fetch_cell_effects, fetch_results, remote_exception, write_notebook
+from .pull import (NOTEBOOK_LOG_LIMIT, apply_values, fetch_cell_effects, fetch_results, remote_exception,
+                   write_notebook)
 from .registry import Registry, default_registry
 from .watch import observe, read_status
 
@@ -273,29 +274,34 @@ class Job:
         self.record = self._registry.update(self.id, cancel_requested=True)
         self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
 
-    def log(self, stream: str = "stdout") -> str:
-        """The job's ``stdout`` or ``stderr`` so far; a job array's, element by element under a heading."""
+    def log(self, stream: str = "stdout", **bounds) -> str:
+        """The job's ``stdout`` or ``stderr`` so far; a job array's, element by element under a heading.
+
+        A long log is its head and tail with one line between saying how much was cut and where the
+        whole log is (``logs.read_log``; ``head=`` and ``tail=`` bytes, by default ``logs.OUTPUT_HEAD``
+        and ``OUTPUT_TAIL``).
+        """
         if self.record.elements:
-            return self._array_log(stream)
+            return self._array_log(stream, **bounds)
         path = self.paths.stdout if stream == "stdout" else self.paths.stderr
         try:
-            return self.target.transport.read_bytes(path).decode(errors="replace")
+            return read_log(self.target.transport, path, stream, f"target {self.record.target!r}", **bounds)
         except FileNotFoundError:
             return ""
 
-    def _array_log(self, stream: str) -> str:
+    def _array_log(self, stream: str, **bounds) -> str:
         spec = self._array_spec()
         name, labels = spec.get("name", "element"), spec.get("labels") or []
         parts = []
         for index in range(self.record.elements):
             paths = self.paths.element(index)
+            path = paths.stdout if stream == "stdout" else paths.stderr
             try:
-                text = self.target.transport.read_bytes(paths.stdout if stream == "stdout" else paths.stderr)
+                body = read_log(self.target.transport, path, stream, f"target {self.record.target!r}", **bounds)
             except FileNotFoundError:
                 continue
-            if text:
+            if body:
                 label = f"{name}={labels[index]}" if index < len(labels) else f"element {index}"
-                body = text.decode(errors="replace")
                 parts.append(f"── {label} ──\n{body}" + ("" if body.endswith("\n") else "\n"))
         return "".join(parts)
 
@@ -305,7 +311,9 @@ class Job:
             return None
         source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
         path = cache_home() / "jobs" / self.id / "job.ipynb"
-        return write_notebook(path, source, self.log("stdout"), self.log("stderr"), results)
+        half = NOTEBOOK_LOG_LIMIT // 2 - 1024     # room for the cut line
+        return write_notebook(path, source, self.log("stdout", head=half, tail=half),
+                              self.log("stderr", head=half, tail=half), results)
 
 
 class _EndNotice:
@@ -361,23 +369,15 @@ class _Outage:
 
 
 class _Echo:
-    """Prints what a job writes to stdout and stderr, as it arrives."""
+    """Prints what a job writes to stdout and stderr as it arrives: each stream's head live, and its tail
+    once the job has ended, with one line between saying how much was cut (``logs.LogFollower``)."""
 
     def __init__(self, job: Job):
-        self.job = job
-        self.sources = [(job.paths.stdout, sys.stdout), (job.paths.stderr, sys.stderr)]
-        self.offsets = [0, 0]
-        self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in self.sources]
+        where = f"target {job.record.target!r}"
+        self.followers = [LogFollower(lambda: job.target.transport, path, stream, out, where)
+                          for path, stream, out in ((job.paths.stdout, "stdout", sys.stdout),
+                                                    (job.paths.stderr, "stderr", sys.stderr))]
 
     def pump(self, final: bool = False) -> None:
-        transport = self.job.target.transport
-        for index, (path, stream) in enumerate(self.sources):
-            try:
-                data = transport.read_bytes(path, self.offsets[index])
-            except FileNotFoundError:
-                continue
-            self.offsets[index] += len(data)
-            text = self.decoders[index].decode(data, final=final)
-            if text:
-                stream.write(text)
-                stream.flush()
+        for follower in self.followers:
+            follower.pump(final)

@@ -21,7 +21,7 @@ from ..model.local_dirs import private_folder
 from ..runtime.layout import JobPaths
 from ..transport import Transport
 
-NOTEBOOK_LOG_LIMIT = 1_000_000
+NOTEBOOK_LOG_LIMIT = 1_000_000     # characters of each stream kept in job.ipynb: half its head, half its tail
 
 
 class _NoResult:
@@ -206,7 +206,11 @@ def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: R
     outputs = []
     for name, text in (("stdout", stdout), ("stderr", stderr)):
         if text:
-            clipped = text if len(text) <= NOTEBOOK_LOG_LIMIT else "…\n" + text[-NOTEBOOK_LOG_LIMIT:]
+            clipped = text
+            if len(text) > NOTEBOOK_LOG_LIMIT:     # a caller that did not read it bounded (Job.log does)
+                half = NOTEBOOK_LOG_LIMIT // 2
+                cut = len(text) - 2 * half
+                clipped = f"{text[:half]}\nrx_magic: ... {cut} characters of {name} cut here\n{text[-half:]}"
             outputs.append(nbformat.v4.new_output("stream", name=name, text=clipped))
     for output in results.outputs:
         if output["output_type"] == "execute_result":

@@ -41,8 +41,12 @@ class Transport(abc.ABC):
     def exists(self, path: str) -> bool: ...
 
     @abc.abstractmethod
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        """The file's bytes from ``offset``; ``FileNotFoundError`` when it is missing."""
+    def read_bytes(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
+        """The file's bytes from ``offset``, at most ``limit`` of them; ``FileNotFoundError`` when it is missing."""
+
+    def file_size(self, path: str) -> int:
+        """The file's size in bytes; ``FileNotFoundError`` when it is missing. Transports answer with one stat."""
+        return len(self.read_bytes(path))
 
     @abc.abstractmethod
     def open_read(self, path: str) -> BinaryIO: ...

@@ -34,11 +34,14 @@ class LocalTransport(Transport):
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+    def read_bytes(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
         with open(path, "rb") as file:
             if offset:
                 file.seek(offset)
-            return file.read()
+            return file.read(-1 if limit is None else limit)
+
+    def file_size(self, path: str) -> int:
+        return os.stat(path).st_size
 
     def open_read(self, path: str) -> BinaryIO:
         return open(path, "rb")

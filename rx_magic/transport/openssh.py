@@ -54,6 +54,9 @@ MISSING = 44                # the read scripts' exit code for a missing file
 # "R", then the file's bytes from byte $2 (1 = the start); exit 44 when there is no such file
 _READ = '[ -e "$1" ] || exit 44; [ -r "$1" ] || { echo "$1: Permission denied" >&2; exit 1; }; ' \
         'printf R; exec tail -c +"$2" -- "$1"'
+_READ_SOME = '[ -e "$1" ] || exit 44; [ -r "$1" ] || { echo "$1: Permission denied" >&2; exit 1; }; ' \
+             'printf R; tail -c +"$2" -- "$1" | head -c "$3"'
+_SIZE = '[ -e "$1" ] || exit 44; exec wc -c < "$1"'
 _WRITE = 'umask 077; exec cat > "$1"'
 _WRITE_WHOLE = 'umask 077; cat > "$1" && [ "$(wc -c < "$1")" -eq "$3" ] && chmod "$4" -- "$1" && mv -f -- "$1" "$2" ' \
                '|| { s=$?; rm -f -- "$1"; exit $s; }'
@@ -264,10 +267,18 @@ class OpenSSHTransport(Transport):
     def exists(self, path: str) -> bool:
         return self.run(["sh", "-c", '[ -e "$1" ] || [ -L "$1" ]', "rx", path], check=False).returncode == 0
 
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        code, stdout, stderr = self._call(("sh", "-c", _READ, "rx", path, str(offset + 1)), None, 300)
+    def read_bytes(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
+        script = _READ if limit is None else _READ_SOME
+        words = (path, str(offset + 1)) if limit is None else (path, str(offset + 1), str(limit))
+        code, stdout, stderr = self._call(("sh", "-c", script, "rx", *words), None, 300)
         if code == 0 and stdout[:1] == b"R":
             return stdout[1:]
+        self._read_failure(path, code, stderr)
+
+    def file_size(self, path: str) -> int:
+        code, stdout, stderr = self._call(("sh", "-c", _SIZE, "rx", path), None, 120)
+        if code == 0 and stdout.strip().isdigit():
+            return int(stdout)
         self._read_failure(path, code, stderr)
 
     def _read_failure(self, path: str, code: int, stderr: bytes):

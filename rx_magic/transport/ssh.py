@@ -947,17 +947,22 @@ class SSHTransport(Transport):
             except FileNotFoundError:
                 return False
 
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+    def read_bytes(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
         with self._translated(f"reading {path}"):
             with self.sftp.open(path, "rb") as file:
                 file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE   # undocumented: see tests/test_private_internals.py
                 if offset:
                     file.seek(offset)
                 size = file.stat().st_size
-                if size - offset > SFTP_REQUEST_SIZE:
-                    file.prefetch(size)
+                end = size if limit is None else min(size, offset + limit)
+                if end - offset > SFTP_REQUEST_SIZE:
+                    file.prefetch(end)
                 # paramiko's read() asks for 8 KiB at a time: one round trip each, or a split reply
-                return _PieceReader(file, nullcontext).read()
+                return _PieceReader(file, nullcontext).read(-1 if limit is None else max(0, end - offset))
+
+    def file_size(self, path: str) -> int:
+        with self._translated(f"checking {path}"):
+            return self.sftp.stat(path).st_size
 
     def open_read(self, path: str) -> BinaryIO:
         with self._translated(f"opening {path}"):

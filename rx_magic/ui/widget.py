@@ -89,7 +89,13 @@ class StreamTail:
         transport = self.job.target.transport
         for name, path in paths.items():
             try:
-                data = transport.read_bytes(path, self.offsets[name])
+                data = transport.read_bytes(path, self.offsets[name], TAIL_BYTES + 1)
+                if len(data) > TAIL_BYTES:      # a flood: skip to its last bytes, never reading the middle
+                    size = transport.file_size(path)
+                    self.offsets[name] = max(self.offsets[name], size - TAIL_BYTES)
+                    self.decoders[name].reset()
+                    self.text[name] = ""
+                    data = transport.read_bytes(path, self.offsets[name], TAIL_BYTES)
             except FileNotFoundError:
                 continue
             self.offsets[name] += len(data)
@@ -332,12 +338,11 @@ def _read_resources(job) -> Resources:
 
 
 def full_log(job) -> str:
-    """The job's stdout, then its stderr under a heading, cut to the last ``LOG_LIMIT`` characters each."""
+    """The job's stdout, then its stderr under a heading: of each, its head and tail, ``LOG_LIMIT`` bytes in all,
+    with one line between saying how much was cut and where the whole log is."""
     parts = []
     for stream in ("stdout", "stderr"):
-        text = job.log(stream)
-        if len(text) > LOG_LIMIT:
-            text = "…\n" + text[-LOG_LIMIT:]
+        text = job.log(stream, head=LOG_LIMIT // 4, tail=LOG_LIMIT - LOG_LIMIT // 4)
         if text:
             parts.append(text if stream == "stdout" else f"--- stderr ---\n{text}")
     return "\n".join(parts) or "(the job has printed nothing yet)"
