@@ -444,8 +444,8 @@ def short(outputs) -> str:
 
 def shape(outputs: list) -> list:
     """What kinds of output a cell gave, without their text: for cells that show measured times."""
-    return [(o[0], o[1]) if o[0] != "execute_result" and o[0] != "display_data" else (o[0], tuple(k for k, _ in o[1]))
-            for o in outputs]
+    kinds = {"stream": lambda o: o[:2], "error": lambda o: o, "execute_result": lambda o: (o[0], tuple(k for k, _ in o[1]))}
+    return [kinds.get(o[0], kinds["execute_result"])(o) for o in outputs]
 
 
 def first_difference(plain: list, other: list, variant: str) -> str:
@@ -537,9 +537,8 @@ def compare(entry: Entry, plain: Run, other: Run) -> list[Difference]:
     for index in sorted(plain.outputs):
         source = original.cells[index].source
         a, b = plain.outputs[index], other.outputs.get(index, [])
-        if index in entry.volatile:
-            a, b = shape(a), shape(b)
-        if a != b:
+        compared = (shape(a), shape(b)) if index in entry.volatile else (a, b)
+        if compared[0] != compared[1]:
             kind = classify_cell(source, earlier, a, b, index in other.plan.sent, mutated_so_far)
             differences.append(Difference(kind, f"cell {index}", first_difference(a, b, other.variant)))
         earlier += "\n" + source
