@@ -8,7 +8,8 @@
     │       ├── UnpicklableError   a pushed value that cannot be serialized
     │       └── PayloadTooLarge    pushed values over the target's limit
     ├── TransportError        running a command or moving a file failed
-    │   └── ConnectError      the host could not be reached, or refused us (host key, login)
+    │   ├── ConnectError      the host could not be reached, or refused us (host key, login)
+    │   └── DiskFull          a write found no space left (the path, the space free, the size needed)
     ├── SchedulerError        the scheduler refused or lost a job
     └── JobError              a job ended without the result the user wanted
         ├── JobFailed         killed or crashed: walltime, memory, runner died
@@ -66,6 +67,21 @@ class ConnectError(TransportError):
     IPython shows it as its message alone (one paragraph saying what to check): the
     frames that tried to connect say nothing the message does not.
     """
+
+    def _render_traceback_(self) -> list[str]:
+        return traceback_lines(self)
+
+
+class DiskFull(TransportError):
+    """A file could not be written: no space left on the device (or over the disk quota) where it goes.
+
+    ``path`` is the file, ``free`` the bytes free there (None when unknown), ``needed`` the bytes the
+    write needed (None when unknown). Shown as its message alone, as ``ConnectError`` is.
+    """
+
+    def __init__(self, message: str, path: str = "", free: int | None = None, needed: int | None = None):
+        super().__init__(message)
+        self.path, self.free, self.needed = path, free, needed
 
     def _render_traceback_(self) -> list[str]:
         return traceback_lines(self)

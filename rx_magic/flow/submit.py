@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._version import __version__
-from ..errors import InputError, PayloadTooLarge
+from ..errors import DiskFull, InputError, PayloadTooLarge
 from ..model import jobspec
 from ..model.jobspec import new_spec
 from ..model.record import JobRecord
@@ -29,6 +29,8 @@ from ..runtime.layout import JobPaths, new_job_id
 from ..schedulers import JobScript
 from ..targets.target import Target, get_target
 from ..transport import Transport
+from ..transport.base import DISK_FULL_ERRNOS, disk_full
+from ..transport.local import free_space
 from .arrays import ArrayRequest, parse_map
 from .blobs import BlobRef, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell, notebook_sources
@@ -231,7 +233,32 @@ def install_runtime(transport: Transport, paths: JobPaths, snapshot: tuple[str, 
 
 
 def submit_plan(plan: Plan) -> Job:
-    """Write the job folder, submit it, and record the job."""
+    """Write the job folder, submit it, and record the job.
+
+    A disk that fills on the way is one ``DiskFull`` naming the path, the space free there and what the
+    cell sends; nothing is left half-written (the transport removes its partial file, the staged folder
+    goes) and nothing is submitted.
+    """
+    try:
+        return _write_and_submit(plan)
+    except DiskFull as exc:
+        raise disk_full(exc.path, plan.target.transport.description, exc.free, _sent_size(plan)) from None
+    except OSError as exc:      # a local folder that could not be made
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        path = exc.filename or plan.paths.workdir
+        free = free_space(os.path.dirname(path)) if plan.target.is_local else None
+        raise disk_full(path, plan.target.transport.description, free, _sent_size(plan)) from None
+
+
+def _sent_size(plan: Plan) -> int:
+    """The bytes a submission writes on the target, at most (blobs already there are not written again)."""
+    version, contents = plan.runtime or runtime_snapshot()
+    return (sum(ref.size for ref in plan.blobs) + plan.shipment.size + sum(map(len, contents.values()))
+            + len(jobspec.dumps(plan.spec)) + len(plan.spec["source"].encode()) + len(plan.script_text.encode()))
+
+
+def _write_and_submit(plan: Plan) -> Job:
     transport, paths = plan.target.transport, plan.paths
     transport.makedirs(plan.paths.workdir)
     transport.makedirs(paths.blobs_dir)

@@ -15,6 +15,7 @@ values, the rich outputs and any exception.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -32,6 +33,7 @@ CELL_FILENAME = "<remote cell>"
 
 # exit codes of the cell process
 CELL_OK, CELL_RAISED, RUNNER_ERROR = 0, 1, 3
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _write_json(path: str, data) -> None:
@@ -391,9 +393,36 @@ class CellProcess:
             sys.stdout.flush()
             sys.stderr.flush()
         self.outputs.flush_figures()
-        self.write_display()
-        self.write_pulled(namespace)
+        try:
+            self.write_display()
+            self.write_pulled(namespace)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            return self.results_not_written()
         return CELL_OK
+
+    def results_not_written(self) -> int:
+        """The disk filled while the results were written: their partial files go, and the job fails saying so."""
+        folder = os.path.dirname(self.paths.outputs)
+        for path in (self.paths.outputs, self.paths.display):
+            for leftover in (path + ".part", path):
+                try:
+                    os.remove(leftover)
+                except OSError:
+                    pass
+        try:
+            found = os.statvfs(folder)
+            free = f"{found.f_bavail * found.f_frsize} bytes free"
+        except OSError:
+            free = "free space unknown"
+        reason = f"the job's results could not be written: no space left on device in {folder} ({free})"
+        print(f"rx_magic runner: {reason}", file=sys.stderr)
+        try:
+            _write_json(self.paths.error, {"runner_error": reason})
+        except OSError:     # still full: the supervisor reads the reason from stderr.log's tail
+            pass
+        return RUNNER_ERROR
 
     @staticmethod
     def _die_with_supervisor() -> None:
@@ -711,6 +740,10 @@ class CellProcess:
                     break
                 except wire.ChangeNotWritten as exc:
                     name, error = exc.name, exc.error
+                except OSError as exc:
+                    if exc.errno in DISK_FULL_ERRNOS:
+                        raise           # the disk is full, not the value unpicklable
+                    error = exc
                 except Exception as exc:
                     error = exc
                 value = values.pop(name)

@@ -8,9 +8,25 @@ the SSH transport can quote each word exactly once.
 from __future__ import annotations
 
 import abc
+import errno
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
+
+from ..errors import DiskFull
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: str, where: str, free: int | None, needed: int | None, *, at_least: bool = False) -> DiskFull:
+    """The one message for a write that found no space: the path, the space free there, the size needed."""
+    from ..model.resources import format_size_human as size
+    free_text = f"{size(free)} free there" if free is not None else "the space free there is unknown"
+    needed_text = "" if needed is None else f", {'at least ' if at_least else ''}{size(needed)} needed"
+    return DiskFull(f"no space left on the device to write {path} on {where}: {free_text}{needed_text}. "
+                    "Free some space there (`%rx clean` removes finished jobs' folders), or point the target's "
+                    "workdir at a disk with room", path, free, needed)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, Sequence
 
-from ..errors import TransportError
-from .base import CommandResult, Transport
+from ..errors import DiskFull, TransportError
+from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
 
 
 class LocalTransport(Transport):
@@ -49,18 +49,37 @@ class LocalTransport(Transport):
     @contextmanager
     def open_atomic(self, path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
         folder, name = os.path.split(path)
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
+        try:
+            fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full(path, self.description, free_space(folder), None) from None
+            raise
+        landed = 0
         try:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as file:
-                yield file
+                try:
+                    yield file
+                finally:
+                    landed = os.fstat(fd).st_size if not file.closed else landed
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(temporary)
             except FileNotFoundError:
                 pass
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                # the partial file is gone: what is free now is what the user has
+                raise disk_full(path, self.description, free_space(folder), landed + 1, at_least=True) from None
             raise
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        try:
+            super().write_bytes(path, data, mode)
+        except DiskFull as exc:
+            needed = memoryview(data).nbytes
+            raise disk_full(path, self.description, exc.free, needed) from None
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         os.makedirs(path, mode=mode, exist_ok=True)
@@ -97,6 +116,15 @@ class LocalTransport(Transport):
 
     def expand_home(self, path: str) -> str:
         return os.path.expanduser(path)
+
+
+def free_space(folder: str) -> int | None:
+    """Bytes an unprivileged user may still write in ``folder``'s file system."""
+    try:
+        found = os.statvfs(folder or ".")
+    except OSError:
+        return None
+    return found.f_bavail * found.f_frsize
 
 
 def _tree_size(path: str) -> int:

@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
-from ..errors import ConnectError, TransportError
+from ..errors import ConnectError, DiskFull, TransportError
 from ..model.local_dirs import cache_home
-from .base import CommandResult, Transport
+from .base import CommandResult, Transport, disk_full
 from .command_agent import AGENT_SOURCE, AgentUnavailable
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
@@ -308,13 +308,17 @@ class OpenSSHTransport(Transport):
             yield writer
             writer.finish(self, f"writing {path}")
             self._script(_FINISH, temporary, path, str(writer.written), format(mode, "o"), what=f"writing {path}")
-        except BaseException:
+        except BaseException as exc:
             process.kill()
             process.wait()
             try:
                 self.run(["rm", "-f", "--", temporary], check=False, timeout=30)
             except TransportError:
                 pass
+            if isinstance(exc, Exception):      # a full disk shows as cat's write error, or a broken pipe
+                full = self._disk_full(path, folder, writer.written)
+                if full is not None:
+                    raise full from None
             raise
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o600) -> None:
@@ -322,8 +326,23 @@ class OpenSSHTransport(Transport):
         folder, name = os.path.split(path)
         temporary = f"{folder}/.{name}.{os.urandom(4).hex()}.part"
         data = bytes(data)
-        self._script(_WRITE_WHOLE, temporary, path, str(len(data)), format(mode, "o"), input=data,
-                     what=f"writing {path}")
+        try:
+            self._script(_WRITE_WHOLE, temporary, path, str(len(data)), format(mode, "o"), input=data,
+                         what=f"writing {path}")
+        except TransportError:      # the script removed its partial file
+            full = self._disk_full(path, folder, len(data))
+            if full is not None:
+                raise full from None
+            raise
+
+    def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
+        """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone)."""
+        try:
+            result = self.run(["df", "-Pk", "--", folder], check=False, timeout=30)
+            free = int(result.stdout.splitlines()[-1].split()[3]) * 1024
+        except (TransportError, ValueError, IndexError):
+            return None
+        return disk_full(path, self.description, free, needed) if free < needed else None
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         self._script('umask 077 && mkdir -p -m "$2" -- "$1"', path, format(mode, "o"), what=f"creating {path}")

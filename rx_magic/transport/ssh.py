@@ -49,8 +49,8 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 import paramiko
 import paramiko.buffered_pipe
 
-from ..errors import ConfigError, ConnectError, TransportError
-from .base import CommandResult, Transport
+from ..errors import ConfigError, ConnectError, DiskFull, TransportError
+from .base import CommandResult, Transport, disk_full
 from .command_agent import AgentUnavailable, CommandAgent
 
 WINDOW_SIZE = 4 * 2**20
@@ -993,13 +993,37 @@ class SSHTransport(Transport):
                     raise TransportError(f"upload of {path} to {self.alias} arrived with {size} of "
                                          f"{writer.written} bytes")
                 sftp.posix_rename(temporary, path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 file.close()
-                sftp.remove(temporary)
             except Exception:
                 pass
+            self._remove_partial(sftp, temporary)
+            if isinstance(exc, Exception):      # a full disk shows as "Failure", or as a short upload
+                full = self._disk_full(path, folder, writer.written)
+                if full is not None:
+                    raise full from None
             raise
+
+    def _remove_partial(self, sftp: paramiko.SFTPClient, temporary: str) -> None:
+        """Remove an upload's partial file, over a new SFTP session if the failure closed the connection."""
+        for attempt in range(2):
+            try:
+                (sftp if attempt == 0 else self.sftp).remove(temporary)
+                return
+            except FileNotFoundError:
+                return
+            except Exception:
+                continue
+
+    def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
+        """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone)."""
+        try:
+            result = self.run(["df", "-Pk", "--", folder], check=False, timeout=30)
+            free = int(result.stdout.splitlines()[-1].split()[3]) * 1024
+        except (TransportError, ValueError, IndexError):
+            return None
+        return disk_full(path, self.description, free, needed) if free < needed else None
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         with self._translated(f"creating {path}"):
