@@ -12,13 +12,15 @@ import platform
 import posixpath
 import signal
 import socket
+import stat
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._version import __version__
-from ..errors import DiskFull, InputError, PayloadTooLarge
+from ..errors import ConfigError, DiskFull, InputError, PayloadTooLarge
 from ..model import jobspec
 from ..model.jobspec import new_spec
 from ..model.record import JobRecord
@@ -222,14 +224,76 @@ def install_runtime(transport: Transport, paths: JobPaths, snapshot: tuple[str, 
     """Copy the runtime's files to the target once per version; return the folder.
 
     ``snapshot`` is ``runtime.runtime_snapshot()`` as the cell's plan took it (its job script names that folder).
+    A folder found there is used only once it holds exactly these files (read back once per connection,
+    rewritten when they differ); the folder and its files were checked to be the user's own by
+    :func:`check_workdir`.
     """
     version, contents = snapshot or runtime_snapshot()
     folder = paths.runtime_dir(version)
-    if not transport.exists(posixpath.join(folder, "runner.py")):
-        transport.makedirs(folder)
-        for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
-            transport.write_bytes(posixpath.join(folder, name), contents[name])
+    with _checked_lock:
+        verified = folder in _checked.setdefault(transport, set())
+    if verified and transport.exists(posixpath.join(folder, "runner.py")):
+        return folder
+    found = transport.exists(posixpath.join(folder, "runner.py"))
+    transport.makedirs(folder)
+    for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
+        path = posixpath.join(folder, name)
+        try:
+            same = found and transport.read_bytes(path) == contents[name]
+        except FileNotFoundError:
+            same = False
+        if not same:
+            transport.write_bytes(path, contents[name])
+    with _checked_lock:
+        _checked[transport].add(folder)
     return folder
+
+
+_checked: weakref.WeakKeyDictionary[Transport, set[str]] = weakref.WeakKeyDictionary()   # folders found safe
+_checked_lock = threading.Lock()
+
+
+def check_workdir(transport: Transport, paths: JobPaths, version: str) -> None:
+    """Refuse a workdir another user could write into; create what is missing, private. Once per connection.
+
+    The workdir, ``.rx``, ``.rx/blobs``, ``.rx/files`` and ``.rx/runtime-{version}`` (and its files) must each be
+    missing or be the login user's own, not a symlink, and not writable by group or others: otherwise someone
+    else could plant a runner or a pickle that the job would run. One round trip over SSH.
+    """
+    key = f"{paths.workdir}\0{version}"
+    with _checked_lock:
+        if key in _checked.setdefault(transport, set()):
+            return
+    runtime = paths.runtime_dir(version)
+    folders = [paths.workdir, paths.rx_dir, paths.blobs_dir, paths.files_dir, runtime]
+    files = [posixpath.join(runtime, name) for name in RUNTIME_FILES]
+    uid, found = transport.lstat(folders + files)
+    for index, (path, info) in enumerate(zip(folders + files, found)):
+        if info is None:
+            continue
+        owner, mode = info
+        kind = "folder" if index < len(folders) else "file"
+        problem = None
+        if stat.S_ISLNK(mode):
+            problem = "is a symlink"
+        elif not (stat.S_ISDIR(mode) if kind == "folder" else stat.S_ISREG(mode)):
+            problem = f"is not a {kind}"
+        elif owner != uid:
+            problem = f"is owned by uid {owner}, not by you (uid {uid})"
+        elif mode & 0o022:
+            problem = f"is writable by {'its group' if mode & 0o020 else 'everyone'} (mode {stat.filemode(mode)})"
+        if problem:
+            workdir = paths.workdir.rstrip("/") or "/"
+            private = f"{workdir}-private" if index == 0 and owner != uid else posixpath.join(workdir, "private")
+            raise ConfigError(
+                f"refusing to use {path} on {transport.description}: it {problem}, so another user could put "
+                f"files there that your jobs would run. Make a private folder: mkdir -m 700 {private} "
+                "and set the target's workdir to it")
+    for path, info in zip(folders[:3], found[:3]):
+        if info is None:
+            transport.makedirs(path)
+    with _checked_lock:
+        _checked[transport].add(key)
 
 
 def submit_plan(plan: Plan) -> Job:
@@ -260,9 +324,9 @@ def _sent_size(plan: Plan) -> int:
 
 def _write_and_submit(plan: Plan) -> Job:
     transport, paths = plan.target.transport, plan.paths
-    transport.makedirs(plan.paths.workdir)
-    transport.makedirs(paths.blobs_dir)
-    install_runtime(transport, paths, plan.runtime)
+    version, contents = plan.runtime or runtime_snapshot()
+    check_workdir(transport, paths, version)
+    install_runtime(transport, paths, (version, contents))
     blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs,
                                                _BlobStore(transport, paths.blobs_dir),
                                                withhold=frozenset(plan.capture.held_back))

@@ -479,12 +479,48 @@ class CellProcess:
         array = self.spec.get("map")
         if array and self.element is not None:
             try:
-                values = wire.load_path(self.paths.blob(array["values"]))
+                values = self.load_blob(array["values"])
                 namespace[array["name"]] = values[self.element]
+            except RunnerError:
+                raise
             except Exception as exc:
                 raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
                                   f"{type(exc).__name__}: {exc}") from exc
         return namespace
+
+    def load_blob(self, digest: str) -> object:
+        """The value in the blob named ``digest``, unpickled only once its bytes are shown to hash to that name.
+
+        The file must be a regular file of this user's, writable by no one else (never a symlink), so no
+        one else's pickle runs here, and it cannot change between the check and the load.
+        """
+        import mmap
+        import stat
+
+        path = self.paths.blob(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise RunnerError(f"the pushed value's blob {path} cannot be opened: {exc.strerror} — "
+                              "run the cell again to send it") from exc
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                raise RunnerError(
+                    f"refusing to load the blob {path}: it is not a private file of yours (owner uid {info.st_uid}, "
+                    f"mode {stat.filemode(info.st_mode)}), so someone else may have written it — "
+                    f"remove it (rm {path}) and run the cell again")
+            try:
+                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                    found = self.wire.frame_digest(mapped)
+            except Exception as exc:    # empty, truncated, or not a frame at all
+                found = f"nothing ({type(exc).__name__}: {exc})"
+            if found != digest:
+                raise RunnerError(
+                    f"refusing to load the blob {path}: its content does not hash to its name (it hashes to "
+                    f"{found}), so rx_magic did not write it for this value; it was not unpickled — "
+                    f"remove it (rm {path}) and run the cell again")
+            return self.wire.load(file)
 
     def load_pushed(self, namespace: dict) -> None:
         """Load the pushed values into ``namespace``; values that share objects arrive in one blob, still sharing.
@@ -502,12 +538,14 @@ class CellProcess:
                 try:
                     if digest in together:
                         group = loaded[digest] if digest in loaded else loaded.setdefault(
-                            digest, wire.load_path(self.paths.blob(digest)))
+                            digest, self.load_blob(digest))
                         namespace[name] = group[name]
                         self.arrived[name] = (digest, group)
                     else:
-                        namespace[name] = wire.load_path(self.paths.blob(digest))
+                        namespace[name] = self.load_blob(digest)
                         self.arrived[name] = (digest, namespace[name])
+                except RunnerError:
+                    raise
                 except Exception as exc:
                     raise RunnerError(f"could not load the value of {name!r} on the target: "
                                       f"{type(exc).__name__}: {exc}") from exc

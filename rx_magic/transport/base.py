@@ -13,7 +13,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
-from ..errors import DiskFull
+from ..errors import DiskFull, TransportError
+
+_LSTAT = """id -u; for path do stat -c '%u %f' -- "$path" 2>/dev/null || echo -; done"""
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -91,6 +93,22 @@ class Transport(abc.ABC):
         An empty dict when ``path`` is missing. One listing, one round trip over SSH.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list modification times")
+
+    def lstat(self, paths: Sequence[str]) -> tuple[int, list[tuple[int, int] | None]]:
+        """The login user's uid, and each path's ``(owner uid, st_mode)`` -- of a symlink itself, never its target.
+
+        ``None`` for a path that is missing. One command, one round trip over SSH (GNU ``stat``).
+        """
+        result = self.run(["sh", "-c", _LSTAT, "rx-lstat", *paths])
+        lines = result.stdout.splitlines()
+        if len(lines) != len(paths) + 1:
+            raise TransportError(f"could not read the owner and mode of {', '.join(paths)} on {self.description}: "
+                                 f"{result.tail(3) or 'unexpected output'}")
+        found: list[tuple[int, int] | None] = []
+        for line in lines[1:]:
+            uid, _, mode = line.partition(" ")
+            found.append(None if line == "-" else (int(uid), int(mode, 16)))
+        return int(lines[0]), found
 
     @abc.abstractmethod
     def expand_home(self, path: str) -> str:

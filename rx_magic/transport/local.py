@@ -114,6 +114,17 @@ class LocalTransport(Transport):
             pass
         return times
 
+    def lstat(self, paths: Sequence[str]) -> tuple[int, list[tuple[int, int] | None]]:
+        found: list[tuple[int, int] | None] = []
+        for path in paths:
+            try:
+                info = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                found.append(None)
+            else:
+                found.append((info.st_uid, info.st_mode))
+        return os.getuid(), found
+
     def expand_home(self, path: str) -> str:
         return os.path.expanduser(path)
 
