@@ -19,7 +19,7 @@ import pytest
 from helpers import run_remote
 
 import rx_magic
-from rx_magic.errors import ConfigError
+from IPython.core.error import UsageError
 from rx_magic.runtime import RUNTIME_FILES, runtime_file, runtime_version, wire
 
 OTHER_USER = "rxother"
@@ -63,8 +63,9 @@ def private_dir(path):
 
 
 def refusal(result) -> str:
+    """The one-line usage error the cell stopped with (no traceback: nothing was submitted)."""
     error = result.error_in_exec
-    assert isinstance(error, ConfigError), error
+    assert isinstance(error, UsageError), error
     return str(error)
 
 

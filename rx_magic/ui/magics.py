@@ -166,7 +166,10 @@ class RemoteMagics(Magics):
             return None
         for warning in plan.warnings:
             _note(warning)
-        job = submit_plan(plan)
+        try:
+            job = submit_plan(plan)
+        except InputError as exc:   # found only once connected (an unsafe workdir): nothing was submitted
+            raise UsageError(str(exc)) from None
         held = [f"not sent: {name} ({why})" for name, why in plan.capture.held_back.items()]
         if args.bg:
             return self._in_background(job, held)
