@@ -50,6 +50,18 @@ class Transport(abc.ABC):
     #: Short description used in messages: "this machine", "gadi (ssh)".
     description: str = ""
 
+    def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
+        """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone).
+
+        For transports that run commands on another machine; a full disk there shows only as a failed write.
+        """
+        try:
+            result = self.run(["df", "-Pk", "--", folder], check=False, timeout=30)
+            free = int(result.stdout.splitlines()[-1].split()[3]) * 1024
+        except (TransportError, ValueError, IndexError):
+            return None
+        return disk_full(path, self.description, free, needed) if free < needed else None
+
     @abc.abstractmethod
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
             timeout: float | None = 120, check: bool = True) -> CommandResult:

@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
-from ..errors import ConnectError, DiskFull, TransportError
+from ..errors import ConnectError, TransportError
 from ..model.local_dirs import cache_home
-from .base import CommandResult, Transport, disk_full
+from .base import CommandResult, Transport
 from .command_agent import AGENT_SOURCE, AgentUnavailable
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
@@ -334,15 +334,6 @@ class OpenSSHTransport(Transport):
             if full is not None:
                 raise full from None
             raise
-
-    def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
-        """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone)."""
-        try:
-            result = self.run(["df", "-Pk", "--", folder], check=False, timeout=30)
-            free = int(result.stdout.splitlines()[-1].split()[3]) * 1024
-        except (TransportError, ValueError, IndexError):
-            return None
-        return disk_full(path, self.description, free, needed) if free < needed else None
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         self._script('umask 077 && mkdir -p -m "$2" -- "$1"', path, format(mode, "o"), what=f"creating {path}")

@@ -49,8 +49,8 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 import paramiko
 import paramiko.buffered_pipe
 
-from ..errors import ConfigError, ConnectError, DiskFull, TransportError
-from .base import CommandResult, Transport, disk_full
+from ..errors import ConfigError, ConnectError, TransportError
+from .base import CommandResult, Transport
 from .command_agent import AgentUnavailable, CommandAgent
 
 WINDOW_SIZE = 4 * 2**20
@@ -1015,15 +1015,6 @@ class SSHTransport(Transport):
                 return
             except Exception:
                 continue
-
-    def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
-        """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone)."""
-        try:
-            result = self.run(["df", "-Pk", "--", folder], check=False, timeout=30)
-            free = int(result.stdout.splitlines()[-1].split()[3]) * 1024
-        except (TransportError, ValueError, IndexError):
-            return None
-        return disk_full(path, self.description, free, needed) if free < needed else None
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         with self._translated(f"creating {path}"):
