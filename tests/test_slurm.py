@@ -12,6 +12,7 @@ Set RX_REGENERATE_GOLDEN=1 to rewrite the golden files, then read the diff.
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -24,9 +25,9 @@ from scripted import ScriptedCommands
 import rx_magic
 from rx_magic.errors import SchedulerError
 from rx_magic.model.resources import Resources
+from rx_magic.model.states import SchedulerState, State
 from rx_magic.schedulers import SCHEDULERS, JobScript, scheduler_named
 from rx_magic.schedulers.slurm import SlurmScheduler, format_memory, format_time
-from rx_magic.model.states import SchedulerState, State
 from rx_magic.targets import get_target
 from rx_magic.transport import LocalTransport
 
@@ -422,8 +423,11 @@ def test_fifty_jobs_are_polled_with_one_scheduler_command_per_round(any_hpc, mon
     real_run = LocalTransport.run
 
     def counting_run(self, argv, **kwargs):
-        if argv[0] in ("sacct", "squeue", "scontrol", "sinfo"):
-            commands.append(argv[0])
+        words = list(argv)
+        if words[:2] in (["bash", "-lc"], ["bash", "-c"]) and words[2].startswith("exec "):
+            words = shlex.split(words[2].removeprefix("exec "))      # sent through the login shell
+        if words[0] in ("sacct", "squeue", "scontrol", "sinfo"):
+            commands.append(words[0])
         return real_run(self, argv, **kwargs)
 
     monkeypatch.setattr(LocalTransport, "run", counting_run)

@@ -191,7 +191,7 @@ class SlurmScheduler(Scheduler):
         argv = ["sbatch", "--parsable"]
         if not self._folder_is_plain(script):
             argv += self._folder_options(script)
-        result = transport.run([*argv, script.job_sh], check=False, timeout=60)
+        result = self.run_command(transport, [*argv, script.job_sh], timeout=60)
         lines = result.stdout.strip().splitlines()
         scheduler_id = lines[-1].split(";")[0].strip() if lines else ""
         if result.returncode != 0 or not _JOB_ID.fullmatch(scheduler_id):
@@ -207,8 +207,8 @@ class SlurmScheduler(Scheduler):
             return {}
         found: dict[str, SchedulerState] = {}
         if self._accounting:
-            result = transport.run(["sacct", "-X", "--parsable2", "--noheader", f"--format={SACCT_FIELDS}",
-                                    "-j", ",".join(jobs)], check=False, timeout=60)
+            result = self.run_command(transport, ["sacct", "-X", "--parsable2", "--noheader",
+                                                  f"--format={SACCT_FIELDS}", "-j", ",".join(jobs)], timeout=60)
             if result.returncode == 0:
                 found = self._parse(result.stdout, transport, jobs)
             elif ACCOUNTING_OFF.search(result.stderr):
@@ -216,8 +216,8 @@ class SlurmScheduler(Scheduler):
         # squeue for the jobs sacct has not heard of (yet) or all of them where there is no accounting
         missing = [job for job in jobs if job not in found]
         if missing:
-            result = transport.run(["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}",
-                                    "--jobs", ",".join(missing)], check=False, timeout=60)
+            result = self.run_command(transport, ["squeue", "--noheader", "--states=all",
+                                                  f"--format={SQUEUE_FORMAT}", "--jobs", ",".join(missing)], timeout=60)
             if result.returncode == 0:
                 found.update(self._parse(result.stdout, transport, jobs))
             elif not ENDED_OR_UNKNOWN.search(result.stderr):
@@ -285,7 +285,7 @@ class SlurmScheduler(Scheduler):
     def cancel(self, transport: Transport, scheduler_id: str, folder: str) -> None:
         if not _JOB_ID.fullmatch(scheduler_id or ""):
             return
-        result = transport.run(["scancel", scheduler_id], check=False, timeout=60)
+        result = self.run_command(transport, ["scancel", scheduler_id], timeout=60)
         if result.returncode != 0 and not ENDED_OR_UNKNOWN.search(result.stderr):
             raise SchedulerError(_failed("scancel", transport, result))
 
