@@ -100,7 +100,9 @@ def test_unknown_host_key_fails_with_its_fingerprint_and_how_to_trust_it(sshd, s
     [key] = failures(lines)
     assert key.item == "host key" and key.found.startswith("unknown:")
     assert fingerprint(sshd.root / "host_key.pub") in key.found
-    assert "`ssh rxtest`" in key.fix and 'host_key_policy = "accept-new"' in key.fix and str(config_file) in key.fix
+    known_hosts = ssh_home / ".ssh" / "known_hosts"
+    assert f"UserKnownHostsFile={known_hosts} rxtest`" in key.fix     # the file rx_magic reads, not ssh's default
+    assert 'host_key_policy = "accept-new"' in key.fix and str(config_file) in key.fix
     assert (ssh_home / ".ssh" / "known_hosts").read_text() == ""     # the check trusts nothing by itself
     skipped = [line for line in lines if line.found == "skipped: not connected"]
     assert {line.item for line in skipped} >= {"python", "dill", "workdir", "free space"}
@@ -123,6 +125,27 @@ def test_changed_host_key_fails_and_says_how_to_remove_the_old_one(sshd, ssh_hom
     [key] = failures(check_target("ws"))
     assert key.item == "host key" and "CHANGED" in key.found
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in key.fix
+
+
+def test_cert_authority_and_revoked_lines_do_not_hide_a_known_key(sshd, ssh_home, ssh_target):
+    other = (sshd.root / "id_other.pub").read_text().split()
+    name = f"[127.0.0.1]:{sshd.port}"
+    known_hosts = ssh_home / ".ssh" / "known_hosts"
+    known_hosts.write_text(f"@cert-authority *.example.org {other[0]} {other[1]}\n"
+                           f"@revoked {name} {other[0]} {other[1]}\n" + known_hosts.read_text())
+    ssh_target()
+    lines = check_target("ws")
+    assert failures(lines) == []
+    assert only(lines, "host key").found.startswith("known:")
+
+
+def test_a_revoked_host_key_fails_the_check(sshd, ssh_home, ssh_target):
+    known_hosts = ssh_home / ".ssh" / "known_hosts"
+    genuine = sshd.known_hosts_line().strip()
+    known_hosts.write_text(f"@revoked {genuine}\n{genuine}\n")
+    ssh_target()
+    [key] = failures(check_target("ws"))
+    assert key.item == "host key" and "REVOKED" in key.found
 
 
 def test_refused_key_fails_auth_naming_the_key_tried(sshd, ssh_home, ssh_target):

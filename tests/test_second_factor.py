@@ -195,3 +195,11 @@ def test_the_monitor_of_a_background_job_never_asks_when_the_link_drops(ip, otp_
     job = newest_job()
     assert job.wait(timeout=60) is State.DONE           # this thread asks, and the job is read again
     assert [thread for _, thread in asked] == [threading.main_thread().name] * 2
+
+
+def test_check_names_the_second_factor_and_its_fix_not_authorized_keys(otp_sshd, otp_target):
+    from rx_magic.targets.checks import FAIL, check_target
+    otp_target()
+    [auth] = [line for line in check_target("ws") if line.status == FAIL]
+    assert auth.item == "auth" and "asks for keyboard-interactive" in auth.found
+    assert "interactive_auth = true" in auth.fix and "authorized_keys" not in auth.fix

@@ -204,7 +204,7 @@ def _diagnose(target: Target, host, where: str, error: TransportError) -> list[C
     """After a failed connect: take the steps one by one to say which failed, and how to fix it."""
     import paramiko
 
-    from ..transport.ssh import CONNECT_TIMEOUT, _jump_hosts, authenticate
+    from ..transport.ssh import CONNECT_TIMEOUT, _jump_hosts, authenticate, known_host_keys, prefer_known_key_types
 
     alias = target.config.host
     try:
@@ -220,6 +220,7 @@ def _diagnose(target: Target, host, where: str, error: TransportError) -> list[C
             label = "" if hop is host else f"jump host {hop.alias}: "
             transport = paramiko.Transport(sock)
             transports.append(transport)
+            prefer_known_key_types(transport, known_host_keys(hop))     # as the connection itself asks
             transport.start_client(timeout=CONNECT_TIMEOUT)
             status, line = _host_key_line(transport.get_remote_server_key(), hop, label, target, where)
             found.append(line)
@@ -229,6 +230,11 @@ def _diagnose(target: Target, host, where: str, error: TransportError) -> list[C
             try:
                 method = authenticate(transport, hop)
             except TransportError as exc:
+                if "refused every key" not in str(exc):    # a second factor or password: the message has its fix
+                    text, _, fix = str(exc).partition(" cannot answer it here: ")
+                    found.append(CheckLine(FAIL, "auth", label + text.removesuffix(", and rx_magic"), fix or (
+                        f"try `ssh -v {alias}`, which may say more")))
+                    break
                 text = str(exc).split(". Put your public key")[0]
                 found.append(CheckLine(FAIL, "auth", label + text, (
                     f"put your public key in ~/.ssh/authorized_keys on {hop.hostname} (`ssh-copy-id -p {hop.port} "
@@ -258,34 +264,36 @@ def _diagnose(target: Target, host, where: str, error: TransportError) -> list[C
 
 
 def _host_key_line(key, hop, label: str, target: Target, where: str) -> tuple[str, CheckLine]:
-    """Classify the server's key against known_hosts without recording it: known, unknown or changed."""
-    import paramiko
+    """Classify the server's key against known_hosts without recording it: known, unknown or changed.
 
-    from ..transport.ssh import _fingerprint
+    Reads known_hosts as the connection itself does (``known_host_keys``: markers, hashed and
+    wildcard names), so ``@cert-authority`` and ``@revoked`` lines never hide the verdict.
+    """
+    from ..transport.ssh import _fingerprint, _removal_advice, known_host_keys, trust_command
     name = hop.known_hosts_name
-    known = paramiko.HostKeys()
-    for path in hop.known_hosts_files:
-        if os.path.isfile(path):
-            try:
-                known.load(path)
-            except Exception:
-                pass
-    entries = known.lookup(name) or {}
+    known = known_host_keys(hop)
+    blob = key.asbytes()
     kind = f"{key.get_name()} {_fingerprint(key)}"
     known_file = hop.known_hosts_files[0]
-    if key.get_name() in entries:
-        if entries[key.get_name()] == key:
-            return "known", CheckLine(OK, "host key", f"{label}known: {kind} ({known_file})")
-        return "changed", CheckLine(FAIL, "host key", f"{label}CHANGED: {name} now offers {kind}, which does not "
-                                    f"match {known_file}", (
+    if any(entry.marker == "@revoked" and entry.blob == blob for entry in known):
+        return "changed", CheckLine(FAIL, "host key", f"{label}REVOKED: {name} offers {kind}, which known_hosts "
+                                    "marks @revoked", "ask the host's administrators for its current key")
+    trusted = [entry for entry in known if not entry.marker]
+    if any(entry.blob == blob for entry in trusted):
+        found_in = next(entry.path for entry in trusted if entry.blob == blob)
+        return "known", CheckLine(OK, "host key", f"{label}known: {kind} ({found_in})")
+    if trusted:
+        held = "; ".join(entry.describe() for entry in trusted)
+        return "changed", CheckLine(FAIL, "host key", f"{label}CHANGED: {name} now offers {kind}, but known_hosts "
+                                    f"holds {held}", (
             "this may be an attack, or the host was reinstalled: ask its administrators; only if they confirm "
-            f"the new fingerprint, remove the old key with `ssh-keygen -R '{name}' -f {known_file}` and connect "
-            f"once with `ssh {hop.alias}`"))
+            f"the new fingerprint, remove the old key with {_removal_advice(name, trusted)} and connect once "
+            f"with `{trust_command(hop)}`"))
     if target.config.host_key_policy == "accept-new":
         return "unknown", CheckLine(INFO, "host key", f"{label}unknown: {kind}; host_key_policy = accept-new "
                                                       f"records it in {known_file} on first use")
     return "unknown", CheckLine(FAIL, "host key", f"{label}unknown: {name} offers {kind}, not in {known_file}", (
-        f"check that fingerprint with the host's administrators, then run `ssh {hop.alias}` once and answer "
+        f"check that fingerprint with the host's administrators, then run `{trust_command(hop)}` once and answer "
         f"yes (it records the key in {known_file}), or set host_key_policy = \"accept-new\" in {where} to "
         "record it on first use"))
 
