@@ -24,6 +24,7 @@ from .errors import (
     CaptureError,
     ConfigError,
     ConnectError,
+    DiskFull,
     InputError,
     JobCancelled,
     JobError,
@@ -76,7 +77,8 @@ def unload_ipython_extension(ipython) -> None:
 
 
 __all__ = [
-    "CaptureError", "ConfigError", "ConnectError", "InputError", "Job", "JobCancelled", "JobError", "JobFailed",
-    "PayloadTooLarge", "PullError", "RemoteError", "Resources", "ResourceError", "RxError", "SchedulerError", "State",
-    "TransportError", "UnpicklableError", "__version__", "jobs", "load_ipython_extension", "submit",
+    "CaptureError", "ConfigError", "ConnectError", "DiskFull", "InputError", "Job", "JobCancelled", "JobError",
+    "JobFailed", "PayloadTooLarge", "PullError", "RemoteError", "Resources", "ResourceError", "RxError",
+    "SchedulerError", "State", "TransportError", "UnpicklableError", "__version__", "jobs", "load_ipython_extension",
+    "submit",
 ]
