@@ -11,7 +11,7 @@ import abc
 import errno
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Collection, Sequence
 
 from ..errors import DiskFull, TransportError
 
@@ -49,6 +49,15 @@ class Transport(abc.ABC):
 
     #: Short description used in messages: "this machine", "gadi (ssh)".
     description: str = ""
+
+    #: Requests that waited for the server's answer before the next could go (an SFTP request, a session
+    #: opened, a command, a command agent request), counted by the SSH transports for the benchmarks
+    #: (benchmarks/bench_round_trips.py); pipelined writes and prefetched reads ride on the request that waits for
+    #: them. Always 0 on this machine.
+    round_trips: int = 0
+
+    def _count(self, trips: int = 1) -> None:
+        self.round_trips += trips
 
     def _disk_full(self, path: str, folder: str, needed: int) -> DiskFull | None:
         """``DiskFull`` when ``folder`` has less room than ``needed`` bytes (df, once the partial file is gone).
@@ -121,6 +130,50 @@ class Transport(abc.ABC):
             uid, _, mode = line.partition(" ")
             found.append(None if line == "-" else (int(uid), int(mode, 16)))
         return int(lines[0]), found
+
+    def read_files(self, paths: Sequence[str], limit: int | None = None) -> dict[str, bytes | None]:
+        """Many small files at once: each path's bytes, or None when it is missing.
+
+        A file larger than ``limit`` bytes, or that could not be read, is left out of the answer: read it on
+        its own (``read_bytes``, ``open_read``), which says why it cannot be read. One round trip over SSH
+        (through the command agent), whatever the number of files.
+        """
+        found: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                if limit is not None and self.file_size(path) > limit:
+                    continue
+                found[path] = self.read_bytes(path)
+            except FileNotFoundError:
+                found[path] = None
+            except OSError:
+                continue
+        return found
+
+    def write_files(self, files: Sequence[tuple[str, bytes]], *, folders: Sequence[str] = (),
+                    keep: Collection[str] = (), rename: tuple[str, str] | None = None) -> None:
+        """Make ``folders`` (0700, in order; one that is there must be a folder, not a symlink), write each
+        ``(path, bytes)`` atomically (0600; a path in ``keep`` that exists already is left as it is), then
+        rename ``rename[0]`` to ``rename[1]``. One round trip over SSH (through the command agent).
+
+        On failure what was done stays (the caller removes the folder it was making); a full disk is ``DiskFull``.
+        """
+        for folder in folders:
+            self.makedirs(folder)
+        for path, data in files:
+            if path in keep and self.exists(path):
+                continue
+            self.write_bytes(path, data)
+        if rename is not None:
+            self.rename(*rename)
+
+    def end_notice(self, pid: str, marker: str) -> int | None:
+        """A file descriptor that becomes readable once the process ``pid`` of the submit host (whose command line
+        mentions ``marker``: pids are reused) has ended, or None where the transport cannot watch one.
+
+        The caller closes it; closing it (or the transport) stops the watching.
+        """
+        return None
 
     @abc.abstractmethod
     def expand_home(self, path: str) -> str:

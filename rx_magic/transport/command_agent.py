@@ -6,6 +6,13 @@ even runs. The agent is a small Python started once per connection, after the
 target's setup lines, in that shell's environment; it then runs each argv with
 ``subprocess`` (no shell) and answers with one JSON line. If it cannot start,
 the transport falls back to one exec per command.
+
+Besides commands it does, in one request each (one round trip instead of one per
+file and step): ``read`` -- many small files at once (a poll round's ``status.json``
+files, a finished job's results); ``write`` -- folders, then files, each written under
+a temporary name (``O_EXCL|O_NOFOLLOW``, its mode set before a byte is written) and
+renamed into place, then one rename (a whole job folder). ``END_WATCH_SOURCE`` is
+the program a separate session runs to say when a process ends (``Transport.end_notice``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import base64
 import json
 import shlex
 import threading
+from typing import Collection, Sequence
 
 import paramiko
 
@@ -27,8 +35,66 @@ def text(data):
 out = sys.stdout
 out.write(json.dumps({"ready": os.getpid()}) + "\n")
 out.flush()
+def read_files(request):
+    found, limit = [], request.get("limit")
+    for path in request["paths"]:
+        try:
+            with open(path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if limit is not None and size > limit:
+                    found.append({"size": size})
+                    continue
+                found.append({"data": text(file.read())})
+        except FileNotFoundError:
+            found.append({"missing": True})
+        except OSError as exc:
+            found.append({"error": exc.errno})
+    return {"files": found}
+def write_files(request):
+    made, at = [], None
+    try:
+        for at, mode in request.get("folders", ()):
+            if os.path.islink(at) or os.path.lexists(at) and not os.path.isdir(at):
+                raise NotADirectoryError(20, "it exists and is not a folder", at)
+            if not os.path.lexists(at):
+                os.makedirs(at, mode)
+                os.chmod(at, mode)
+        for at, data, mode, keep in request.get("files", ()):
+            if keep and os.path.lexists(at):
+                continue
+            folder, name = os.path.split(at)
+            temporary = os.path.join(folder, ".%s.%s.part" % (name, os.urandom(4).hex()))
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            made.append(temporary)
+            with os.fdopen(fd, "wb") as file:
+                os.fchmod(fd, mode)
+                file.write(base64.b64decode(data))
+            os.replace(temporary, at)
+            made.pop()
+        if request.get("rename"):
+            at = request["rename"][0]
+            os.rename(*request["rename"])
+        return {"code": 0}
+    except OSError as exc:
+        for temporary in made:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+        free = None
+        try:
+            found = os.statvfs(os.path.dirname(at) or ".")
+            free = found.f_bavail * found.f_frsize
+        except (OSError, TypeError):
+            pass
+        return {"code": 1, "errno": exc.errno, "path": at, "message": exc.strerror or str(exc), "free": free}
+OPERATIONS = {"read": read_files, "write": write_files}
 for line in sys.stdin:
     request = json.loads(line)
+    if request.get("op") in OPERATIONS:
+        out.write(json.dumps(OPERATIONS[request["op"]](request)) + "\n")
+        out.flush()
+        continue
     argv, timeout = request["argv"], request.get("timeout")
     data = base64.b64decode(request["input"]) if request.get("input") else None
     try:
@@ -42,6 +108,56 @@ for line in sys.stdin:
     out.write(json.dumps(reply) + "\n")
     out.flush()
 """
+
+
+#: ``python -c END_WATCH_SOURCE PID MARKER``: prints "ended" once process PID (whose command line mentions MARKER:
+#: pids are reused) is gone, looking every 20 ms; stops when its stdin closes (the session was closed), so it never
+#: outlives the notice. The session's first line, "watching", says it has started.
+END_WATCH_SOURCE = r"""
+import os, select, sys
+pid, marker = int(sys.argv[1]), sys.argv[2].encode()
+def alive():
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as file:
+            return marker in file.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+sys.stdout.write("watching\n")
+sys.stdout.flush()
+while alive():
+    if select.select([sys.stdin], [], [], 0.02)[0] and not os.read(sys.stdin.fileno(), 4096):
+        sys.exit(0)
+sys.stdout.write("ended\n")
+sys.stdout.flush()
+"""
+
+
+def read_reply(reply: dict, paths: Sequence[str]) -> dict[str, bytes | None]:
+    """``Transport.read_files``' answer from the agent's ``read`` reply: a file too large, or that could not be
+    read (permissions), is left out, for the caller to read on its own (and meet the same error)."""
+    found: dict[str, bytes | None] = {}
+    for path, entry in zip(paths, reply["files"]):
+        if "data" in entry:
+            found[path] = base64.b64decode(entry["data"])
+        elif entry.get("missing"):
+            found[path] = None
+    return found
+
+
+def write_request(files: Sequence[tuple[str, bytes]], folders: Sequence[str], keep: Collection[str],
+                  rename: tuple[str, str] | None, mode: int = 0o600, folder_mode: int = 0o700) -> dict:
+    """The agent's ``write`` request for ``Transport.write_files``."""
+    return {"op": "write", "folders": [[folder, folder_mode] for folder in folders],
+            "files": [[path, base64.b64encode(data).decode("ascii"), mode, path in keep] for path, data in files],
+            "rename": list(rename) if rename else None}
 
 
 class AgentUnavailable(Exception):
@@ -77,6 +193,11 @@ class CommandAgent:
     def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         request = {"argv": list(argv), "timeout": timeout,
                    "input": base64.b64encode(input).decode("ascii") if input else None}
+        reply = self.request(request, timeout)
+        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
+
+    def request(self, request: dict, timeout: float | None = 120) -> dict:
+        """One request (a command, or a ``read``/``write`` operation), one JSON reply: one round trip."""
         with self._lock:
             try:
                 self._channel.settimeout(None if timeout is None else timeout + 30)
@@ -89,7 +210,7 @@ class CommandAgent:
         if reply is None:
             self.close()
             raise AgentUnavailable("the agent stopped")
-        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
+        return reply
 
     @property
     def alive(self) -> bool:

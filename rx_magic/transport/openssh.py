@@ -38,12 +38,13 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Collection, Iterator, Sequence
 
 from ..errors import ConnectError, TransportError
 from ..model.local_dirs import cache_home
-from .base import CommandResult, Transport
-from .command_agent import AGENT_SOURCE, AgentUnavailable
+from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
+from .command_agent import AGENT_SOURCE, END_WATCH_SOURCE, AgentUnavailable, read_reply, write_request
+from .end_watch import EndWatches
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
 CONNECT_TIMEOUT = 10
@@ -117,6 +118,7 @@ class OpenSSHTransport(Transport):
         self._socket_name = "cm-" + hashlib.sha256(identity.encode()).hexdigest()[:20]
         self._home: str | None = None
         self._configured: tuple[str, str] | None = None    # ~/.ssh/config's ControlPath and ControlPersist
+        self._watches = EndWatches()
 
     # -- the connection ---------------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class OpenSSHTransport(Transport):
             f"`{self.login_command()}` opens the connection rx_magic reuses")
 
     def _popen(self, command: str, *, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+        self._count(3)      # a session opened through the master, the command started, its end
         try:
             return subprocess.Popen(self._argv(command), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
@@ -219,6 +222,7 @@ class OpenSSHTransport(Transport):
         agent = self._command_agent()
         if agent is not None:
             try:
+                self._count()
                 return agent.run(argv, input, timeout)
             except AgentUnavailable:
                 with self._agent_lock:
@@ -250,10 +254,66 @@ class OpenSSHTransport(Transport):
             python, setup = self._agent_settings
             script = "\n".join([*setup, f"exec {shlex.quote(python)} -u -c {shlex.quote(AGENT_SOURCE)}"])
             try:
+                self._count(3)      # the session opened, the command started, the agent's hello
                 self._agent = _AgentProcess(self._argv(shlex.join(["bash", "-c", script])))
             except AgentUnavailable:
                 self._agent_failed = self.master_alive()    # with a master there, starting again would not help
             return self._agent
+
+    def _agent_request(self, request: dict) -> dict | None:
+        """One ``read``/``write`` request through the command agent (one round trip); None without an agent."""
+        agent = self._command_agent()
+        if agent is None:
+            return None
+        try:
+            self._count()
+            return agent.request(request)
+        except AgentUnavailable:
+            with self._agent_lock:
+                if self._agent is agent:
+                    self._agent = None
+            agent.close()
+            return None
+
+    def read_files(self, paths: Sequence[str], limit: int | None = None) -> dict[str, bytes | None]:
+        paths = list(paths)
+        if not paths:
+            return {}
+        reply = self._agent_request({"op": "read", "paths": paths, "limit": limit})
+        return super().read_files(paths, limit) if reply is None else read_reply(reply, paths)
+
+    def write_files(self, files: Sequence[tuple[str, bytes]], *, folders: Sequence[str] = (),
+                    keep: Collection[str] = (), rename: tuple[str, str] | None = None) -> None:
+        files = [(path, bytes(data)) for path, data in files]
+        reply = self._agent_request(write_request(files, folders, keep, rename))
+        if reply is None:
+            return super().write_files(files, folders=folders, keep=keep, rename=rename)
+        if reply["code"] != 0:
+            if reply["errno"] in DISK_FULL_ERRNOS:
+                raise disk_full(reply["path"], self.description, reply.get("free"),
+                                sum(len(data) for _, data in files))
+            raise TransportError(f"writing {reply['path']} on {self.alias} failed: {reply['message']}")
+
+    def end_notice(self, pid: str, marker: str) -> int | None:
+        """An ssh session of its own through the master runs ``END_WATCH_SOURCE`` (see transport/end_watch.py)."""
+        if self._agent_failed or not pid.isdigit() or not self.connected:
+            return None
+        python, setup = self._agent_settings
+        script = "\n".join([*setup, "exec " + shlex.join([python, "-u", "-c", END_WATCH_SOURCE, pid, marker])])
+        try:
+            self._count(2)      # the session opened, the command started
+            process = subprocess.Popen(self._argv(shlex.join(["bash", "-c", script])), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+        except OSError:
+            return None
+
+        def close() -> None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                pipe.close()
+        return self._watches.start(process.stdout.fileno(), lambda: os.read(process.stdout.fileno(), 4096), close)
 
     def _script(self, script: str, *words: str, input: bytes | None = None, timeout: float | None = 120,
                 what: str) -> CommandResult:
@@ -374,6 +434,7 @@ class OpenSSHTransport(Transport):
 
     def close(self) -> None:
         """Stop the agent; the master connection is the user's (or lingers ControlPersist after its last use)."""
+        self._watches.close_all()
         with self._agent_lock:
             agent, self._agent, self._agent_failed = self._agent, None, False
         if agent is not None:
@@ -417,6 +478,11 @@ class _AgentProcess:
     def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         request = {"argv": list(argv), "timeout": timeout,
                    "input": base64.b64encode(input).decode("ascii") if input else None}
+        reply = self.request(request, timeout)
+        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
+
+    def request(self, request: dict, timeout: float | None = 120) -> dict:
+        """One request (a command, or a ``read``/``write`` operation), one JSON reply: one round trip."""
         with self._lock:
             try:
                 self.process.stdin.write((json.dumps(request) + "\n").encode())
@@ -427,7 +493,7 @@ class _AgentProcess:
             except AgentUnavailable:
                 self.close()
                 raise
-        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
+        return reply
 
     @property
     def alive(self) -> bool:

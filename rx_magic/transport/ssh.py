@@ -44,14 +44,15 @@ import time
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Collection, Iterator, Sequence
 
 import paramiko
 import paramiko.buffered_pipe
 
 from ..errors import ConfigError, ConnectError, TransportError
-from .base import CommandResult, Transport
-from .command_agent import AgentUnavailable, CommandAgent
+from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
+from .command_agent import END_WATCH_SOURCE, AgentUnavailable, CommandAgent, read_reply, write_request
+from .end_watch import EndWatches
 
 WINDOW_SIZE = 4 * 2**20
 MAX_PACKET_SIZE = 256 * 2**10
@@ -772,6 +773,7 @@ class SSHTransport(Transport):
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
         self._home: str | None = None
+        self._watches = EndWatches()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -852,9 +854,22 @@ class SSHTransport(Transport):
                 except _CONNECTION_ERRORS as exc:
                     self.close()
                     raise TransportError(f"cannot open SFTP on {self.alias}: {exc}") from exc
+                self._count(3)      # the session opened, the subsystem asked for, SFTP's version exchanged
+                self._count_requests(self._sftp)
             return self._sftp
 
+    def _count_requests(self, sftp: paramiko.SFTPClient) -> None:
+        """Count each SFTP request that waits for its answer (``round_trips``); paramiko's files send theirs
+        through the client's ``_request`` (undocumented: see tests/test_private_internals.py)."""
+        request = sftp._request
+
+        def counted(*args):
+            self._count()
+            return request(*args)
+        sftp._request = counted
+
     def close(self) -> None:
+        self._watches.close_all()       # before the lock: a watch's thread may be opening its session
         with self._lock:
             if self._agent is not None:
                 self._agent.close()
@@ -900,6 +915,7 @@ class SSHTransport(Transport):
         code = None
         if agent is not None:
             try:
+                self._count()
                 code, stdout, stderr = agent.run(argv, input, timeout)
             except AgentUnavailable:
                 self._agent = None      # the link may have dropped: the exec below says so if it did
@@ -917,6 +933,7 @@ class SSHTransport(Transport):
             if self._agent is None or not self._agent.alive:
                 python, setup = self._agent_settings
                 try:
+                    self._count(3)      # the session opened, the command, the agent's hello
                     self._agent = CommandAgent(self._ssh, python, setup)
                 except AgentUnavailable:
                     self._agent, self._agent_failed = None, True
@@ -926,6 +943,7 @@ class SSHTransport(Transport):
         """One SSH exec: the login shell runs the quoted command."""
         command = shlex.join(argv)
         with self._translated(f"running {argv[0]}"):
+            self._count(3)              # the session opened, the command started, its end
             channel = self._ssh.open_session()
             try:
                 channel.exec_command(command)
@@ -936,6 +954,55 @@ class SSHTransport(Transport):
                 return channel.recv_exit_status(), stdout, stderr
             finally:
                 channel.close()
+
+    def _agent_request(self, request: dict, what: str) -> dict | None:
+        """One ``read``/``write`` request through the command agent (one round trip); None without an agent."""
+        agent = self._command_agent()
+        if agent is None:
+            return None
+        try:
+            self._count()
+            return agent.request(request)
+        except AgentUnavailable:
+            with self._lock:
+                self._agent = None
+            if not self.connected:
+                raise TransportError(f"{what} on {self.alias} failed: the connection dropped") from None
+            return None
+
+    def read_files(self, paths: Sequence[str], limit: int | None = None) -> dict[str, bytes | None]:
+        paths = list(paths)
+        if not paths:
+            return {}
+        reply = self._agent_request({"op": "read", "paths": paths, "limit": limit}, f"reading {paths[0]}")
+        return super().read_files(paths, limit) if reply is None else read_reply(reply, paths)
+
+    def write_files(self, files: Sequence[tuple[str, bytes]], *, folders: Sequence[str] = (),
+                    keep: Collection[str] = (), rename: tuple[str, str] | None = None) -> None:
+        files = [(path, bytes(data)) for path, data in files]
+        what = f"writing {files[0][0] if files else folders[0] if folders else rename[1]}"
+        reply = self._agent_request(write_request(files, folders, keep, rename), what)
+        if reply is None:
+            return super().write_files(files, folders=folders, keep=keep, rename=rename)
+        if reply["code"] != 0:
+            if reply["errno"] in DISK_FULL_ERRNOS:
+                raise disk_full(reply["path"], self.description, reply.get("free"),
+                                sum(len(data) for _, data in files))
+            raise TransportError(f"writing {reply['path']} on {self.alias} failed: {reply['message']}")
+
+    def end_notice(self, pid: str, marker: str) -> int | None:
+        """A session of its own runs ``END_WATCH_SOURCE`` (see transport/end_watch.py); not under the lock."""
+        if self._agent_failed or not pid.isdigit():
+            return None
+        python, setup = self._agent_settings
+        script = "\n".join([*setup, "exec " + shlex.join([python, "-u", "-c", END_WATCH_SOURCE, pid, marker])])
+        try:
+            self._count(2)              # the session opened, the command started
+            channel = self._ssh.open_session()
+            channel.exec_command(shlex.join(["bash", "-c", script]))
+            return self._watches.start(channel.fileno(), lambda: channel.recv(4096), channel.close)
+        except (TransportError, *_CONNECTION_ERRORS):
+            return None
 
     # -- files -----------------------------------------------------------------------------------
 
