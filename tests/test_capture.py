@@ -452,15 +452,17 @@ def test_secret_in_bytes_is_found():
     assert looks_secret("raw", FAKE_PEM_KEY.encode()) == "its value looks like a private key"
 
 
-def test_secret_among_a_dicts_values_is_found_one_level_deep():
+def test_secret_among_a_dicts_values_is_found_and_where_is_named():
     assert looks_secret("settings", {"user": "me", "key": FAKE_AWS_KEY_ID}) == (
-        "one of its values looks like an AWS access key id"
+        "its item ['key'] looks like an AWS access key id"
     )
-    assert looks_secret("settings", {"nested": {"key": FAKE_AWS_KEY_ID}}) is None
+    assert looks_secret("settings", {"nested": {"key": FAKE_AWS_KEY_ID}}) == (
+        "its item ['nested']['key'] looks like an AWS access key id"
+    )
 
 
 def test_dict_with_a_credential_key_holding_text_is_found():
-    assert looks_secret("db", {"host": "h", "password": "hunter2"}) == "one of its keys looks like a credential"
+    assert looks_secret("db", {"host": "h", "password": "hunter2"}) == "its item ['password'] has a credential's name"
 
 
 def test_only_the_first_mebibyte_of_a_value_is_scanned():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import keyword
 import re
 import types
@@ -19,22 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CaptureError
+from .secrets import CREDENTIAL_NAME, looks_secret, secret_shape
 
 EMPTY_CELL_MESSAGE = "the cell is empty: write the code to run below the %%remote line"
 
 _IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 _IPYTHON_NAME_PATTERN = re.compile(r"_(|_|__|i|ii|iii|ih|oh|dh|i?\d+)|__\w+__")
 
-# "tokens" and "tokenizer" are everyday words in text processing, not credentials.
-_SECRET_NAME = re.compile(r"token(?!s|i[sz])|secret|passw(or)?d|api_?key|credential|private_?key", re.IGNORECASE)
-_SECRET_VALUES = {
-    "a private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
-    "an AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "a GitHub token": re.compile(r"\b(?:gh[opsur]_[0-9A-Za-z]{36}|github_pat_[0-9A-Za-z_]{22,})"),
-    "a Slack token": re.compile(r"\bxox[abprs]-[0-9A-Za-z-]{10,}"),
-    "a Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
-}
-_SCAN_LIMIT = 1 << 20
 # Magics whose argument is Python code run in the user namespace, after options (getopt letters, ":" takes
 # a value); other magics' arguments are opaque.
 _CODE_MAGICS = {"time": "", "timeit": "n:r:tcp:qo", "prun": "D:l:rs:T:q"}
@@ -63,6 +55,8 @@ class Capture:
     # names that come back if the job binds them anew: pushed ones, and globals the notebook's functions assign
     pull_if_rebound: list[str] = field(default_factory=list, compare=False)
     read_lines: dict[str, int] = field(default_factory=dict, compare=False)  # pushed name -> first line reading it
+    # globals no notebook function carries: the held back ones, and every credential-named one not pushed
+    withheld: frozenset = field(default_factory=frozenset, compare=False)
 
 
 def names_in_cell(code: str, first_line: int = 1) -> CellNames:
@@ -149,6 +143,8 @@ def capture_cell(
                                    and may_change(capture.push[name])]
     else:
         capture.pull_if_changed = [name for name, value in capture.push.items() if may_change(value)]
+    capture.withheld = frozenset(capture.held_back) | frozenset(
+        name for name in user_ns if isinstance(name, str) and CREDENTIAL_NAME.search(name) and name not in capture.push)
     _refuse_live_objects(capture, user_ns, first_line)
     capture.read_lines = _first_reads(code, set(capture.push), first_line)
     return capture
@@ -223,7 +219,7 @@ def _globals_of_notebook_code(names: set[str], user_ns: dict) -> tuple[set[str],
     while pending:
         value = user_ns[pending.pop()]
         kind = value if isinstance(value, type) else type(value)
-        functions = [value] if isinstance(value, types.FunctionType) else []
+        functions = [value] if isinstance(value, types.FunctionType) else _functions_within(value)
         if getattr(kind, "__module__", None) == "__main__":
             for member in vars(kind).values():
                 member = getattr(member, "__func__", member)
@@ -242,41 +238,97 @@ def _globals_of_notebook_code(names: set[str], user_ns: dict) -> tuple[set[str],
     return found - names, assigned
 
 
+def _functions_within(value: object, limit: int = 10_000) -> list[types.FunctionType]:
+    """The notebook's functions held in ``value``'s containers and attributes (``{'f': f}``, ``obj.callback``),
+    looked for ``limit`` items deep: they travel with it, carrying the globals they use."""
+    found, seen, pending = [], set(), [(value, 0)]
+    while pending and limit > 0:
+        item, depth = pending.pop()
+        limit -= 1
+        if id(item) in seen or depth > 6 or isinstance(item, (str, bytes, bytearray, int, float, type(None))):
+            continue
+        seen.add(id(item))
+        if isinstance(item, types.FunctionType):
+            if item.__module__ == "__main__" and depth:
+                found.append(item)
+            continue
+        if isinstance(item, (types.ModuleType, type)) or hasattr(type(item), "__array_interface__"):
+            continue
+        if isinstance(item, dict):
+            children = list(itertools.islice(item.values(), limit))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = list(itertools.islice(item, limit))
+        elif isinstance(item, types.MethodType):
+            children = [item.__func__]
+        else:
+            try:
+                state = object.__getattribute__(item, "__dict__")
+            except Exception:
+                state = None
+            children = list(state.values()) if isinstance(state, dict) else []
+            children += [getattr(item, part, None) for part in ("func", "args", "keywords")
+                         if type(item).__name__ == "partial"]
+        pending.extend((child, depth + 1) for child in children)
+    return found
+
+
 def notebook_sources(values: dict) -> dict[str, dict]:
-    """The notebook cells that pushed functions and classes were defined in, so remote tracebacks
-    through them show their lines, labelled as IPython labels them (``Cell In[3]``).
+    """The lines of the notebook's functions among ``values`` (methods of its classes, and functions
+    their containers hold), so remote tracebacks through them show their lines, labelled as IPython
+    labels them (``Cell In[3]``). Only those functions' lines go, at their places in their cells; every
+    other line of the cell is left empty, and so is a line that looks like it holds a credential.
 
     Returns ``{code file name: {"lines": [...], "label": "Cell In[3]"}}``; empty outside IPython.
     """
+    import dis
     import linecache
     try:
         from IPython import get_ipython
         compiler = get_ipython().compile
     except Exception:
         return {}
-    files: set[str] = set()
+    wanted: dict[str, set[int]] = {}
 
-    def code_files(code: types.CodeType) -> None:
-        files.add(code.co_filename)
+    def code_lines(code: types.CodeType) -> None:
+        lines = wanted.setdefault(code.co_filename, set())
+        found = [line for _, line in dis.findlinestarts(code) if line]
+        lines.update(range(code.co_firstlineno, max(found, default=code.co_firstlineno) + 1))
         for constant in code.co_consts:
             if isinstance(constant, types.CodeType):
-                code_files(constant)
+                code_lines(constant)
 
+    functions = []
     for value in values.values():
         if isinstance(value, types.FunctionType):
-            code_files(value.__code__)
+            functions.append(value)
         elif isinstance(value, type) and value.__module__ == "__main__":
             for member in vars(value).values():
-                function = getattr(member, "__func__", member)
-                if isinstance(function, types.FunctionType):
-                    code_files(function.__code__)
+                member = getattr(member, "__func__", member)
+                functions.extend(getattr(member, part, None) for part in ("fget", "fset", "fdel"))
+                functions.append(member)
+        else:
+            functions.extend(_functions_within(value))
+    for function in functions:
+        if isinstance(function, types.FunctionType) and function.__module__ == "__main__":
+            code_lines(function.__code__)
     sources = {}
-    for filename in sorted(files):
+    for filename, numbers in sorted(wanted.items()):
         label = compiler.format_code_name(filename) if hasattr(compiler, "format_code_name") else None
         lines = linecache.getlines(filename)
-        if label and lines:     # only the notebook's own cells: files on disk the target may have anyway
-            sources[filename] = {"lines": lines, "label": " ".join(label)}
+        if not (label and lines and numbers):     # only the notebook's own cells: files on disk the target may have
+            continue
+        sent = [lines[number - 1] if number in numbers and not _credential_line(lines[number - 1]) else "\n"
+                for number in range(1, min(max(numbers), len(lines)) + 1)]
+        sources[filename] = {"lines": sent, "label": " ".join(label)}
     return sources
+
+
+_CREDENTIAL_ASSIGNMENT = re.compile(rf"(?:{CREDENTIAL_NAME.pattern})\w*['\"]?\s*[:=]\s*[rbfu]*['\"]", re.IGNORECASE)
+
+
+def _credential_line(line: str) -> bool:
+    """Whether a source line looks like it holds a credential: a secret's shape, or text given to a credential's name."""
+    return secret_shape(line) is not None or _CREDENTIAL_ASSIGNMENT.search(line) is not None
 
 
 def module_import_line(name: str, module: types.ModuleType) -> str:
@@ -291,29 +343,6 @@ def module_import_line(name: str, module: types.ModuleType) -> str:
     return f"import {module_name} as {name}"
 
 
-def looks_secret(name: str, value: object) -> str | None:
-    """Why ``name = value`` looks like a credential, or None. The reason never quotes the value."""
-    if _SECRET_NAME.search(name):
-        return "its name looks like a credential"
-    kind = _secret_in_text(value)
-    if kind:
-        return f"its value looks like {kind}"
-    if isinstance(value, dict):
-        budget = _SCAN_LIMIT
-        for key, item in value.items():
-            if not isinstance(item, (str, bytes, bytearray)):
-                continue
-            if isinstance(key, str) and _SECRET_NAME.search(key):
-                return "one of its keys looks like a credential"
-            kind = _secret_in_text(item, budget)
-            if kind:
-                return f"one of its values looks like {kind}"
-            budget -= len(item)
-            if budget <= 0:
-                break
-    return None
-
-
 def is_ipython_internal(name: str) -> bool:
     """Whether ``name`` belongs to IPython or Python rather than the user (``In``, ``_i3``, ``__doc__``)."""
     return name in _IPYTHON_NAMES or _IPYTHON_NAME_PATTERN.fullmatch(name) is not None
@@ -323,16 +352,6 @@ def _is_ipython_builtin_stand_in(name: str, value: object) -> bool:
     # IPython puts its own wrapper of `open` in the user namespace; the target has the real one.
     wrapped = getattr(value, "__wrapped__", None)
     return wrapped is not None and wrapped is getattr(builtins, name, None)
-
-
-def _secret_in_text(value: object, limit: int = _SCAN_LIMIT) -> str | None:
-    if isinstance(value, (bytes, bytearray)):
-        text = bytes(value[:limit]).decode("latin-1")
-    elif isinstance(value, str):
-        text = value[:limit]
-    else:
-        return None
-    return next((kind for kind, pattern in _SECRET_VALUES.items() if pattern.search(text)), None)
 
 
 def _syntax_error_message(exc: SyntaxError, code: str, first_line: int) -> str:

@@ -14,7 +14,10 @@ Formats:
   IPython's transforms), ``header``, ``first_line``, ``push`` (name -> blob
   hash), ``imports``, ``pull``, ``limits``, ``resources``, ``files``
   (relative path -> content hash), ``pythonpath``, ``use_ipython``,
-  ``sources``, ``client``, ``submitted_at``, and for a job array ``map``
+  ``sources`` (code file -> ``lines``, ``label``: the lines of the notebook
+  functions the cell uses, every other line of their cells empty; earlier
+  releases wrote whole cells, read the same way), ``client``,
+  ``submitted_at``, and for a job array ``map``
   (``name``, ``expr``, ``size``, ``values`` blob hash, ``labels``).
 """
 
