@@ -217,3 +217,26 @@ def test_a_line_of_a_used_function_that_holds_a_credential_is_not_sent(ip):
     spec = json.loads((Path(newest_job().paths.folder) / "job.json").read_text())
     [source] = spec["sources"].values()
     assert [line for line in source["lines"] if line.strip()] == ["def connect():\n", "    return 1 / 0\n"]
+
+
+# ----------------------------------------------------------------------------- end to end: the job's environment
+
+def test_a_local_job_sees_none_of_the_kernels_environment_but_what_the_target_sets(ip, monkeypatch, tmp_path,
+                                                                                     configure_targets):
+    monkeypatch.setenv("RX_TEST_SECRET_TOKEN", SENTINEL)
+    result = run_remote(ip, "local", "import os\nseen = os.environ.get('RX_TEST_SECRET_TOKEN')\nhome = "
+                                     "os.environ.get('HOME')\npath = os.environ.get('PATH')")
+    assert result.error_in_exec is None
+    assert ip.user_ns["seen"] is None
+    assert (ip.user_ns["home"], ip.user_ns["path"]) == (os.environ["HOME"], os.environ["PATH"])
+    assert_nowhere_in(data_home() / "local-jobs", SENTINEL)
+
+    workdir = tmp_path / "jobs"
+    workdir.mkdir(mode=0o700)
+    configure_targets(here={"workdir": str(workdir), "python": sys.executable,
+                            "setup": ["export RX_TEST_FROM_TARGET='set by the target'"]})
+    result = run_remote(ip, "here", "import os\nseen = os.environ.get('RX_TEST_SECRET_TOKEN')\n"
+                                    "configured = os.environ.get('RX_TEST_FROM_TARGET')")
+    assert result.error_in_exec is None
+    assert ip.user_ns["seen"] is None
+    assert ip.user_ns["configured"] == "set by the target"

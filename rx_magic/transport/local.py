@@ -129,6 +129,21 @@ class LocalTransport(Transport):
         return os.path.expanduser(path)
 
 
+# What a job on this machine gets of the kernel's environment: who and where the user is, the locale, and where
+# programs and libraries are found, as a login over ssh (or sbatch --export=NONE) would give, plus the Python
+# environment the kernel runs in. Nothing else: tokens and passwords exported to the kernel stay in it. A
+# target's setup lines (``export NAME=value``) add what its jobs need.
+JOB_ENVIRONMENT = ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LD_LIBRARY_PATH", "LANG", "LANGUAGE", "TZ",
+                   "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
+
+
+def job_environment() -> dict[str, str]:
+    """The variables of this process's environment that a job started here inherits (``JOB_ENVIRONMENT``,
+    and the locale's ``LC_*``)."""
+    return {name: value for name, value in os.environ.items()
+            if name in JOB_ENVIRONMENT or (name.startswith("LC_") and name[3:].isalpha() and name[3:].isupper())}
+
+
 def free_space(folder: str) -> int | None:
     """Bytes an unprivileged user may still write in ``folder``'s file system."""
     try:
