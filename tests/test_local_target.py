@@ -620,15 +620,21 @@ def test_missing_python_on_the_target_fails_the_job_with_the_reason(ip, tmp_path
     assert "y" not in ip.user_ns
 
 
-def test_target_python_without_dill_fails_the_job_naming_dill(ip, tmp_path, configure_targets):
+def test_target_python_without_dill_runs_plain_values_and_fails_naming_dill_for_a_function(
+        ip, tmp_path, configure_targets):
     wrapper = tmp_path / "python-without-site"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S -I "$@"\n')
     wrapper.chmod(0o755)
     configure_targets(bare={"workdir": str(tmp_path / "bare-jobs"), "python": str(wrapper)})
-    result = run_remote(ip, "bare", "y = 1")
+    ip.user_ns["x"] = {"a": [1, 2]}
+    result = run_remote(ip, "bare", "y = len(x['a'])")     # nothing here needs dill: the job does without it
+    assert result.error_in_exec is None
+    assert ip.user_ns["y"] == 2
+    ip.run_cell("def double(v):\n    return 2 * v\n")     # a notebook function travels pickled by dill
+    result = run_remote(ip, "bare", "z = double(3)")
     error = result.error_in_exec
     assert isinstance(error, rx_magic.JobFailed)
-    assert "dill" in str(error)
+    assert "dill is not importable" in str(error) and "pip install dill" in str(error)
     assert newest_job().state is State.FAILED
 
 
@@ -653,6 +659,35 @@ def test_a_remote_traceback_through_a_notebook_function_shows_its_cell_and_line(
     text = str(error.__cause__)
     assert "return scale / reading" in text                 # the function's own line, from the notebook
     assert re.search(r"Cell In\[\d+\], line 3, in calibrate", text)
+
+
+def test_a_remote_traceback_is_formatted_by_ipython_on_the_target_as_the_notebook_numbers_it(ip):
+    ip.run_cell("def normalise(total):\n    count = 0\n    return total / count\n", store_history=True)
+    defined_in = ip.execution_count - 1
+    result = ip.run_cell("%%remote local\nvalue = normalise(10)\n", store_history=True)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(result.error_in_exec._render_traceback_()))
+    assert shown.count("Traceback (most recent call last)") == 1
+    assert f"Cell In[{defined_in + 1}], line 2" in shown and "----> 2 value = normalise(10)" in shown
+    assert f"Cell In[{defined_in}], line 3, in normalise(total)" in shown
+    assert "----> 3     return total / count" in shown
+    assert "rx_magic" not in shown and "runner.py" not in shown
+
+
+def test_without_ipython_on_the_target_the_remote_traceback_is_pythons_own(ip, tmp_path, configure_targets):
+    import dill
+    bare = tmp_path / "env-without-ipython"     # a real environment with dill and not IPython
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    site = next((bare / "lib").glob("python3*/site-packages"))
+    (site / "dill").symlink_to(Path(dill.__file__).parent)
+    configure_targets(bare={"workdir": str(tmp_path / "bare-jobs"), "python": str(bare / "bin" / "python")})
+    ip.run_cell("def calibrate(reading):\n    scale = 10\n    return scale / reading\n", store_history=True)
+    result = ip.run_cell("%%remote bare\nvalue = calibrate(0)\n", store_history=True)
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(result.error_in_exec._render_traceback_()))
+    assert "Traceback on the target (most recent call last)" in shown
+    assert 'File "<remote cell>", line 2, in <module>' in shown and "value = calibrate(0)" in shown
+    assert re.search(r"Cell In\[\d+\], line 3, in calibrate", shown)
+    assert shown.rstrip().endswith("ZeroDivisionError: division by zero")
 
 
 def test_instances_of_a_notebook_class_come_back_as_that_class(ip):
@@ -681,7 +716,7 @@ def test_a_remote_exception_is_shown_without_rx_magic_frames(ip, capsys):
     """)
     assert type(result.error_in_exec) is ValueError
     shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)     # without its colours
-    assert "Traceback on the target" in shown and "line 3, in check" in shown
+    assert shown.count("Traceback (most recent call last)") == 1 and "line 3, in check(v)" in shown  # IPython's look
     assert shown.rstrip().endswith("ValueError: negative: -1")
     assert "rx_magic" not in shown.replace("rx_magic:", "")       # no frame of rx_magic's own waiting and pulling
 

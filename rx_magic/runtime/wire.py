@@ -67,6 +67,7 @@ so it imports only the standard library, and dill lazily.
 
 from __future__ import annotations
 
+import _thread     # threading's locks and locals, without importing threading
 import copyreg
 import hashlib
 import importlib
@@ -77,8 +78,6 @@ import pickle
 import stat
 import struct
 import sys
-import tempfile
-import threading
 import types
 import warnings
 import weakref
@@ -178,7 +177,7 @@ def _dill_pickler(dill):
 # its bytes where it was defined, kept across the trip. On loading, a class of the same name in
 # ``__main__`` with the same origin is that class; anything else is built from the bytes.
 _origins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_origins_lock = threading.Lock()      # the kernel's thread pickles, a monitor's fetch thread unpickles
+_origins_lock = _thread.allocate_lock()      # the kernel's thread pickles, a monitor's fetch thread unpickles
 # On the target the runner re-pickles what arrived to see whether the cell changed it: a class built
 # from bytes is sent on as those same bytes (dill would not write them identically twice).
 _arrival_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -269,8 +268,8 @@ _CellType = types.CellType
 # the namespace's own machinery, found wherever the function lands (the runner's display, IPython's)
 _NOT_CARRIED = frozenset({"__builtins__", "__name__", "In", "Out", "get_ipython", "exit", "quit", "display"})
 _code_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # code objects never change
-_code_lock = threading.Lock()
-_loading = threading.local()
+_code_lock = _thread.allocate_lock()
+_loading = _thread._local()
 
 
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
@@ -878,6 +877,7 @@ def _dump(obj: object, file, hashed: bool, **options) -> tuple[str | None, int]:
         sink = _Sink(None, pickle_hash)
         return _write_rest(sink, _pickle(obj, sink, **options), None, pickle_hash)
     if not _seekable(file):
+        import tempfile     # not at the top: the runner starts faster without it
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             sink = _Sink(spool, pickle_hash)
             buffers = _pickle(obj, sink, **options)
