@@ -240,3 +240,23 @@ def test_a_local_job_sees_none_of_the_kernels_environment_but_what_the_target_se
     assert result.error_in_exec is None
     assert ip.user_ns["seen"] is None
     assert ip.user_ns["configured"] == "set by the target"
+
+
+# ----------------------------------------------------------------------------- shipped files are checked
+
+def test_a_shipped_file_that_no_longer_hashes_to_its_name_is_not_used(ip, ssh_target, remote_workdir):
+    Path("data.txt").write_text("the data sent\n")
+    result = run_remote(ip, "ws --files data.txt", "text = open('data.txt').read()")
+    assert result.error_in_exec is None
+    assert ip.user_ns["text"] == "the data sent\n"
+    [stored] = list((remote_workdir / ".rx" / "files").iterdir())
+    os.chmod(stored, 0o600)
+    stored.write_text("planted\n")
+    os.chmod(stored, 0o400)
+    del ip.user_ns["text"]
+    result = run_remote(ip, "ws --files data.txt", "text = open('data.txt').read()")
+    assert result.error_in_exec is not None
+    message = str(result.error_in_exec)
+    assert f"refusing to use the shipped file 'data.txt' ({stored}): its content does not hash to its name" in message
+    assert f"rm {stored}" in message
+    assert "text" not in ip.user_ns

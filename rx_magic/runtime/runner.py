@@ -20,19 +20,16 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 
 # layout.py and wire.py lie beside this file; python -I would not look there by itself
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# The runtime's own modules are compiled once, into __pycache__ in its private folder, even where
-# PYTHONDONTWRITEBYTECODE is set: compiling wire.py alone takes longer than starting Python.
-_DONT_WRITE_BYTECODE, sys.dont_write_bytecode = sys.dont_write_bytecode, False
 import layout  # noqa: E402 - the job folder's file names
-sys.dont_write_bytecode = _DONT_WRITE_BYTECODE
+import process_state  # noqa: E402 - random state and settings, to and from the notebook
 
 CELL_FILENAME = "<remote cell>"
-_HOST = os.uname().nodename      # socket.gethostname(), without importing socket
 
 # exit codes of the cell process
 CELL_OK, CELL_RAISED, RUNNER_ERROR = 0, 1, 3
@@ -52,28 +49,6 @@ def _read_json(path: str):
             return json.load(file)
     except (OSError, ValueError):
         return None
-
-
-def _sibling(name: str):
-    """A runtime module beside this file, imported when first needed; compiled once, into its ``__pycache__``."""
-    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
-    try:
-        return __import__(name)
-    finally:
-        sys.dont_write_bytecode = dont_write
-
-
-#: process_state.py, imported by the cell process when it starts (the supervisor does without it)
-process_state = None
-
-
-def _without_dill(exc: BaseException) -> str | None:
-    """What to do when loading or writing a value failed because dill is not installed here, else None."""
-    if isinstance(exc, ImportError) and (exc.name or "").partition(".")[0] == "dill":
-        return (f"dill is not importable by {sys.executable} (Python {sys.version.split()[0]}) on {_HOST}, "
-                f"and this value needs it: install it there with `{sys.executable} -m pip install dill`, "
-                "or point the target's `python` at an environment that has it")
-    return None
 
 
 def _tail(path: str, lines: int = 8) -> str:
@@ -254,7 +229,7 @@ class Supervisor:
         status = {
             "state": state, "reason": None, "started": self.started,
             "ended": now if state != "running" else None,
-            "elapsed": now - self.started, "host": _HOST, "pid": os.getpid(),
+            "elapsed": now - self.started, "host": socket.gethostname(), "pid": os.getpid(),
             "python": "%d.%d.%d" % sys.version_info[:3],
         }
         if self.element is not None:
@@ -471,11 +446,16 @@ class CellProcess:
         os.environ.setdefault("MPLBACKEND", "Agg")
 
     def prepare(self) -> dict:
-        global process_state
         runtime = os.path.dirname(os.path.abspath(__file__))
-        # dill is imported by the blobs that need it (a notebook function's), when they are unpickled
-        self.wire = _sibling("wire")
-        process_state = _sibling("process_state")
+        try:
+            import dill  # noqa: F401 - blobs of notebook functions need it
+            import wire
+        except ImportError as exc:
+            raise RunnerError(
+                f"{exc.name or exc} is not importable by {sys.executable} (Python {sys.version.split()[0]}) "
+                f"on {socket.gethostname()}: install it there with `{sys.executable} -m pip install dill`, "
+                "or point the target's `python` at an environment that has it") from exc
+        self.wire = wire
         self._link_files()
         sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
         sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
@@ -494,7 +474,7 @@ class CellProcess:
                 exec(line, namespace)
             except ImportError as exc:
                 raise RunnerError(f"the cell uses the module {name!r} ({line!r}), which {sys.executable} on "
-                                  f"{_HOST} cannot import: {exc}") from exc
+                                  f"{socket.gethostname()} cannot import: {exc}") from exc
         self.load_pushed(namespace)
         array = self.spec.get("map")
         if array and self.element is not None:
@@ -505,7 +485,7 @@ class CellProcess:
                 raise
             except Exception as exc:
                 raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
-                                  + (_without_dill(exc) or f"{type(exc).__name__}: {exc}")) from exc
+                                  f"{type(exc).__name__}: {exc}") from exc
         return namespace
 
     def load_blob(self, digest: str) -> object:
@@ -568,7 +548,7 @@ class CellProcess:
                     raise
                 except Exception as exc:
                     raise RunnerError(f"could not load the value of {name!r} on the target: "
-                                      + (_without_dill(exc) or f"{type(exc).__name__}: {exc}")) from exc
+                                      f"{type(exc).__name__}: {exc}") from exc
         for name, value in carried.items():
             namespace.setdefault(name, value)
 
@@ -611,6 +591,7 @@ class CellProcess:
 
     def _link_files(self) -> None:
         """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
+        import shutil
         store = self.paths.files_dir
         for relative, digest in self.spec.get("files", {}).items():
             job = layout.JobPaths.of_folder(self.folder)
@@ -621,21 +602,50 @@ class CellProcess:
             os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
             if os.path.exists(destination):     # placed already by another element of the array
                 continue
+            self.check_file(os.path.join(store, digest), digest, relative)
             try:
                 os.link(os.path.join(store, digest), destination)
             except FileExistsError:
                 continue
             except OSError:
-                import shutil
                 shutil.copyfile(os.path.join(store, digest), destination)
                 os.chmod(destination, 0o600)
+
+    @staticmethod
+    def check_file(path: str, digest: str, relative: str) -> None:
+        """A shipped file is used only when it is a private regular file of this user's (never a symlink) whose
+        content hashes to its name (``sha256``), as a blob is loaded only then: a changed or truncated copy in the
+        shared store fails the job naming it, instead of being read by the cell."""
+        import hashlib
+        import stat
+
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise RunnerError(f"the shipped file {relative!r} ({path}) cannot be opened: {exc.strerror} — "
+                              "run the cell again to send it") from exc
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                raise RunnerError(
+                    f"refusing to use the shipped file {relative!r} ({path}): it is not a private file of yours "
+                    f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}), so someone else may have "
+                    f"written it — remove it (rm {path}) and run the cell again")
+            found = hashlib.sha256()
+            for piece in iter(lambda: file.read(4 * 2**20), b""):
+                found.update(piece)
+        if found.hexdigest() != digest:
+            raise RunnerError(
+                f"refusing to use the shipped file {relative!r} ({path}): its content does not hash to its name "
+                f"(it hashes to {found.hexdigest()}), so it is not the file that was sent — remove it (rm {path}) "
+                "and run the cell again")
 
     def _start_ipython(self, main) -> None:
         try:
             from IPython.core.interactiveshell import InteractiveShell
         except ImportError as exc:
             raise RunnerError(f"the cell uses IPython (magics or IPython.display), which {sys.executable} on "
-                              f"{_HOST} cannot import: install ipython there") from exc
+                              f"{socket.gethostname()} cannot import: install ipython there") from exc
         shell = InteractiveShell.instance(user_module=main)
         shell.display_pub.publish = self.outputs.publish
         self.outputs.formatter = shell.display_formatter
@@ -807,8 +817,7 @@ class CellProcess:
                 value = values.pop(name)
                 kept.pop(name, None)
                 changed = [other for other in changed if other != name]
-                unpicklable[name] = (f"{type(value).__module__}.{type(value).__qualname__}: "
-                                     f"{_without_dill(error) or error}")
+                unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {error}"
             wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules,
                             "changed": [name for name in changed if name in values]}), file, tokens=tokens)
         os.replace(self.paths.outputs + ".part", self.paths.outputs)
