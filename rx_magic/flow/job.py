@@ -24,8 +24,8 @@ from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .logs import LogFollower, read_log
 from .arrays import ElementFailure, combine, failure_error, read_progress
-from .pull import (NOTEBOOK_LOG_LIMIT, apply_values, fetch_cell_effects, fetch_results, remote_exception,
-                   write_notebook)
+from .pull import (NOTEBOOK_LOG_LIMIT, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
+                   remote_exception, write_notebook)
 from .registry import Registry, default_registry
 from .watch import observe, read_status
 
@@ -214,14 +214,16 @@ class Job:
         self.notebook_path = self._write_notebook(self.results)
         return self.results
 
-    def spec(self) -> dict | None:
+    def spec(self, reader: ReadFirst | None = None) -> dict | None:
         """The job's ``job.json``, upgraded to this release's format; None when it cannot be read.
 
-        Read once per handle: a spec never changes once the folder is in place.
+        Read once per handle (from ``reader`` when given: what a pull read together): a spec never changes once
+        the folder is in place.
         """
         if self._spec is None:
             try:
-                self._spec = read_spec(self.target.transport.read_bytes(self.paths.job_json), self.paths.job_json)
+                self._spec = read_spec((reader or self.target.transport).read_bytes(self.paths.job_json),
+                                       self.paths.job_json)
             except (FileNotFoundError, JobSpecError):
                 return None
         return self._spec
@@ -306,14 +308,23 @@ class Job:
         return "".join(parts)
 
     def _write_notebook(self, results):
-        spec = self.spec()
+        reader = ReadFirst(self.target.transport, getattr(results, "read", {}))     # what the pull read together
+        spec = self.spec(reader)
         if spec is None:
             return None
         source = "\n".join([*spec.get("header", []), spec.get("source", spec.get("code", ""))])
         path = cache_home() / "jobs" / self.id / "job.ipynb"
         half = NOTEBOOK_LOG_LIMIT // 2 - 1024     # room for the cut line
-        return write_notebook(path, source, self.log("stdout", head=half, tail=half),
-                              self.log("stderr", head=half, tail=half), results)
+
+        def log(stream: str) -> str:
+            if self.record.elements:
+                return self.log(stream, head=half, tail=half)
+            try:
+                return read_log(reader, self.paths.stdout if stream == "stdout" else self.paths.stderr, stream,
+                                f"target {self.record.target!r}", head=half, tail=half)
+            except FileNotFoundError:
+                return ""
+        return write_notebook(path, source, log("stdout"), log("stderr"), results)
 
 
 class _EndNotice:

@@ -22,6 +22,8 @@ from ..runtime.layout import JobPaths
 from ..transport import Transport
 
 NOTEBOOK_LOG_LIMIT = 1_000_000     # characters of each stream kept in job.ipynb: half its head, half its tail
+#: result files up to this size are read together in one request (one round trip over SSH); larger ones on their own
+READ_TOGETHER = 4 * 2**20
 
 
 class _NoResult:
@@ -48,9 +50,43 @@ class Results:
     carried: dict[str, Any] = field(default_factory=dict)       # globals the pulled functions carry
     result: Any = NO_RESULT                                     # the last expression's value (result.dill)
     process_state: dict = field(default_factory=dict)           # sections the cell changed (process_state.json)
+    read: dict[str, bytes | None] = field(default_factory=dict, repr=False)    # files read together (ReadFirst)
 
 
-def _read_json(transport: Transport, path: str):
+class ReadFirst:
+    """A finished job's small files -- its results, ``job.json`` and logs for job.ipynb -- all read in one request
+    (``Transport.read_files``: one round trip over SSH); a file larger, or not among them, is read from the
+    transport as before. Reads as much of a ``Transport`` as the pull and ``logs.read_log`` use."""
+
+    def __init__(self, transport: Transport, found: dict[str, bytes | None]):
+        self.transport, self.found = transport, found
+
+    @classmethod
+    def of(cls, transport: Transport, paths: JobPaths, values: bool) -> ReadFirst:
+        wanted = [paths.display, paths.error, paths.exception, paths.process_state, paths.job_json, paths.stdout,
+                  paths.stderr]
+        if values:
+            wanted += [paths.outputs, paths.result]
+        return cls(transport, transport.read_files(wanted, limit=READ_TOGETHER))
+
+    def read_bytes(self, path: str, offset: int = 0, limit: int | None = None) -> bytes:
+        if path not in self.found:
+            return self.transport.read_bytes(path, offset, limit)
+        if self.found[path] is None:
+            raise FileNotFoundError(2, "No such file", path)
+        return self.found[path][offset:None if limit is None else offset + limit]
+
+    def file_size(self, path: str) -> int:
+        return len(self.read_bytes(path)) if path in self.found else self.transport.file_size(path)
+
+    def exists(self, path: str) -> bool:
+        return self.found[path] is not None if path in self.found else self.transport.exists(path)
+
+    def open_read(self, path: str):
+        return io.BytesIO(self.read_bytes(path)) if path in self.found else self.transport.open_read(path)
+
+
+def _read_json(transport: Transport | ReadFirst, path: str):
     try:
         return json.loads(transport.read_bytes(path))
     except FileNotFoundError:
@@ -65,7 +101,10 @@ def fetch_results(transport: Transport, paths: JobPaths, *, values: bool = True,
     shared, and refer to the notebook's own objects (``namespace``, by default IPython's),
     those the cell changed in place with their new state, which :func:`apply_values` puts in.
     """
-    results = Results(outputs=_read_json(transport, paths.display) or [], error=_read_json(transport, paths.error))
+    files = ReadFirst.of(transport, paths, values)
+    results = Results(outputs=_read_json(files, paths.display) or [], error=_read_json(files, paths.error),
+                      read=files.found)
+    transport = files       # from here on, what was read together comes from there
     if results.error and results.error.get("type") and "unpicklable" not in results.error:
         try:
             with transport.open_read(paths.exception) as file:
@@ -128,6 +167,7 @@ def apply_values(results: Results, namespace: dict) -> tuple[list[str], list[str
 def fetch_cell_effects(transport: Transport, paths: JobPaths, results: Results, *, values: bool = True) -> None:
     """Add to ``results`` the random state and settings the cell changed and (with ``values``) the value of
     its last expression, when it loads here; a job from before this release has neither."""
+    transport = ReadFirst(transport, results.read)     # what fetch_results read together
     results.process_state = process_state.decode(_read_json(transport, paths.process_state) or {})
     if not values or not any(output.get("output_type") == "execute_result" for output in results.outputs):
         return      # nothing to show: not even a look (over SSH each look is a round trip)

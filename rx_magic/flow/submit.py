@@ -7,6 +7,7 @@ folder appears under its final name only once it is complete.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import posixpath
@@ -34,7 +35,7 @@ from ..transport import Transport
 from ..transport.base import DISK_FULL_ERRNOS, disk_full
 from ..transport.local import free_space
 from .arrays import ArrayRequest, parse_map
-from .blobs import BlobRef, plan_blobs, size_report, write_blobs
+from .blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell, notebook_sources
 from .job import Job
 from .kernel_state import inline_figure_formats, state_to_send
@@ -128,7 +129,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     values = dict(captured.push)
     if array is not None:
         values[map_key(array)] = array.values
-    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=captured.withheld,
+    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=frozenset(captured.held_back),
                        lines=captured.read_lines)
     shipment = Shipment()
     offline = dry_run and not chosen.transport.connected
@@ -207,34 +208,62 @@ def _dill_version() -> str:
     return dill.__version__
 
 
-class _BlobStore:
-    """The target's blob folder, as ``blobs.write_blobs`` sees it."""
+#: blobs up to this size in all go with the job folder's files in one request (one round trip over SSH)
+BATCHED_BLOBS = 8 * 2**20
 
-    def __init__(self, transport: Transport, folder: str):
+
+class _BlobStore:
+    """The target's blob folder, as ``blobs.write_blobs`` sees it.
+
+    Which blobs are there is asked once, with the other paths in ``also`` (``found``); small blobs are kept
+    in ``pending`` to be written with the job folder (``Transport.write_files``), larger ones stream at once.
+    """
+
+    def __init__(self, transport: Transport, folder: str, sizes: dict[str, int], also: tuple[str, ...] = ()):
         self.transport, self.folder = transport, folder
+        self.pending: list[tuple[str, bytes]] = []
+        paths = [posixpath.join(folder, name) for name in sizes] + list(also)
+        # the bytes of none of them: a file over the limit of 0 is there but left out of the answer
+        answer = transport.read_files(paths, limit=0) if paths else {}
+        self.present = {path for path in paths if answer.get(path, b"") is not None}
+        self._batched = {name for name, size in sizes.items() if size <= BATCHED_BLOBS} \
+            if sum(sizes.values()) <= BATCHED_BLOBS else set()
+
+    def found(self, path: str) -> bool:
+        return path in self.present
 
     def exists(self, name: str) -> bool:
-        return self.transport.exists(posixpath.join(self.folder, name))
+        return self.found(posixpath.join(self.folder, name))
 
+    @contextmanager
     def open_atomic(self, name: str):
-        return self.transport.open_atomic(posixpath.join(self.folder, name))
+        path = posixpath.join(self.folder, name)
+        if name not in self._batched:
+            with self.transport.open_atomic(path) as file:
+                yield file
+            return
+        buffer = io.BytesIO()
+        yield buffer
+        self.pending.append((path, buffer.getvalue()))
 
 
-def install_runtime(transport: Transport, paths: JobPaths, snapshot: tuple[str, dict[str, bytes]] | None = None) -> str:
+def install_runtime(transport: Transport, paths: JobPaths, snapshot: tuple[str, dict[str, bytes]] | None = None,
+                    runner_found: bool | None = None) -> str:
     """Copy the runtime's files to the target once per version; return the folder.
 
     ``snapshot`` is ``runtime.runtime_snapshot()`` as the cell's plan took it (its job script names that folder).
     A folder found there is used only once it holds exactly these files (read back once per connection,
     rewritten when they differ); the folder and its files were checked to be the user's own by
-    :func:`check_workdir`.
+    :func:`check_workdir`. ``runner_found``: whether its ``runner.py`` is there, when the caller looked already.
     """
     version, contents = snapshot or runtime_snapshot()
     folder = paths.runtime_dir(version)
+    runner = posixpath.join(folder, "runner.py")
     with _checked_lock:
         verified = folder in _checked.setdefault(transport, set())
-    if verified and transport.exists(posixpath.join(folder, "runner.py")):
+    found = transport.exists(runner) if runner_found is None else runner_found
+    if verified and found:
         return folder
-    found = transport.exists(posixpath.join(folder, "runner.py"))
     transport.makedirs(folder)
     for name in RUNTIME_FILES:  # runner.py last: its presence means the folder is complete
         path = posixpath.join(folder, name)
@@ -326,25 +355,28 @@ def _write_and_submit(plan: Plan) -> Job:
     transport, paths = plan.target.transport, plan.paths
     version, contents = plan.runtime or runtime_snapshot()
     check_workdir(transport, paths, version)
-    install_runtime(transport, paths, (version, contents))
-    blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs,
-                                               _BlobStore(transport, paths.blobs_dir),
-                                               withhold=plan.capture.withheld)
+    # warm, over SSH: one look (the runner, the blobs), one write (small blobs and the job folder), one submit
+    runner = posixpath.join(paths.runtime_dir(version), "runner.py")
+    store = _BlobStore(transport, paths.blobs_dir, {blob_file_name(ref.digest): ref.size for ref in plan.blobs},
+                       also=(runner,))
+    install_runtime(transport, paths, (version, contents), runner_found=store.found(runner))
+    blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs, store,
+                                               withhold=frozenset(plan.capture.held_back))
     if plan.shipment:
         files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
         blobs_written, bytes_written = blobs_written + files_sent, bytes_written + file_bytes
     staged = paths.staged()
-    transport.makedirs(staged.folder)
+    # the folder appears under its name only complete: made as staged, written, renamed, in one request
+    folders = [staged.folder]
+    if not plan.target.is_local:
+        folders.append(staged.work)
+    if plan.array is not None:  # where each element writes (a batch system opens its log there first)
+        folders.append(staged.elements_dir)
+    files = [*store.pending, (staged.job_json, jobspec.dumps(plan.spec)),
+             (staged.cell_py, plan.spec["source"].encode()), (staged.job_sh, plan.script_text.encode())]
     try:
-        if not plan.target.is_local:
-            transport.makedirs(staged.work)
-        if plan.array is not None:  # where each element writes (a batch system opens its log there first)
-            transport.makedirs(staged.elements_dir)
-        files = {staged.job_json: jobspec.dumps(plan.spec), staged.cell_py: plan.spec["source"].encode(),
-                 staged.job_sh: plan.script_text.encode()}
-        for path, data in files.items():
-            transport.write_bytes(path, data)
-        transport.rename(staged.folder, paths.folder)
+        transport.write_files(files, folders=folders, keep={path for path, _ in store.pending},
+                              rename=(staged.folder, paths.folder))
     except BaseException:
         transport.remove_tree(staged.folder)
         raise

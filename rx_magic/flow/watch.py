@@ -23,6 +23,10 @@ from ..targets.target import Target, get_target, open_target
 from .arrays import array_status, read_progress
 
 
+#: the most of a status, exit code or scheduler log file a poll round reads with the others (larger: on its own)
+READ_LIMIT = 2**20
+
+
 def read_json(target: Target, path: str):
     try:
         return json.loads(target.transport.read_bytes(path))
@@ -30,38 +34,67 @@ def read_json(target: Target, path: str):
         return None
 
 
-def _read_exit_code(target: Target, paths: JobPaths) -> int | None:
+class _Files:
+    """Files of many jobs read in one request (``Transport.read_files``: one round trip over SSH); a file left out
+    of the answer (too large, or unreadable) is read on its own, as before."""
+
+    def __init__(self, target: Target, paths: list[str]):
+        self.target = target
+        self.found = target.transport.read_files(paths, limit=READ_LIMIT) if paths else {}
+
+    def read(self, path: str) -> bytes:
+        if path not in self.found:
+            return self.target.transport.read_bytes(path)
+        if self.found[path] is None:
+            raise FileNotFoundError(2, "No such file", path)
+        return self.found[path]
+
+    def json(self, path: str):
+        try:
+            return json.loads(self.read(path))
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _read_exit_code(files: _Files, paths: JobPaths) -> int | None:
     try:
-        return int(target.transport.read_bytes(paths.exit_code).strip())
+        return int(files.read(paths.exit_code).strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _log_tail(target: Target, paths: JobPaths, lines: int = 5) -> str:
+def _log_tail(files: _Files, paths: JobPaths, lines: int = 5) -> str:
     text = ""
     for path in (paths.scheduler_log, paths.scheduler_err):
         try:
-            text += target.transport.read_bytes(path).decode(errors="replace")
+            text += files.read(path).decode(errors="replace")
         except FileNotFoundError:
             pass
     return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def read_status(target: Target, record: JobRecord, paths: JobPaths, scheduler: SchedulerState | None = None):
+def read_status(target: Target, record: JobRecord, paths: JobPaths, scheduler: SchedulerState | None = None,
+                files: _Files | None = None):
     """The job's ``status.json``; for a job array, what its elements add up to (``arrays.array_status``)."""
     if not record.elements:
-        return read_json(target, paths.status_json)
+        return files.json(paths.status_json) if files is not None else read_json(target, paths.status_json)
     started, ended = read_progress(target.transport, paths, record.elements)
     return array_status(record.elements, started, ended, scheduler, record.cancel_requested)
 
 
 def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True) -> dict[str, Observation]:
-    """What each job's folder, and (when asked) the scheduler, say now."""
+    """What each job's folder, and (when asked) the scheduler, say now.
+
+    Over SSH a round is two round trips whatever the number of jobs: every ``status.json`` in one request, the
+    scheduler's one query; jobs found gone have their folders read again, together, in a third.
+    """
     paths = {record.id: JobPaths(record.workdir, record.id) for record in records}
     # a job queued (or not yet seen running) at the last look has its folder read only once the scheduler no
     # longer says it waits: pending jobs have no status yet
     waiting = {record.id for record in records if ask_scheduler and record.state in (State.SUBMITTED, State.QUEUED)}
-    statuses = {record.id: None if record.id in waiting else read_status(target, record, paths[record.id])
+    looked = [record for record in records if record.id not in waiting]
+    files = _Files(target, [paths[r.id].status_json for r in looked if not r.elements])
+    statuses = {record.id: None if record.id in waiting else read_status(target, record, paths[record.id], files=files)
                 for record in records}
     # a job stopped by a signal from outside is asked about even so: its scheduler may know why (walltime, memory)
     unfinished = [r for r in records if (statuses[r.id] or {}).get("state") not in ("done", "failed", "cancelled")
@@ -72,21 +105,31 @@ def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True
     if ask_scheduler and unfinished:
         answers = target.scheduler.query(
             target.transport, {r.scheduler_id: paths[r.id].folder for r in unfinished if r.scheduler_id})
+    if not ask_scheduler:
+        return {record.id: Observation(statuses[record.id], None, None) for record in records}
+    again = []
+    for record in records:
+        answer = answers.get(record.scheduler_id, SchedulerState(None))
+        gone = answer.state is None or answer.state.is_final
+        if record.id in unfinished_ids and (gone or record.id in waiting and answer.state is not State.QUEUED):
+            again.append(record)
+    # they may have ended between the status read and the query, or have just left the queue: read their folders
+    # again, all in one request (with the exit code and the scheduler's log, in case the runner could not say)
+    files = _Files(target, [path for r in again if not r.elements
+                            for path in (paths[r.id].status_json, paths[r.id].exit_code, paths[r.id].scheduler_log,
+                                         paths[r.id].scheduler_err)])
+    again_ids = {record.id for record in again}
     seen = {}
     for record in records:
         p, status = paths[record.id], statuses[record.id]
-        if not ask_scheduler:
-            seen[record.id] = Observation(status, None, None)
-            continue
         answer = answers.get(record.scheduler_id, SchedulerState(None))
         exit_code, tail = None, ""
         gone = answer.state is None or answer.state.is_final
-        if record.id in unfinished_ids and (gone or record.id in waiting and answer.state is not State.QUEUED):
-            # it may have ended between the status read and the query, or has just left the queue: read its folder
-            status = read_status(target, record, p, answer)
+        if record.id in again_ids:
+            status = read_status(target, record, p, answer, files=files)
             if gone and (status or {}).get("state") not in ("done", "failed", "cancelled") and not record.elements:
-                exit_code = _read_exit_code(target, p)
-                tail = _log_tail(target, p)
+                exit_code = _read_exit_code(files, p)
+                tail = _log_tail(files, p)
         seen[record.id] = Observation(status, exit_code, answer, tail)
     return seen
 

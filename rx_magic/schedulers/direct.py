@@ -12,7 +12,6 @@ import shlex
 from ..errors import SchedulerError
 from ..model.states import SchedulerState, State
 from ..transport import LocalTransport, Transport
-from ..transport.local import job_environment
 from .base import JobScript, Scheduler, render_body
 
 
@@ -29,10 +28,7 @@ class DirectScheduler(Scheduler):
         # umask 077: the log's redirection creates it, under the login shell's umask otherwise (022: world-readable)
         detach = (f"umask 077; if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
                   f" else nohup bash {job_sh} </dev/null >>{log} 2>&1 & fi; echo $!")
-        argv = ["bash", "-c", detach]
-        if isinstance(transport, LocalTransport):  # a clean environment, as over ssh: the kernel's own stays here
-            argv = ["env", "-i", *(f"{name}={value}" for name, value in job_environment().items()), *argv]
-        result = transport.run(argv, check=False, timeout=60)
+        result = transport.run(["bash", "-c", detach], check=False, timeout=60)
         pid = result.stdout.strip()
         if result.returncode != 0 or not pid.isdigit():
             raise SchedulerError(f"could not start job {script.job_id} on {transport.description}:\n{result.tail()}")
@@ -64,8 +60,12 @@ class DirectScheduler(Scheduler):
 
     def end_notice(self, transport: Transport, scheduler_id: str, folder: str) -> int | None:
         """On this machine, a pidfd of the job's process (Linux): it becomes readable the moment the runner exits,
-        after it wrote the job's ending, so a waiting cell notices the end at once instead of at its next look."""
-        if not isinstance(transport, LocalTransport) or not scheduler_id.isdigit() or not hasattr(os, "pidfd_open"):
+        after it wrote the job's ending, so a waiting cell notices the end at once instead of at its next look.
+        Over SSH, the transport's own notice (``Transport.end_notice``: a session that watches the process there and
+        says when it ends, within 20 ms, one way across the link)."""
+        if not isinstance(transport, LocalTransport):
+            return transport.end_notice(scheduler_id, folder) if scheduler_id.isdigit() else None
+        if not scheduler_id.isdigit() or not hasattr(os, "pidfd_open"):
             return None
         try:
             notice = os.pidfd_open(int(scheduler_id))
