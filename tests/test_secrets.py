@@ -150,8 +150,8 @@ def test_a_container_holding_a_secret_is_held_back_unless_pushed():
     namespace = {"settings": {"db": {"url": "postgresql://u:" + "pw@h/db"}}}
     capture = capture_cell("print(settings)\n", namespace)
     assert capture.push == {}
-    assert capture.warnings == ["held back 'settings' (its item ['db']['url'] looks like a URL with a password): it "
-                                "stays in this kernel; to send it anyway, add --push settings"]
+    assert capture.warnings == [("held back 'settings' (its item ['db']['url'] looks like a URL with a password): "
+                                 "it stays in this kernel; to send it anyway, add --push settings")]
     assert capture_cell("print(settings)\n", namespace, push=["settings"]).push == namespace
 
 

@@ -75,6 +75,25 @@ SECRET_SHAPES = {
     "an Authorization header": re.compile(r"\b(?:Authorization\s*[:=]\s*['\"]?\s*)?(?:Bearer|Basic)\s+"
                                           r"[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE),
 }
+# Text each shape cannot match without (lower case: looked for in the lowered text), found far faster than any
+# pattern runs: a megabyte of prose is searched by none of them.
+_NEEDLES = {
+    "a private key": ("PRIVATE KEY", "PuTTY-User-Key-File"),
+    "an AWS access key id": ("A3T", "AKIA", "ASIA", "ABIA", "ACCA"),
+    "an AWS secret access key": ("aws",),
+    "a GitHub token": ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_"),
+    "a GitLab token": ("glpat-",),
+    "a Slack token": ("xox",),
+    "a Slack webhook": ("hooks.slack.com",),
+    "a Google API key": ("AIza",),
+    "a Hugging Face token": ("hf_",),
+    "an OpenAI API key": ("T3BlbkFJ",),
+    "a Stripe key": ("_live_", "_test_"),
+    "a JSON web token": ("eyJ",),
+    "a URL with a password": ("://",),
+    "an Authorization header": ("bearer", "basic"),
+}
+_LOWERED = frozenset({"an AWS secret access key", "an Authorization header"})
 # "Basic" or "Bearer" before a long word can be prose: without the word Authorization, only a run with digits.
 _HEADER_WORD = re.compile(r"authorization", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
@@ -87,8 +106,7 @@ def looks_secret(name: str, value: object) -> str | None:
     """Why ``name = value`` looks like a credential, or None. The reason never quotes the value."""
     if CREDENTIAL_NAME.search(name):
         return "its name looks like a credential"
-    scan = _Scan()
-    found = scan.value(value, "", 0)
+    found = _Scan().run(value)
     if found is None:
         return None
     where, why = found
@@ -97,7 +115,14 @@ def looks_secret(name: str, value: object) -> str | None:
 
 def secret_shape(text: str) -> str | None:
     """Which secret ``text`` contains the shape of (``"a GitHub token"``), or None."""
+    lowered = None
     for kind, pattern in SECRET_SHAPES.items():
+        if kind in _LOWERED:
+            lowered = text.lower() if lowered is None else lowered
+            if not any(needle in lowered for needle in _NEEDLES[kind]):
+                continue
+        elif not any(needle in text for needle in _NEEDLES[kind]):
+            continue
         match = pattern.search(text)
         if match is None:
             continue
@@ -121,14 +146,25 @@ def looks_generated(text: str) -> bool:
 
 
 class _Scan:
-    """One bounded walk over a value, its items and its attributes."""
+    """One bounded walk over a value, its items and its attributes.
+
+    A place is a path of steps, ``(parent, step)``, written out only for the message. Short texts are
+    searched together, joined by NULs, and one by one only when the joined text holds a shape.
+    """
+
+    BATCH = 1 << 18
 
     def __init__(self):
         self.text_left = SCAN_TEXT
         self.items_left = SCAN_ITEMS
         self.seen: set[int] = set()
+        self.batch: list[tuple[tuple, str]] = []
+        self.batch_size = 0
 
-    def value(self, value: object, where: str, depth: int) -> tuple[str, str] | None:
+    def run(self, value: object) -> tuple[str, str] | None:
+        return self.value(value, (), 0) or self.flush()
+
+    def value(self, value: object, where: tuple, depth: int) -> tuple[str, str] | None:
         if isinstance(value, (str, bytes, bytearray)):
             return self.text(value, where)
         if isinstance(value, _NOT_SCANNED) or depth > SCAN_DEPTH or self.items_left <= 0 or self.text_left <= 0:
@@ -138,19 +174,18 @@ class _Scan:
         self.seen.add(id(value))
         kind = type(value).__name__
         if kind in ("SecretStr", "SecretBytes"):
-            return where, f"is a pydantic {kind}"
+            return _place(where), f"is a pydantic {kind}"
         if hasattr(type(value), "__array_interface__") or kind in ("DataFrame", "Series", "Index", "Tensor"):
             return None     # numbers (an array of strings is data, not a place for one key)
         if isinstance(value, dict):
-            return self.named_items(((key, item, f"[{_key_label(key)}]") for key, item in value.items()),
-                                    where, depth)
+            return self.named_items(((key, item, ("item", key)) for key, item in value.items()), where, depth)
         if isinstance(value, (list, tuple, set, frozenset)):
+            unordered = isinstance(value, (set, frozenset))
             for index, item in enumerate(value):
                 self.items_left -= 1
                 if self.items_left <= 0:
                     return None
-                found = self.value(item, f"{where}[{index}]" if not isinstance(value, (set, frozenset))
-                                   else f"{where}[...]", depth + 1)
+                found = self.value(item, (where, ("set", None) if unordered else ("index", index)), depth + 1)
                 if found:
                     return found
             return None
@@ -159,33 +194,41 @@ class _Scan:
         if isinstance(value, type):     # a notebook class travels with its class attributes
             if value.__module__ != "__main__":
                 return None
-            return self.named_items(((key, item, f".{key}") for key, item in vars(value).items()
+            return self.named_items(((key, item, ("attribute", key)) for key, item in vars(value).items()
                                      if not key.startswith("__")), where, depth)
-        return self.named_items(((key, item, f".{key}") for key, item in _attributes(value)), where, depth)
+        return self.named_items(((key, item, ("attribute", key)) for key, item in _attributes(value)), where, depth)
 
-    def named_items(self, pairs, where: str, depth: int) -> tuple[str, str] | None:
-        for key, item, label in pairs:
+    def named_items(self, pairs, where: tuple, depth: int) -> tuple[str, str] | None:
+        for key, item, step in pairs:
             self.items_left -= 1
             if self.items_left <= 0:
                 return None
-            path = f"{where}{label}"
             if isinstance(key, str) and CREDENTIAL_NAME.search(key) and _credential_text(key, item):
-                return _described(path), "has a credential's name"
-            found = self.value(item, path, depth + 1)
+                return _place((where, step)), "has a credential's name"
+            found = self.value(item, (where, step), depth + 1)
             if found:
                 return found
         return None
 
-    def text(self, value, where: str) -> tuple[str, str] | None:
+    def text(self, value, where: tuple) -> tuple[str, str] | None:
         if self.text_left <= 0:
             return None
         piece = value[: self.text_left]
         self.text_left -= len(piece)
         text = bytes(piece).decode("latin-1") if isinstance(piece, (bytes, bytearray)) else piece
-        kind = secret_shape(text)
-        if kind is None:
+        self.batch.append((where, text))
+        self.batch_size += len(text) + 1
+        return self.flush() if self.batch_size >= self.BATCH else None
+
+    def flush(self) -> tuple[str, str] | None:
+        batch, self.batch, self.batch_size = self.batch, [], 0
+        if not batch or (len(batch) > 1 and secret_shape("\0".join(text for _, text in batch)) is None):
             return None
-        return _described(where), f"looks like {kind}"
+        for where, text in batch:
+            kind = secret_shape(text)
+            if kind is not None:
+                return _place(where), f"looks like {kind}"
+        return None
 
 
 def _credential_text(key: str, item: object) -> bool:
@@ -204,12 +247,12 @@ def _carried_by(function: types.FunctionType) -> list[tuple[str, object, str]]:
     found = []
     for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
         try:
-            found.append((name, cell.cell_contents, f" closure variable {name}"))
+            found.append((name, cell.cell_contents, ("closure variable", name)))
         except ValueError:      # not bound yet
             pass
     for index, default in enumerate(function.__defaults__ or ()):
-        found.append(("", default, f" default {index + 1}"))
-    found.extend((name, default, f" default {name}") for name, default in (function.__kwdefaults__ or {}).items())
+        found.append(("", default, ("default", index + 1)))
+    found.extend((name, default, ("default", name)) for name, default in (function.__kwdefaults__ or {}).items())
     return found
 
 
@@ -235,7 +278,20 @@ def _key_label(key: object) -> str:
     return "..."
 
 
-def _described(where: str) -> str:
-    if not where or where.startswith(" "):
-        return where.strip()
-    return f"attribute {where}" if where.startswith(".") else f"item {where}"
+def _place(where: tuple) -> str:
+    """A path of steps as the message names it: ``item ['db']['url']``, ``attribute .api_key``,
+    ``closure variable password``; empty for the value itself."""
+    steps = []
+    while where:
+        where, step = where
+        steps.append(step)
+    steps.reverse()
+    if not steps:
+        return ""
+    written = {"item": lambda key: f"[{_key_label(key)}]", "index": lambda index: f"[{index}]",
+               "set": lambda _: "[...]", "attribute": lambda name: f".{name}",
+               "closure variable": lambda name: f" closure variable {name}", "default": lambda which: f" default {which}"}
+    text = "".join(written[kind](key) for kind, key in steps)
+    if text.startswith(" "):
+        return text.strip()
+    return f"attribute {text}" if text.startswith(".") else f"item {text}"
