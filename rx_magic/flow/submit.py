@@ -129,7 +129,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
     values = dict(captured.push)
     if array is not None:
         values[map_key(array)] = array.values
-    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=frozenset(captured.held_back),
+    blobs = plan_blobs(values, limit=chosen.config.max_payload, withhold=captured.withheld,
                        lines=captured.read_lines)
     shipment = Shipment()
     offline = dry_run and not chosen.transport.connected
@@ -361,7 +361,7 @@ def _write_and_submit(plan: Plan) -> Job:
                        also=(runner,))
     install_runtime(transport, paths, (version, contents), runner_found=store.found(runner))
     blobs_written, bytes_written = write_blobs(plan.pushed_values, plan.blobs, store,
-                                               withhold=frozenset(plan.capture.held_back))
+                                               withhold=plan.capture.withheld)
     if plan.shipment:
         files_sent, file_bytes = upload_shipment(plan.shipment, transport, paths.files_dir)
         blobs_written, bytes_written = blobs_written + files_sent, bytes_written + file_bytes

@@ -12,6 +12,7 @@ import shlex
 from ..errors import SchedulerError
 from ..model.states import SchedulerState, State
 from ..transport import LocalTransport, Transport
+from ..transport.local import job_environment
 from .base import JobScript, Scheduler, render_body
 
 
@@ -28,7 +29,10 @@ class DirectScheduler(Scheduler):
         # umask 077: the log's redirection creates it, under the login shell's umask otherwise (022: world-readable)
         detach = (f"umask 077; if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
                   f" else nohup bash {job_sh} </dev/null >>{log} 2>&1 & fi; echo $!")
-        result = transport.run(["bash", "-c", detach], check=False, timeout=60)
+        argv = ["bash", "-c", detach]
+        if isinstance(transport, LocalTransport):  # a clean environment, as over ssh: the kernel's own stays here
+            argv = ["env", "-i", *(f"{name}={value}" for name, value in job_environment().items()), *argv]
+        result = transport.run(argv, check=False, timeout=60)
         pid = result.stdout.strip()
         if result.returncode != 0 or not pid.isdigit():
             raise SchedulerError(f"could not start job {script.job_id} on {transport.description}:\n{result.tail()}")
