@@ -24,6 +24,7 @@ from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .logs import LogFollower, read_log
 from .arrays import ElementFailure, combine, failure_error, read_progress
+from .hold_state import cancel_held, hold_of
 from .pull import (NOTEBOOK_LOG_LIMIT, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
                    remote_exception, write_notebook)
 from .registry import Registry, default_registry
@@ -274,7 +275,10 @@ class Job:
         if self.record.state.is_final:
             return
         self.record = self._registry.update(self.id, cancel_requested=True)
-        self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
+        if hold_of(self.record.scheduler_id):
+            cancel_held(self.target, self.record)
+        else:
+            self.target.scheduler.cancel(self.target.transport, self.record.scheduler_id, self.paths.folder)
 
     def log(self, stream: str = "stdout", **bounds) -> str:
         """The job's ``stdout`` or ``stderr`` so far; a job array's, element by element under a heading.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RxError
 from ..model.local_dirs import data_home, private_folder
-from ..model.record import JobRecord
+from ..model.record import HoldRecord, JobRecord
 from ..model.states import State
 
 
@@ -29,6 +29,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended_at REAL, first_line TEXT, pull TEXT, session TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0, pulled INTEGER NOT NULL DEFAULT 0,
     elements INTEGER NOT NULL DEFAULT 0
+)"""
+_HOLD_COLUMNS = [f.name for f in fields(HoldRecord)]
+#: Holds (``flow.holds``): a table of their own, new in registries written before holds existed.
+_HOLDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY, target TEXT NOT NULL, scheduler TEXT NOT NULL, workdir TEXT NOT NULL,
+    scheduler_id TEXT, resources TEXT, idle REAL, name TEXT, created REAL NOT NULL,
+    state TEXT NOT NULL, reason TEXT, ended_at REAL, session TEXT
 )"""
 #: Columns added since the first release, for registries written before them.
 _ADDED = {"elements": "INTEGER NOT NULL DEFAULT 0"}
@@ -64,6 +72,7 @@ class Registry:
         db = self._db
         os.chmod(self.path, 0o600)
         db.execute(_SCHEMA)
+        db.execute(_HOLDS_SCHEMA)
         present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
         for name, declaration in _ADDED.items():
             if name not in present:
@@ -136,6 +145,42 @@ class Registry:
     def remove(self, job_id: str) -> None:
         self._db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
 
+    def add_hold(self, record: HoldRecord) -> None:
+        placeholders = ", ".join("?" for _ in _HOLD_COLUMNS)
+        self._db.execute(f"INSERT INTO holds ({', '.join(_HOLD_COLUMNS)}) VALUES ({placeholders})",
+                         [getattr(record, name) for name in _HOLD_COLUMNS])
+
+    def update_hold(self, hold_id: str, **changes) -> HoldRecord:
+        """Change some columns of a hold's row; an ended hold stays ended. Raises ``KeyError``."""
+        db = self._db
+        with _transaction(db):
+            current = self._get_hold(db, hold_id)
+            if current.state == "ended":
+                changes = {name: value for name, value in changes.items() if name not in ("state", "reason")}
+            if not changes:
+                return current
+            db.execute(f"UPDATE holds SET {', '.join(f'{name} = ?' for name in changes)} WHERE id = ?",
+                       [*changes.values(), hold_id])
+            return replace(current, **changes)
+
+    def get_hold(self, hold_id: str) -> HoldRecord:
+        return self._get_hold(self._db, hold_id)
+
+    @staticmethod
+    def _get_hold(db: sqlite3.Connection, hold_id: str) -> HoldRecord:
+        row = db.execute(f"SELECT {', '.join(_HOLD_COLUMNS)} FROM holds WHERE id = ?", [hold_id]).fetchone()
+        if row is None:
+            raise KeyError(hold_id)
+        return _hold_from_row(row)
+
+    def holds(self, target: str | None = None, live_only: bool = False) -> list[HoldRecord]:
+        """Holds, newest first: of one target, and only those not seen ended, when asked."""
+        where = [clause for clause, wanted in (("target = ?", target is not None),
+                                                ("state != 'ended'", live_only)) if wanted]
+        query = (f"SELECT {', '.join(_HOLD_COLUMNS)} FROM holds" + (" WHERE " + " AND ".join(where) if where else "")
+                 + " ORDER BY created DESC, id DESC")
+        return [_hold_from_row(row) for row in self._db.execute(query, [target] if target is not None else [])]
+
     def close(self) -> None:
         """Close this thread's connection; other threads close theirs on their next call or when they end."""
         self._closed = True
@@ -184,6 +229,15 @@ def _from_row(row) -> JobRecord:
     values["session"] = values["session"] or ""
     values["elements"] = values["elements"] or 0
     return JobRecord(**values)
+
+
+def _hold_from_row(row) -> HoldRecord:
+    values = dict(zip(_HOLD_COLUMNS, row))
+    for name in ("scheduler_id", "reason", "name", "session"):
+        values[name] = values[name] or ""
+    values["resources"] = values["resources"] or "{}"
+    values["idle"] = values["idle"] or 0.0
+    return HoldRecord(**values)
 
 
 _registries: dict[Path, Registry] = {}

@@ -19,6 +19,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .._version import __version__
 from ..errors import ConfigError, DiskFull, InputError, PayloadTooLarge
@@ -60,6 +61,9 @@ class Plan:
     shipment: Shipment = field(default_factory=Shipment)
     array: ArrayRequest | None = None
     runtime: tuple[str, dict[str, bytes]] | None = None     # runtime_snapshot(): the version the script names
+    #: How the written folder becomes a running job when not by the scheduler (``holds.route``: a ready hold's
+    #: queue); returns the job's scheduler id.
+    dispatch: Callable[[Plan], str] | None = None
 
     @property
     def pushed_values(self) -> dict:
@@ -382,7 +386,8 @@ def _write_and_submit(plan: Plan) -> Job:
         raise
     with _interrupts_deferred():     # a job that runs is a job the registry knows
         try:
-            scheduler_id = plan.target.scheduler.submit(transport, plan.script)
+            scheduler_id = (plan.dispatch(plan) if plan.dispatch is not None
+                            else plan.target.scheduler.submit(transport, plan.script))
         except BaseException:
             transport.remove_tree(paths.folder)
             raise

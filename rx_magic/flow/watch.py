@@ -21,6 +21,7 @@ from ..runtime.layout import JobPaths
 from ..targets.config import DEFAULT_POLL_INTERVAL
 from ..targets.target import Target, get_target, open_target
 from .arrays import array_status, read_progress
+from .hold_state import held_job_states, hold_of
 
 
 #: the most of a status, exit code or scheduler log file a poll round reads with the others (larger: on its own)
@@ -103,8 +104,10 @@ def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True
     ask_scheduler = ask_scheduler or any(stopped_from_outside(statuses[r.id]) for r in records)
     answers: dict[str, SchedulerState] = {}
     if ask_scheduler and unfinished:
-        answers = target.scheduler.query(
-            target.transport, {r.scheduler_id: paths[r.id].folder for r in unfinished if r.scheduler_id})
+        held = [r for r in unfinished if hold_of(r.scheduler_id)]     # sent to a hold: the hold answers for them
+        asked = {r.scheduler_id: paths[r.id].folder for r in unfinished if r.scheduler_id and r not in held}
+        answers = target.scheduler.query(target.transport, asked) if asked else {}
+        answers.update(held_job_states(target, held) if held else {})
     if not ask_scheduler:
         return {record.id: Observation(statuses[record.id], None, None) for record in records}
     again = []

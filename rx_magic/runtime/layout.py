@@ -9,6 +9,9 @@ library, because it is copied to ``{workdir}/.rx/runtime-*/`` beside
       .rx/files/{hash}            the notebook's modules and --files, by content
       .rx/runtime-{hash}/         wire.py, layout.py, process_state.py, runner.py (one copy per version)
       .rx/staging-{job_id}/       a job folder being written, renamed into place when complete
+      .rx/holds/{hold_id}/        a hold's warm worker: hold.json ready.json beat ended.json release
+                                  job.sh scheduler.log queue/{job_id} taken/{job_id} (tickets naming job
+                                  folders) cancel/{job_id}
       {job_id}/
         job.json cell.py job.sh status.json stdout.log stderr.log exit_code
         outputs.dill display.json result.dill process_state.json error.json exception.dill
@@ -24,6 +27,7 @@ import re
 import time
 
 JOB_ID_PATTERN = re.compile(r"^rx-\d{8}-\d{6}-[0-9a-f]{4,8}$")
+HOLD_ID_PATTERN = re.compile(r"^hold-\d{8}-\d{6}-[0-9a-f]{4,8}$")
 
 #: The format of ``job.json`` this release writes and its runner reads (``model.jobspec`` upgrades older ones).
 SPEC_FORMAT = 2
@@ -159,3 +163,54 @@ def element_entry(name: str) -> tuple[int, bool] | None:
     if not stem.isdigit() or suffix not in ("", "end"):
         return None
     return int(stem), suffix == "end"
+
+
+def new_hold_id(now: float | None = None) -> str:
+    """A sortable, unique hold id such as ``hold-20261123-141502-3fa9b1`` (UTC)."""
+    return "hold" + new_job_id(now)[2:]
+
+
+def check_hold_id(hold_id: str) -> str:
+    if not HOLD_ID_PATTERN.match(hold_id):
+        raise ValueError(f"{hold_id!r} is not an rx_magic hold id (they look like hold-20261123-141502-3fa9b1)")
+    return hold_id
+
+
+class HoldPaths(WorkdirPaths):
+    """The files of a hold (a warm worker inside one batch job): ``{workdir}/.rx/holds/{hold_id}/``.
+
+    The notebook writes ``hold.json`` (what was asked) and drops a ticket ``queue/{job_id}`` (atomically, by
+    rename) for each cell it sends; the worker writes ``ready.json`` when it starts, touches ``beat`` while it
+    lives, claims a ticket by renaming it to ``taken/{job_id}`` (so it is taken once), removes it when the cell
+    has ended, and writes ``ended.json`` (why it ended) last. ``release`` asks it to end.
+    """
+
+    def __init__(self, workdir: str, hold_id: str):
+        super().__init__(workdir)
+        self.hold_id = check_hold_id(hold_id)
+        self.folder = posixpath.join(self.rx_dir, "holds", hold_id)
+
+    def _in_folder(name: str) -> property:  # noqa: N805 - a property factory
+        return property(lambda self: posixpath.join(self.folder, name))
+
+    hold_json = _in_folder("hold.json")
+    ready_json = _in_folder("ready.json")
+    beat = _in_folder("beat")
+    ended_json = _in_folder("ended.json")
+    release = _in_folder("release")
+    job_sh = _in_folder(JOB_SH)
+    scheduler_log = _in_folder(SCHEDULER_LOG)
+    queue_dir = _in_folder("queue")
+    taken_dir = _in_folder("taken")
+    cancel_dir = _in_folder("cancel")      # cancel/{job_id}: the notebook asks the worker to stop that job
+    del _in_folder
+
+    def queued(self, job_id: str) -> str:
+        return posixpath.join(self.queue_dir, check_job_id(job_id))
+
+    def taken(self, job_id: str) -> str:
+        return posixpath.join(self.taken_dir, check_job_id(job_id))
+
+    def ticket_staging(self, job_id: str) -> str:
+        """Where a ticket is written before it is renamed into ``queue/`` (the worker never lists it)."""
+        return posixpath.join(self.folder, f".ticket-{check_job_id(job_id)}")

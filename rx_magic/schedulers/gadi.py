@@ -115,6 +115,18 @@ def estimate_cost(resources: Resources) -> str | None:
             + (" (rate from a third-party calculator, not confirmed by NCI)" if name in UNCONFIRMED_RATES else ""))
 
 
+def su_per_hour(resources: Resources) -> float | None:
+    """Service units an hour of ``resources`` costs as NCI charges it (rate x max(cores, memory proportion));
+    None for a queue without a known rate. What a hold costs for each hour it is held, busy or idle."""
+    name = resources.queue or DEFAULT_QUEUE
+    queue, rate = QUEUES.get(name), CHARGE_RATES.get(name)
+    if queue is None or rate is None:
+        return None
+    su_per_core_hour, node_mem = rate
+    share = resources.mem * queue.cores_per_node / node_mem if resources.mem else 0.0
+    return su_per_core_hour * max(resources.ncpus or 1, share)
+
+
 def _hours(*bands: tuple[int, int]) -> tuple[tuple[int, int], ...]:
     return tuple((cores, hours * HOUR) for cores, hours in bands)
 

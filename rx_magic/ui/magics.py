@@ -14,6 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import InputError, PullError, TransportError
 from ..flow.cleaning import clean
+from ..flow.holds import route
 from ..flow.job import Job
 from ..flow.kernel_state import redo_after_job
 from ..flow.pull import replay_outputs
@@ -26,6 +27,7 @@ from ..targets.checks import check_target, format_checklist
 from ..targets.config import load_configs
 from .background import background_jobs
 from .comm_pump import pump_for
+from .hold_widget import add_hold_commands, hold_command, holds_command, release_command
 from .widget import JobsTable, JobWidget, front_end_shows_widgets, full_log
 
 def split_line(line: str) -> list[str]:
@@ -134,6 +136,11 @@ class RemoteMagics(Magics):
               help="Run the cell once per value of EXPR (evaluated here) with NAME bound to it, as one job "
                    "array (PBS -J, Slurm --array, a pool of processes on direct); resources are per element. "
                    "Each pulled name comes back as a list in EXPR's order, with None where an element failed.")
+    @argument("--hold", metavar="ID",
+              help="Run in this hold (`%%rx holds` lists them), waiting there for room; by default a cell runs "
+                   "in a ready hold of its target that has room for it, else as a new scheduler job.")
+    @argument("--no-hold", action="store_true",
+              help="Submit a new scheduler job even when a hold of the target has room for the cell.")
     @argument("--dry-run", action="store_true",
               help="Show what would be sent and the job script, and submit nothing.")
     @argument("--bg", action="store_true",
@@ -159,6 +166,7 @@ class RemoteMagics(Magics):
                              push=_names(args.push) or (), pull=_names(args.pull), no_pull=args.no_pull,
                              source=cell, header=(f"%%remote {line}".rstrip(),), first_line=2, files=args.files,
                              dry_run=args.dry_run, map=args.map)
+            route(plan, hold=args.hold, no_hold=args.no_hold, dry_run=args.dry_run)
         except InputError as exc:
             raise UsageError(str(exc)) from None
         if args.dry_run:     # the report lists the notes itself
@@ -250,6 +258,9 @@ class RemoteMagics(Magics):
         %rx targets                      the configured targets and where each came from
         %rx check [TARGET]               TARGET's connection and environment, ok/FAIL with fixes
         %rx stop                         stop watching background jobs here (the jobs go on)
+        %rx hold TARGET [--ncpus --mem --ngpus --walltime --queue --project --jobfs --storage --extra, as for %%remote] [--idle 20m] [--name N] [--dry-run]  submit one batch job running a warm worker and return at once: cells on TARGET that fit in it run there without queueing; it ends after --idle with nothing to run
+        %rx holds [--all]                the holds: queued, ready (host, cores) or ended (why)
+        %rx release [ID]                 end a hold cleanly (the newest open one when no ID)
 
         ID may be a job's full id or any unique start or end of it.
         """
@@ -339,6 +350,15 @@ class RemoteMagics(Magics):
     def _rx_check(self, args):
         print(format_checklist(args.target, check_target(args.target)))
 
+    def _rx_hold(self, args):
+        return hold_command(args)
+
+    def _rx_holds(self, args):
+        holds_command(args)
+
+    def _rx_release(self, args):
+        return release_command(args)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises its complaint instead of printing it and exiting; ``%rx`` adds its own help."""
@@ -360,6 +380,7 @@ def _rx_parser() -> argparse.ArgumentParser:
     commands.add_parser("targets")
     commands.add_parser("stop")
     commands.add_parser("check").add_argument("target", nargs="?", default="local")
+    add_hold_commands(commands)
     return parser
 
 

@@ -1,0 +1,384 @@
+"""A hold's warm worker: ``python worker.py HOLD_FOLDER``, the body of one long batch job.
+
+It watches ``{workdir}/.rx/holds/{hold_id}/`` (``layout.HoldPaths``) on the shared filesystem: no port,
+nothing listening. The notebook drops a ticket ``queue/{job_id}`` for a job folder it has written; the
+worker claims it by renaming it to ``taken/{job_id}`` (atomic: taken once, whoever else looks) and runs the
+folder with the runner's own ``Supervisor`` in a forked child -- the same files a fresh job writes
+(``status.json``, logs, results), so the notebook watches and pulls it as any job. Cells run side by side
+up to the hold's cores and memory; the elements of a ``--map`` spread over its cores.
+
+It ends, writing ``ended.json`` with the reason, when asked (``release``: running cells finish first), when
+idle for its ``idle`` seconds, at its walltime, or when stopped by a signal (the batch system's at walltime,
+or a cancel): cells still running then fail with that reason. Queued tickets are left for the notebook to
+send to the scheduler. Standard library only, beside ``runner.py`` and ``layout.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layout  # noqa: E402 - the hold folder's and job folders' file names
+import runner  # noqa: E402 - the Supervisor that runs one job folder
+
+POLL = 0.02             # seconds between two looks at queue/ when nothing happens
+BEAT_EVERY = 2.0        # seconds between two heartbeats (the notebook sees beat's content change)
+STOP_GRACE = 8.0        # seconds running cells get to record their end once the hold is stopped
+ENDINGS = {
+    "released": "the hold was released",
+    "idle": "the hold ended, idle",
+    "walltime": "the hold reached its walltime",
+    "killed": "the hold was killed",
+}
+
+
+def _write_json(path: str, data) -> None:
+    temporary = f"{path}.part"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        json.dump(data, file)
+    os.replace(temporary, path)
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _die_with_parent() -> None:
+    """A cell stops with its worker, as it would with its batch job (Linux ``PR_SET_PDEATHSIG``)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+        except Exception:
+            pass
+
+
+class Unit:
+    """One thing running on the worker's cores: a job, or one element of a ``--map`` job."""
+
+    def __init__(self, job_id: str, ncpus: int, mem: int, element: int | None = None):
+        self.job_id, self.ncpus, self.mem, self.element = job_id, ncpus, mem, element
+
+
+class Worker:
+    def __init__(self, folder: str):
+        folder = os.path.abspath(folder)
+        workdir = os.path.dirname(os.path.dirname(os.path.dirname(folder)))     # {workdir}/.rx/holds/{id}
+        self.paths = layout.HoldPaths(workdir, os.path.basename(folder))
+        hold = _read_json(self.paths.hold_json) or {}
+        self.cores = int(hold.get("ncpus") or _cores())
+        self.mem = int(hold.get("mem") or 0)
+        self.idle = float(hold.get("idle") or 1200)
+        self.walltime = float(hold.get("walltime") or 0)
+        self.started = time.time()
+        self.last_busy = time.monotonic()
+        self.last_beat = 0.0
+        self.running: dict[int, Unit] = {}
+        self.ends: dict[int, int | None] = {}   # pid -> a pidfd that turns readable when that child ends
+        self.pending: list[Unit] = []           # elements of claimed --map jobs not started yet
+        self.maps: dict[str, dict] = {}         # job_id -> {"left": elements not ended, "failed": count}
+        self.signalled: int | None = None
+        self.releasing = False
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        os.makedirs(self.paths.queue_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.paths.taken_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.paths.cancel_dir, mode=0o700, exist_ok=True)
+        for name in ("ctypes", "mmap", "resource", "types", "dill", "wire"):
+            try:    # warm: every cell forked from here finds these imported
+                __import__(name)
+            except ImportError:
+                pass    # the cell's runner names what is missing
+        self._beat()
+        _write_json(self.paths.ready_json, {
+            "host": socket.gethostname(), "cores": self.cores, "mem": self.mem or None, "pid": os.getpid(),
+            "started": self.started, "walltime": self.walltime or None, "idle": self.idle,
+            "python": "%d.%d.%d" % sys.version_info[:3]})
+        while True:
+            self._reap()
+            if self.signalled is not None:
+                elapsed = time.time() - self.started
+                at_walltime = self.walltime and elapsed >= self.walltime - min(60.0, self.walltime * 0.1)
+                return self.end("walltime" if at_walltime else "killed")
+            if self.walltime and time.time() - self.started >= self.walltime:
+                return self.end("walltime")
+            if not self.releasing and os.path.lexists(self.paths.release):
+                self.releasing = True
+            if self.running or self.pending:
+                self._cancel_asked()
+            queued = [] if self.releasing else self._queued()
+            if self.running or self.pending or queued:
+                self.last_busy = time.monotonic()
+            self._start(queued)
+            if self.releasing and not self.running and not self.pending:
+                return self.end("released")
+            if not self.running and not self.pending and time.monotonic() - self.last_busy >= self.idle:
+                return self.end("idle")
+            if time.monotonic() - self.last_beat >= BEAT_EVERY:
+                self._beat()
+            self._nap()
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signalled = signum
+
+    def _nap(self) -> None:
+        """Wait ``POLL`` seconds, or less when a running child ends (its pidfd, Linux): a --map's next
+        element starts the moment a core frees."""
+        fds = [fd for fd in self.ends.values() if fd is not None]
+        if not fds:
+            time.sleep(POLL)
+            return
+        try:
+            select.select(fds, [], [], POLL)
+        except InterruptedError:
+            pass
+
+    def _beat(self) -> None:
+        _write_json(self.paths.beat, {"beat": time.time(), "running": len(self.running)})
+        self.last_beat = time.monotonic()
+
+    # ------------------------------------------------------------------ tickets
+    def _queued(self) -> list[str]:
+        """The queued tickets, oldest first; only the user's own files (no one else's folder gets run)."""
+        names = []
+        try:
+            entries = list(os.scandir(self.paths.queue_dir))
+        except OSError:
+            return []
+        for entry in entries:
+            if not layout.JOB_ID_PATTERN.match(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+                names.append(entry.name)
+        return sorted(names)
+
+    def _cancel_asked(self) -> None:
+        """Stop the jobs the notebook asked to cancel (``cancel/{job_id}``): their supervisors record the end."""
+        try:
+            asked = {name for name in os.listdir(self.paths.cancel_dir) if layout.JOB_ID_PATTERN.match(name)}
+        except OSError:
+            return
+        for job_id in asked:
+            for pid, unit in list(self.running.items()):
+                if unit.job_id == job_id:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            for unit in [unit for unit in self.pending if unit.job_id == job_id]:
+                self.pending.remove(unit)
+                self._ended(unit, 0, reason="cancelled before it started")
+            try:
+                os.remove(os.path.join(self.paths.cancel_dir, job_id))
+            except OSError:
+                pass
+
+    def _free(self) -> tuple[int, int]:
+        cores = self.cores - sum(unit.ncpus for unit in self.running.values())
+        mem = self.mem - sum(unit.mem for unit in self.running.values()) if self.mem else 0
+        return cores, mem
+
+    def _fits(self, ncpus: int, mem: int) -> bool:
+        cores, free_mem = self._free()
+        return ncpus <= cores and (not self.mem or not mem or mem <= free_mem)
+
+    def _start(self, queued: list[str]) -> None:
+        while self.pending and self._fits(self.pending[0].ncpus, self.pending[0].mem):
+            self._fork(self.pending.pop(0))
+        for job_id in queued:
+            if self.pending:
+                return      # a --map's elements go first, in order
+            ticket = _read_json(os.path.join(self.paths.queue_dir, job_id)) or {}
+            ncpus, mem = max(1, int(ticket.get("ncpus") or 1)), int(ticket.get("mem") or 0)
+            elements = int(ticket.get("elements") or 0)
+            if not self._fits(ncpus, 0 if elements else mem):
+                return      # first come, first served: a later small cell does not overtake it
+            try:
+                os.rename(self.paths.queued(job_id), self.paths.taken(job_id))
+            except OSError:
+                continue    # taken back by the notebook (the hold looked dead to it), or gone
+            if elements:
+                self.maps[job_id] = {"left": elements, "failed": 0}
+                self.pending.extend(Unit(job_id, ncpus, mem, index) for index in range(elements))
+                return self._start([])
+            self._fork(Unit(job_id, ncpus, mem))
+
+    def _fork(self, unit: Unit) -> None:
+        job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
+        ticket = _read_json(self.paths.taken(unit.job_id)) or {}
+        pid = os.fork()
+        if pid == 0:
+            code = 3    # the runner's own code for "the runner failed"
+            try:
+                code = self._child(job_paths, ticket, unit)
+            finally:
+                os._exit(code)
+        self.running[pid] = unit
+        try:
+            self.ends[pid] = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        except OSError:
+            self.ends[pid] = None
+
+    def _child(self, job_paths: layout.JobPaths, ticket: dict, unit: Unit) -> int:
+        """In the forked child: what ``job.sh`` does for a fresh job, then the runner's supervisor."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_DFL)
+        _die_with_parent()
+        os.umask(0o077)
+        log = os.open(job_paths.scheduler_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(devnull)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        os.environ["RX_MAGIC_HOLD"] = self.paths.hold_id
+        try:
+            os.chdir(ticket.get("cwd") or job_paths.folder)
+        except OSError as exc:
+            print(f"rx_magic worker: cannot enter {ticket.get('cwd')}: {exc}", file=sys.stderr)
+            return 96
+        spec = _read_json(job_paths.job_json)
+        if spec is None or spec.get("format") != layout.SPEC_FORMAT:
+            print(f"rx_magic worker: cannot read {job_paths.job_json} in format {layout.SPEC_FORMAT}", file=sys.stderr)
+            return 2
+        # the batch system enforces a fresh job's limits; in a hold the runner enforces the cell's own
+        limits, asked = dict(spec.get("limits") or {}), spec.get("resources") or {}
+        for name in ("walltime", "mem"):
+            if not limits.get(name) and asked.get(name):
+                limits[name] = asked[name]
+        spec["limits"] = limits
+        if unit.element is not None:
+            os.makedirs(job_paths.element(unit.element).folder, mode=0o700, exist_ok=True)
+        return runner.Supervisor(job_paths.folder, spec, unit.element).run()
+
+    def _reap(self) -> None:
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._closed(pid)
+            unit = self.running.pop(pid, None)
+            if unit is not None:
+                self._ended(unit, status)
+
+    def _closed(self, pid: int) -> None:
+        fd = self.ends.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _ended(self, unit: Unit, status: int, reason: str | None = None) -> None:
+        """Record what the supervisor could not (it was killed), and give the ticket back once the job is over."""
+        job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
+        paths = job_paths if unit.element is None else job_paths.element(unit.element)
+        found = _read_json(paths.status_json) or {}
+        if found.get("state") != "done" and (reason is not None or found.get("state") not in layout.FINAL_STATES):
+            why = reason or (f"the cell's supervisor was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+                             if os.WIFSIGNALED(status) else f"the cell's supervisor exited with code "
+                             f"{os.WEXITSTATUS(status)} before recording an end")
+            now = time.time()
+            _write_json(paths.status_json, {**found, "state": "failed", "reason": why, "ended": now,
+                                                   "elapsed": now - (found.get("started") or now)})
+            if not os.path.exists(paths.exit_code):
+                with open(os.open(paths.exit_code, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
+                    file.write(f"{found.get('exit_code') or 1}\n")
+            if unit.element is not None:
+                os.close(os.open(paths.end_marker, os.O_WRONLY | os.O_CREAT, 0o600))
+        if unit.element is not None:
+            array = self.maps.get(unit.job_id)
+            if array is None:
+                return
+            ended = _read_json(paths.status_json) or {}
+            array["failed"] += ended.get("state") != "done"
+            array["left"] -= 1
+            if array["left"] > 0:
+                return
+            del self.maps[unit.job_id]
+            with open(os.open(job_paths.exit_code, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(f"{1 if array['failed'] else 0}\n")
+        try:
+            os.remove(self.paths.taken(unit.job_id))
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ the end
+    def end(self, reason: str) -> int:
+        """Stop what still runs (its cells fail with the reason), record why the hold ended, and exit."""
+        said = f"{ENDINGS[reason]} while the cell ran"
+        for pid in list(self.running):
+            try:
+                os.kill(pid, signal.SIGTERM)    # the supervisor stops its cell and records the end
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        stopped: dict[int, Unit] = {}
+        while self.running and time.monotonic() < deadline:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self._closed(pid)
+                unit = self.running.pop(pid, None)
+                if unit is not None:
+                    stopped[pid] = unit
+            else:
+                time.sleep(0.05)
+        for pid, unit in list(self.running.items()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            self._closed(pid)
+            stopped[pid] = unit
+        self.running.clear()
+        for unit in [*stopped.values(), *self.pending]:
+            self._ended(unit, 0, reason=said)
+        self.pending.clear()
+        _write_json(self.paths.ended_json, {"reason": reason, "said": ENDINGS[reason], "ended": time.time(),
+                                                   "started": self.started, "host": socket.gethostname()})
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: worker.py HOLD_FOLDER", file=sys.stderr)
+        return 2
+    try:
+        worker = Worker(argv[1])
+    except ValueError as exc:
+        print(f"rx_magic worker: {exc}", file=sys.stderr)
+        return 2
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
