@@ -28,6 +28,9 @@ message, without rx_magic's own frames, which only waited and pulled.
 
 from __future__ import annotations
 
+import os
+import sys
+
 
 class RxError(Exception):
     """Base class of every error rx_magic raises itself."""
@@ -119,7 +122,14 @@ class ArrayFailed(JobFailed):
 
 
 class JobCancelled(JobError):
-    """The job was cancelled."""
+    """The job was cancelled.
+
+    IPython shows it as its message alone, uncoloured (``cancelled: job ... nothing was pulled``): a cancel
+    is what the user asked for, not an accident; it still stops "Run all".
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
 
 
 class PullError(JobError):
@@ -140,11 +150,16 @@ class RemoteError(JobError):
 
 
 class RemoteTraceback(Exception):
-    """Carries a remote traceback's text as the ``__cause__`` of a re-raised exception."""
+    """Carries a remote traceback's text as the ``__cause__`` of a re-raised exception.
 
-    def __init__(self, text: str):
+    ``lines`` is the traceback as IPython formatted it on the target (``Cell In[5], line 3``, coloured as
+    this kernel asked), when IPython could; IPython then shows those lines as they are.
+    """
+
+    def __init__(self, text: str, lines: list[str] | None = None):
         super().__init__(text)
         self.text = text
+        self.lines = list(lines or [])
 
     def __str__(self) -> str:
         return "\n" + self.text.rstrip()
@@ -169,22 +184,37 @@ def show_as_remote(exception: BaseException) -> BaseException:
     return exception
 
 
-_RED, _PLAIN = "\x1b[0;31m", "\x1b[0m"
+def ipython_colors() -> str:
+    """IPython's colour scheme here (``get_ipython().colors``, lower case): ``"nocolor"`` outside IPython and
+    whenever ``NO_COLOR`` is set and not empty (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return "nocolor"
+    ipython = sys.modules.get("IPython")     # never imported for this: without IPython nothing is coloured
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    colors = getattr(shell, "colors", None)
+    return str(colors).lower() if colors else "nocolor"
+
+
+def _red(text: str) -> str:
+    return text if ipython_colors() == "nocolor" else f"\x1b[0;31m{text}\x1b[0m"
 
 
 def traceback_lines(exception: BaseException) -> list[str]:
     """What IPython shows for an error of a job: the remote traceback, if any, then the exception's own line.
 
-    The remote text already ends with the exception's line when the cell's own exception is shown.
+    A remote traceback IPython formatted on the target is shown as it is (it ends with the exception's
+    line); a plain one follows a header, and the exception's line after it unless it ends with it already.
     """
     name, message = type(exception).__name__, str(exception)
     own_line = f"{name}: {message}" if message else name
-    shown_line = f"{_RED}{name}{_PLAIN}{own_line[len(name):]}"
+    shown_line = _red(name) + own_line[len(name):]
     cause = exception.__cause__
     if not isinstance(cause, RemoteTraceback):
         return [shown_line]
+    if cause.lines:
+        return list(cause.lines)
     remote = [line for line in cause.text.rstrip().splitlines() if line != "Traceback (most recent call last):"]
-    lines = ["-" * 75, f"{_RED}{name.ljust(41)}{_PLAIN} Traceback on the target (most recent call last)", *remote]
+    lines = ["-" * 75, f"{_red(name.ljust(41))} Traceback on the target (most recent call last)", *remote]
     if not remote or not remote[-1].endswith(own_line):    # Python names a module's exception in full
         lines += ["", shown_line]
     return lines

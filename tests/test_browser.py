@@ -175,7 +175,7 @@ def test_widget_in_jupyterlab_shows_state_output_and_cancels(lab, browser):
         cancel.click()
         sleeping.locator("xpath=self::*[@data-state='cancelled']").wait_for(timeout=30_000)
         page.locator(".jp-Notebook .jp-Cell").nth(4).locator(".jp-OutputArea-output",
-                                                            has_text="JobCancelled").wait_for(timeout=30_000)
+                                                            has_text="was cancelled by you").wait_for(timeout=30_000)
 
         table = run_cell(page, 5).locator(".rx-jobs-table")
         table.wait_for(timeout=30_000)

@@ -1,5 +1,6 @@
 """rx_magic in real Jupyter kernels: reattaching after a kernel restart, and the widget's buttons while a cell waits."""
 
+import re
 import time
 
 import nbformat
@@ -91,3 +92,73 @@ def test_cancel_button_works_while_a_blocking_cell_waits(kernel):
             break
         time.sleep(0.5)
     assert after["content"]["status"] == "ok"
+
+
+def _replies_and_errors(kernel, msg_ids, timeout=120):
+    """The execute replies to ``msg_ids`` and, for each, the error outputs IOPub carried, once all are answered."""
+    replies, errors, streams = {}, {msg_id: [] for msg_id in msg_ids}, {msg_id: "" for msg_id in msg_ids}
+    deadline = time.monotonic() + timeout
+    while len(replies) < len(msg_ids) and time.monotonic() < deadline:
+        try:
+            reply = kernel.get_shell_msg(timeout=1)
+        except Exception:   # nothing yet: read IOPub meanwhile
+            reply = None
+        if reply is not None and reply["parent_header"].get("msg_id") in errors:
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]
+        while True:
+            try:
+                message = kernel.get_iopub_msg(timeout=0.1)
+            except Exception:
+                break
+            parent = message["parent_header"].get("msg_id")
+            if parent in errors and message["msg_type"] == "error":
+                errors[parent].append(message["content"])
+            elif parent in errors and message["msg_type"] == "stream":
+                streams[parent] += message["content"]["text"]
+    assert len(replies) == len(msg_ids), "the kernel did not answer every cell"
+    return replies, errors, streams
+
+
+def test_a_failing_remote_cell_shows_ipythons_traceback_once_with_the_notebooks_line_numbers(kernel):
+    kernel.execute_interactive("%load_ext rx_magic", timeout=60)
+    kernel.execute_interactive("def calibrate(reading):\n    scale = 10\n    return scale / reading\n", timeout=60)
+    failing = kernel.execute("%%remote local\nfirst = 1\nvalue = calibrate(0)\n")
+    replies, errors, _ = _replies_and_errors(kernel, [failing])
+    assert replies[failing]["status"] == "error" and replies[failing]["ename"] == "ZeroDivisionError"
+    number = replies[failing]["execution_count"]
+    assert len(errors[failing]) == 1                                # one error output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[failing][0]["traceback"]))
+    assert text.count("Traceback (most recent call last)") == 1     # IPython's header, once: no local one on top
+    assert re.search(r"^ZeroDivisionError\s+Traceback \(most recent call last\)$", text, re.MULTILINE)
+    assert f"Cell In[{number}], line 3" in text                     # the cell's own lines: %%remote is line 1
+    assert "----> 3 value = calibrate(0)" in text
+    assert f"Cell In[{number - 1}], line 3, in calibrate(reading)" in text   # as the notebook names it
+    assert "----> 3     return scale / reading" in text
+    assert text.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert "rx_magic" not in text and "runner.py" not in text      # none of rx_magic's frames, here or there
+
+
+def test_a_cancelled_cell_ends_with_one_calm_line_and_the_cells_after_it_do_not_run(kernel):
+    kernel.execute_interactive("%load_ext rx_magic", timeout=60)
+    # what the Cancel button or `%rx cancel` in another kernel does, from a thread, once the job runs
+    kernel.execute_interactive(
+        "import threading, time, rx_magic\n"
+        "def cancel_when_running():\n"
+        "    for _ in range(1200):\n"
+        "        jobs = rx_magic.jobs(1)\n"
+        "        if jobs and jobs[0].state.value == 'running':\n"
+        "            jobs[0].cancel()\n"
+        "            return\n"
+        "        time.sleep(0.1)\n"
+        "threading.Thread(target=cancel_when_running, daemon=True).start()\n", timeout=60)
+    # "Run all": every cell is queued at once, and an error stops those after it
+    cancelled = kernel.execute("%%remote local --name fit\nimport time\ntime.sleep(120)\nnever = 1\n")
+    after = kernel.execute("print('the next cell ran')")
+    replies, errors, streams = _replies_and_errors(kernel, [cancelled, after])
+    assert replies[cancelled]["status"] == "error" and replies[cancelled]["ename"] == "JobCancelled"
+    [error] = errors[cancelled]
+    assert len(error["traceback"]) == 1                             # one line, no traceback
+    assert re.fullmatch(r"cancelled: job 'fit' \(rx-\S+\) on local was cancelled by you; nothing was pulled",
+                        error["traceback"][0])
+    assert "\x1b[" not in error["traceback"][0]                      # not painted red: you asked for it
+    assert replies[after]["status"] == "aborted" and "the next cell ran" not in streams[after]

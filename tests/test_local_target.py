@@ -680,13 +680,13 @@ def test_without_ipython_on_the_target_the_remote_traceback_is_pythons_own(ip, t
     site = next((bare / "lib").glob("python3*/site-packages"))
     (site / "dill").symlink_to(Path(dill.__file__).parent)
     configure_targets(bare={"workdir": str(tmp_path / "bare-jobs"), "python": str(bare / "bin" / "python")})
-    ip.run_cell("def calibrate(reading):\n    scale = 10\n    return scale / reading\n", store_history=True)
-    result = ip.run_cell("%%remote bare\nvalue = calibrate(0)\n", store_history=True)
+    ip.run_cell("def rescale(level):\n    zero = 0\n    return level / zero\n", store_history=True)
+    result = ip.run_cell("%%remote bare\nvalue = rescale(5)\n", store_history=True)
     assert isinstance(result.error_in_exec, ZeroDivisionError)
     shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(result.error_in_exec._render_traceback_()))
     assert "Traceback on the target (most recent call last)" in shown
-    assert 'File "<remote cell>", line 2, in <module>' in shown and "value = calibrate(0)" in shown
-    assert re.search(r"Cell In\[\d+\], line 3, in calibrate", shown)
+    assert 'File "<remote cell>", line 2, in <module>' in shown and "value = rescale(5)" in shown
+    assert re.search(r"Cell In\[\d+\], line 3, in rescale", shown)
     assert shown.rstrip().endswith("ZeroDivisionError: division by zero")
 
 

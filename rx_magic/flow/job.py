@@ -19,6 +19,7 @@ from typing import Callable
 from ..errors import JobCancelled, JobFailed, SchedulerError, TransportError
 from ..model.jobspec import JobSpecError, read_spec
 from ..model.local_dirs import cache_home
+from ..model.resources import format_walltime
 from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
@@ -268,7 +269,24 @@ class Job:
                 raise remote_exception(self.results, self.id)
             raise JobFailed(f"job {self.id} failed: {self.reason}", self.id)
         if self.record.state is State.CANCELLED:
-            raise JobCancelled(f"job {self.id} was cancelled", self.id)
+            why = self.reason if self.reason.startswith(("cancelled ", "deleted ")) else (
+                f"cancelled ({self.reason})" if self.reason and self.reason != "cancelled" else "cancelled")
+            raise JobCancelled(f"cancelled: {self.described()} was {why}; nothing was pulled", self.id)
+
+    def described(self) -> str:
+        """The job as a person names it: ``job 'fit' (rx-...) on gadi``, its ``--name`` when the spec is read."""
+        name = ((self._spec or {}).get("resources") or {}).get("name")
+        return (f"job {name!r} ({self.id})" if name else f"job {self.id}") + f" on {self.record.target}"
+
+    def summary(self) -> str:
+        """One line saying how the job stands: ``done: job 'fit' (rx-...) on gadi after 0:01:05``, and why
+        when it did not end done (what a terminal shows once a cell's job has ended)."""
+        status, record = self.status or {}, self.record
+        started = status.get("started") or record.submitted_at
+        ended = (record.ended_at or status.get("ended")) if record.state.is_final else time.time()
+        elapsed = f" after {format_walltime(int(max(0.0, ended - started)))}" if started and ended else ""
+        why = f" ({record.reason})" if record.reason and record.state is not State.DONE else ""
+        return f"{record.state.value}: {self.described()}{elapsed}{why}"
 
     def cancel(self) -> None:
         """Stop the job; cancelling one that already ended does nothing."""

@@ -18,9 +18,11 @@ import ast
 import contextlib
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 
+from ..errors import ipython_colors
 from ..runtime import process_state
 from .pull import NO_RESULT, ShownName
 
@@ -35,6 +37,24 @@ def state_to_send(*, array: bool = False) -> dict:
     """
     process_state.pickle_figures_stably()
     return process_state.encode(process_state.outgoing(skip=process_state.RANDOM_SECTIONS if array else ()))
+
+
+def traceback_look(numbered: bool) -> dict:
+    """How this kernel shows a cell's error, so that the target formats one the same way: IPython's colours
+    (``errors.ipython_colors``: none with ``NO_COLOR``) and, when the code is the cell being run
+    (``numbered``), its number, for ``Cell In[5], line 3``."""
+    look = {"colors": ipython_colors()}
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    name_of = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    frame = sys._getframe(1) if numbered and name_of is not None else None
+    while frame is not None:    # the cell's own frame, which ran the magic: IPython names its code ("Cell", "In[5]")
+        label = name_of(frame.f_code.co_filename)
+        number = re.fullmatch(r"In\[(\d+)\]", label[1]) if label else None
+        if number:
+            look["cell"] = int(number[1])
+            break
+        frame = frame.f_back
+    return look
 
 
 def inline_figure_formats() -> dict | None:

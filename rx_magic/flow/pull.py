@@ -228,14 +228,17 @@ def replay_outputs(outputs: list[dict], value: Any = NO_RESULT, show=None) -> An
 
 
 def remote_exception(results: Results, job_id: str) -> BaseException:
-    """The exception to raise here: the cell's own when it rebuilt, else ``RemoteError``; cause = remote traceback."""
+    """The exception to raise here: the cell's own when it rebuilt, else ``RemoteError``; cause = remote traceback
+    (as IPython formatted it on the target, when it could)."""
     error = results.error or {}
     text = error.get("traceback", "")
     exc = results.exception
     if exc is None:
         qualified = ".".join(part for part in (error.get("module"), error.get("type")) if part and part != "builtins")
         exc = RemoteError(f"{qualified}: {error.get('message', '')}", qualified, text, job_id)
-    exc.__cause__ = RemoteTraceback(text)
+    shown = error.get("ipython_traceback")     # IPython's formatting on the target, when it had IPython
+    lines = [line for line in shown if isinstance(line, str)] if isinstance(shown, list) else None
+    exc.__cause__ = RemoteTraceback(text, lines)
     exc.__suppress_context__ = True
     return show_as_remote(exc)
 

@@ -39,7 +39,7 @@ from .arrays import ArrayRequest, parse_map
 from .blobs import BlobRef, blob_file_name, plan_blobs, size_report, write_blobs
 from .capture import Capture, capture_cell, notebook_sources
 from .job import Job
-from .kernel_state import inline_figure_formats, state_to_send
+from .kernel_state import inline_figure_formats, state_to_send, traceback_look
 from .registry import default_registry, this_session
 from .shipping import Shipment, missing_packages, plan_shipment, upload_shipment, used_modules
 
@@ -175,6 +175,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "use_ipython": "get_ipython" in code or "IPython" in code,
         "sources": notebook_sources(captured.push),
         "process_state": process_state, "figure_formats": inline_figure_formats(),
+        "traceback": traceback_look(numbered=bool(header)),
         "client": {"python": platform.python_version(), "rx_magic": __version__, "dill": _dill_version(),
                    "host": socket.gethostname()},
         **({"map": {"name": array.name, "expr": array.expr, "size": array.size,

@@ -362,6 +362,53 @@ def _ends_with_semicolon(code: str) -> bool:
     return last is not None and last.type == tokenize.OP and last.string == ";"
 
 
+def ipython_traceback(exc: BaseException, tb, spec: dict) -> list[str] | None:
+    """The cell's error as IPython shows one in the notebook (its lines, coloured as the notebook's ``colors``
+    asks): ``Cell In[5], line 3`` for the cell, the notebook's labels for its functions. None when IPython is
+    not importable here or cannot format it: the standard traceback then stands alone.
+
+    IPython is imported only now, when a cell has failed. Without a shell of the cell's own, one is made
+    for this in a temporary profile folder, so nothing is written in the home folder.
+    """
+    import re
+    import tempfile
+    import warnings
+    look = spec.get("traceback") or {}
+    try:
+        from IPython.core.interactiveshell import InteractiveShell
+    except Exception:   # not installed, or broken: the standard traceback it is
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as profile, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if InteractiveShell.initialized():
+                shell = InteractiveShell.instance()
+            else:
+                import atexit
+                from IPython.core.profiledir import ProfileDir
+                shell = InteractiveShell.instance(ipython_dir=profile, profile_dir=ProfileDir.create_profile_dir(profile))
+                atexit.unregister(shell.atexit_operations)     # its history lives and goes with the folder
+            names = getattr(shell.compile, "_filename_map", None)
+            if isinstance(names, dict):     # IPython 8.0 and later label cells ``Cell In[N]`` through it
+                if isinstance(look.get("cell"), int):
+                    names[CELL_FILENAME] = look["cell"]
+                for filename, source in (spec.get("sources") or {}).items():
+                    number = re.fullmatch(r"Cell In\[(.+)\]", str(source.get("label", "")))
+                    if number:
+                        names[filename] = number[1]
+            lines = None
+            for colors in dict.fromkeys((look.get("colors") or "nocolor", "nocolor")):
+                try:    # a theme this IPython does not know fails here or in formatting: then without colour
+                    shell.colors = colors
+                    lines = shell.InteractiveTB.structured_traceback(type(exc), exc, tb)
+                    break
+                except Exception:
+                    continue
+    except Exception:   # IPython could not format it: the standard traceback stands alone
+        return None
+    return [str(line) for line in lines] if lines else None
+
+
 class CellProcess:
     """Loads the pushed values, runs the cell, and writes what it produced."""
 
@@ -767,6 +814,9 @@ class CellProcess:
             text = text.replace(f'File "{filename}"', source["label"])
         error = {"type": type(exc).__qualname__, "module": type(exc).__module__,
                  "message": str(exc), "traceback": text}
+        shown = ipython_traceback(exc, tb or exc.__traceback__, self.spec)
+        if shown:
+            error["ipython_traceback"] = shown
         try:
             with open(self.paths.exception + ".part", "wb") as file:
                 self.wire.dump(exc, file)

@@ -27,6 +27,7 @@ from ..targets.checks import check_target, format_checklist
 from ..targets.config import load_configs
 from .background import background_jobs
 from .comm_pump import pump_for
+from .terminal import print_job_line
 from .hold_widget import add_hold_commands, hold_command, holds_command, release_command
 from .widget import JobsTable, JobWidget, front_end_shows_widgets, full_log
 
@@ -243,6 +244,8 @@ class RemoteMagics(Magics):
         if view is not None:
             _show_pulled(view, job)
             view.renew_display()
+        if view is None:     # a terminal: one line says how the job ended
+            print_job_line(job)
         job.raise_for_state()
         return None
 
