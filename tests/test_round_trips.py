@@ -137,7 +137,7 @@ def watcher_processes(folder: str) -> list[int]:
                 words = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if folder.encode() in words and any(b"sys.stdout.write(\"watching" in word for word in words):
+            if folder.encode() in words and b"rx-end-watch" in words:
                 found.append(int(entry.name))
     return found
 

@@ -11,8 +11,8 @@ Besides commands it does, in one request each (one round trip instead of one per
 file and step): ``read`` -- many small files at once (a poll round's ``status.json``
 files, a finished job's results); ``write`` -- folders, then files, each written under
 a temporary name (``O_EXCL|O_NOFOLLOW``, its mode set before a byte is written) and
-renamed into place, then one rename (a whole job folder). ``END_WATCH_SOURCE`` is
-the program a separate session runs to say when a process ends (``Transport.end_notice``).
+renamed into place, then one rename (a whole job folder). ``END_WATCH_SCRIPT`` is
+the script a separate session runs to say when a process ends (``Transport.end_notice``).
 """
 
 from __future__ import annotations
@@ -110,33 +110,26 @@ for line in sys.stdin:
 """
 
 
-#: ``python -c END_WATCH_SOURCE PID MARKER``: prints "ended" once process PID (whose command line mentions MARKER:
-#: pids are reused) is gone, looking every 20 ms; stops when its stdin closes (the session was closed), so it never
-#: outlives the notice. The session's first line, "watching", says it has started.
-END_WATCH_SOURCE = r"""
-import os, select, sys
-pid, marker = int(sys.argv[1]), sys.argv[2].encode()
-def alive():
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as file:
-            return marker in file.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except OSError:
-            return True
-sys.stdout.write("watching\n")
-sys.stdout.flush()
-while alive():
-    if select.select([sys.stdin], [], [], 0.02)[0] and not os.read(sys.stdin.fileno(), 4096):
-        sys.exit(0)
-sys.stdout.write("ended\n")
-sys.stdout.flush()
+#: ``bash -c END_WATCH_SCRIPT rx-end-watch PID MARKER``: prints "ended" once process PID (whose command line mentions
+#: MARKER: pids are reused) is gone, looking every 20 ms with bash's builtins only (no process started per look, no
+#: Python, no setup lines); stops when its stdin closes (the session was closed), so it never outlives the notice.
+#: The session's first line, "watching", says it has started; without /proc it says nothing and stops.
+END_WATCH_SCRIPT = r"""
+alive() {
+    local word
+    [ -r "/proc/$1/cmdline" ] || return 1
+    while IFS= read -r -d '' word; do
+        [[ $word == *"$2"* ]] && return 0
+    done < "/proc/$1/cmdline"
+    return 1
+}
+[ -d /proc/self ] || exit 0
+echo watching
+while alive "$1" "$2"; do
+    read -r -t 0.02 _
+    [ $? -gt 128 ] || exit 0
+done
+echo ended
 """
 
 

@@ -2,10 +2,11 @@
 
 ``Transport.end_notice`` over SSH opens a session of its own (never the command
 agent's, and never holding the transport's lock while it waits) that runs
-``command_agent.END_WATCH_SOURCE``: the target's Python looks at the process every
-20 ms and prints "ended" once it is gone. A thread here turns that line into a
-readable pipe, the same kind of file descriptor as the pidfd a local job gives, so
-a waiting cell learns of the end half a round trip after it, plus at most 20 ms.
+``command_agent.END_WATCH_SCRIPT``: bash there looks at the process every 20 ms
+(builtins only: no Python, no process per look) and prints "ended" once it is
+gone. A thread here turns that line into a readable pipe, the same kind of file
+descriptor as the pidfd a local job gives, so a waiting cell learns of the end
+half a round trip after it, plus at most 20 ms.
 
 The watch stops, and its session closes (the remote program stops when its stdin
 does), when the job ends, when the caller closes its end of the pipe, or when the

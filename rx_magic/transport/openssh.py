@@ -43,7 +43,7 @@ from typing import BinaryIO, Collection, Iterator, Sequence
 from ..errors import ConnectError, TransportError
 from ..model.local_dirs import cache_home
 from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
-from .command_agent import AGENT_SOURCE, END_WATCH_SOURCE, AgentUnavailable, read_reply, write_request
+from .command_agent import AGENT_SOURCE, END_WATCH_SCRIPT, AgentUnavailable, read_reply, write_request
 from .end_watch import EndWatches
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
@@ -295,15 +295,14 @@ class OpenSSHTransport(Transport):
             raise TransportError(f"writing {reply['path']} on {self.alias} failed: {reply['message']}")
 
     def end_notice(self, pid: str, marker: str) -> int | None:
-        """An ssh session of its own through the master runs ``END_WATCH_SOURCE`` (see transport/end_watch.py)."""
-        if self._agent_failed or not pid.isdigit() or not self.connected:
+        """An ssh session of its own through the master runs ``END_WATCH_SCRIPT`` (see transport/end_watch.py)."""
+        if not pid.isdigit() or not self.connected:
             return None
-        python, setup = self._agent_settings
-        script = "\n".join([*setup, "exec " + shlex.join([python, "-u", "-c", END_WATCH_SOURCE, pid, marker])])
         try:
             self._count(2)      # the session opened, the command started
-            process = subprocess.Popen(self._argv(shlex.join(["bash", "-c", script])), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+            command = shlex.join(["bash", "-c", END_WATCH_SCRIPT, "rx-end-watch", pid, marker])
+            process = subprocess.Popen(self._argv(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, bufsize=0)
         except OSError:
             return None
 
