@@ -36,18 +36,48 @@ function duration(seconds) {
 }
 
 /**
+ * Why a job did not end done: the reason, and the cell's error unless the reason says it already.
+ * @param {string} reason
+ * @param {string} error
+ * @returns {string}
+ */
+function problem(reason, error) {
+  if (error && !(reason || "").includes(error)) return [reason, error].filter(Boolean).join(" \u2014 ");
+  return reason || "";
+}
+
+/**
+ * The state as the badge says it: a job array some of whose elements ended done says how many
+ * ("3 of 4 done"), not "failed" beside the values it pulled (as rx_magic/ui/widget.py's state_label).
+ * @param {string} state
+ * @param {string} letters
+ * @returns {string}
+ */
+function stateLabel(state, letters) {
+  if (state === "failed" && letters && letters.includes("d")) {
+    return `${[...letters].filter((letter) => letter === "d").length} of ${letters.length} done`;
+  }
+  return state;
+}
+
+/**
+ * A live region: screen readers read what is written into it, politely, without moving the focus.
+ * @returns {HTMLElement}
+ */
+function liveRegion() {
+  const region = element("div", "rx-live");
+  region.setAttribute("aria-live", "polite");
+  region.setAttribute("role", "status");
+  return region;
+}
+
+/**
  * A new element with a class and optional text.
  * @param {string} tag
  * @param {string} className
  * @param {string} [text]
  * @returns {HTMLElement}
  */
-// Why a job did not end done: the reason, and the cell's error unless the reason says it already.
-function problem(reason, error) {
-  if (error && !(reason || "").includes(error)) return [reason, error].filter(Boolean).join(" \u2014 ");
-  return reason || "";
-}
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   node.className = className;
@@ -95,6 +125,7 @@ function renderJob({ model, el }) {
   const head = element("div", "rx-head");
   const badge = element("span", "rx-state");
   const icon = element("span", "rx-icon");
+  icon.setAttribute("aria-hidden", "true");
   const label = element("span", "rx-state-label");
   badge.append(icon, label);
   const title = element("span", "rx-title");
@@ -121,15 +152,31 @@ function renderJob({ model, el }) {
   const names = element("div", "rx-names");
   const notes = element("div", "rx-notes");
   const fullLog = element("pre", "rx-full-log");
-  root.append(head, cell, timing, resources, strip, reason, stdout, stderr, names, notes, fullLog);
+  const live = liveRegion();
+  root.append(head, cell, timing, resources, strip, reason, stdout, stderr, names, notes, fullLog, live);
   el.append(root);
 
-  let skew = 0; // kernel clock minus browser clock, in seconds
+  // One clock: the kernel's time as its last message said it, carried on by the browser's monotonic
+  // performance.now(); a later message moves it forward only, so the figures never go backwards.
+  let kernelAt = 0;
+  let browserAt = 0;
+  const kernelNow = () => kernelAt + (performance.now() - browserAt) / 1000;
+  let shownRan = 0;
+  let shownWait = 0;
+  let announced = "";
   let confirming = /** @type {number | undefined} */ (undefined);
   let logOpen = false;
 
+  function syncClock() {
+    const sent = model.get("server_now");
+    if (sent && (!kernelAt || sent > kernelNow())) {
+      kernelAt = sent;
+      browserAt = performance.now();
+    }
+  }
+
   function tick() {
-    const now = Date.now() / 1000 + skew;
+    const now = kernelNow();
     const state = model.get("state");
     const submitted = model.get("submitted_at");
     const started = model.get("started_at");
@@ -138,7 +185,8 @@ function renderJob({ model, el }) {
     const parts = [];
     if (started) {
       parts.push(`queued ${duration(started - submitted)}`);
-      const ran = (ended || (FINAL.has(state) ? started : now)) - started;
+      let ran = (ended || (FINAL.has(state) ? started : now)) - started;
+      if (!FINAL.has(state)) ran = shownRan = Math.max(shownRan, ran);
       parts.push(`${FINAL.has(state) ? "ran" : "running"} ${duration(ran)}`);
       if (walltime) {
         const used = Math.min(1, Math.max(0, ran / walltime));
@@ -146,7 +194,8 @@ function renderJob({ model, el }) {
         fill.classList.toggle("rx-bar-late", used > 0.9);
       }
     } else if (submitted) {
-      const waited = (ended || (FINAL.has(state) ? submitted : now)) - submitted;
+      let waited = (ended || (FINAL.has(state) ? submitted : now)) - submitted;
+      if (!FINAL.has(state)) waited = shownWait = Math.max(shownWait, waited);
       parts.push(`${FINAL.has(state) ? "waited" : "waiting"} ${duration(waited)}`);
       fill.style.width = "0%";
     }
@@ -157,10 +206,12 @@ function renderJob({ model, el }) {
 
   function draw() {
     const state = model.get("state");
-    skew = model.get("server_now") - Date.now() / 1000;
+    syncClock();
     root.dataset.state = state;
     icon.textContent = ICONS[state] || "?";
-    label.textContent = state;
+    label.textContent = stateLabel(state, model.get("elements"));
+    const news = `job ${model.get("job_id")}: ${label.textContent}`;
+    if (news !== announced) live.textContent = announced = news;
     const sid = model.get("scheduler_id");
     title.textContent = `${model.get("job_id")} on ${model.get("target")}` + (sid ? ` (${model.get("scheduler")} ${sid})` : "");
     cell.textContent = model.get("first_line");
@@ -207,7 +258,11 @@ function renderJob({ model, el }) {
     cancel.textContent = "Cancelling\u2026";
     model.send({ action: "cancel" });
   });
-  pull.addEventListener("click", () => model.send({ action: "pull" }));
+  pull.addEventListener("click", () => {
+    pull.disabled = true;
+    pull.textContent = "Pull asked\u2026";
+    model.send({ action: "pull" });
+  });
   log.addEventListener("click", () => {
     logOpen = !logOpen;
     if (logOpen) model.send({ action: "log" });
@@ -225,27 +280,86 @@ function renderJob({ model, el }) {
   };
 }
 
+/** The table's columns: header, how a row sorts by it. */
+const COLUMNS = [
+  { name: "state", key: (/** @type {any} */ row) => row.state },
+  { name: "job", key: (/** @type {any} */ row) => row.id },
+  { name: "target", key: (/** @type {any} */ row) => row.target },
+  { name: "age", key: (/** @type {any} */ row) => -(row.submitted_at || 0) },
+  { name: "cell", key: (/** @type {any} */ row) => row.first_line },
+];
+
 /**
  * The registry as a table (`%rx jobs`): one row per job, with attach, log and cancel buttons.
+ * It scrolls inside a bounded height under a header that stays; a column's header button sorts by it.
  * @param {{ model: Model, el: HTMLElement }} context
  * @returns {() => void} cleanup
  */
 function renderJobs({ model, el }) {
   const root = element("div", "rx-jobs");
+  const scroller = element("div", "rx-jobs-scroll");
+  scroller.tabIndex = 0; // a scrolling region is reachable by keyboard
+  scroller.setAttribute("role", "region");
+  scroller.setAttribute("aria-label", "rx_magic jobs");
   const table = document.createElement("table");
   table.className = "rx-jobs-table";
   const head = document.createElement("thead");
-  head.innerHTML = "<tr><th>state</th><th>job</th><th>target</th><th>age</th><th>cell</th><th></th></tr>";
+  const headRow = document.createElement("tr");
   const body = document.createElement("tbody");
+  const live = liveRegion();
+  let sortBy = -1; // the registry's order (newest first) until a header is pressed
+  let ascending = true;
+  /** @type {Record<string, string>} */
+  let shownStates = {};
+  /** @type {HTMLButtonElement[]} */
+  const sorters = [];
+  COLUMNS.forEach((column, index) => {
+    const th = document.createElement("th");
+    th.scope = "col";
+    const button = /** @type {HTMLButtonElement} */ (element("button", "rx-sort", column.name));
+    button.type = "button";
+    button.addEventListener("click", () => {
+      ascending = sortBy === index ? !ascending : true;
+      sortBy = index;
+      draw();
+      live.textContent = `sorted by ${column.name}, ${ascending ? "ascending" : "descending"}`;
+    });
+    sorters.push(button);
+    th.append(button);
+    headRow.append(th);
+  });
+  const actionsHead = document.createElement("th");
+  actionsHead.append(element("span", "rx-live", "actions"));
+  headRow.append(actionsHead);
+  head.append(headRow);
   table.append(head, body);
-  root.append(table);
+  scroller.append(table);
+  root.append(scroller, live);
   el.append(root);
   /** @type {Record<string, number>} */
   const confirming = {};
 
+  function sortedRows() {
+    const rows = [...model.get("rows")];
+    if (sortBy < 0) return rows;
+    const key = COLUMNS[sortBy].key;
+    rows.sort((a, b) => {
+      const x = key(a);
+      const y = key(b);
+      const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return ascending ? order : -order;
+    });
+    return rows;
+  }
+
   function draw() {
+    sorters.forEach((button, index) => {
+      const th = /** @type {HTMLElement} */ (button.parentElement);
+      th.setAttribute("aria-sort", index === sortBy ? (ascending ? "ascending" : "descending") : "none");
+      button.dataset.sorted = index === sortBy ? (ascending ? "ascending" : "descending") : "";
+    });
     body.replaceChildren();
-    const rows = model.get("rows");
+    const rows = sortedRows();
     if (!rows.length) {
       const tr = document.createElement("tr");
       const td = element("td", "rx-empty", "no jobs yet");
@@ -253,12 +367,16 @@ function renderJobs({ model, el }) {
       tr.append(td);
       body.append(tr);
     }
+    const changed = [];
     for (const row of rows) {
+      if (shownStates[row.id] && shownStates[row.id] !== row.state) changed.push(`job ${row.id}: ${row.state}`);
       const tr = document.createElement("tr");
       tr.dataset.state = row.state;
       tr.dataset.job = row.id;
       const state = element("td", "rx-state");
-      state.append(element("span", "rx-icon", ICONS[row.state] || "?"), element("span", "rx-state-label", row.state));
+      const icon = element("span", "rx-icon", ICONS[row.state] || "?");
+      icon.setAttribute("aria-hidden", "true");
+      state.append(icon, element("span", "rx-state-label", row.state));
       const id = element("td", "rx-id", row.id);
       if (!row.mine) id.append(element("span", "rx-other", "other kernel"));
       const cell = element("td", "rx-cell", row.first_line);
@@ -286,6 +404,7 @@ function renderJobs({ model, el }) {
           delete confirming[row.id];
           cancel.textContent = "Cancelling\u2026";
           /** @type {HTMLButtonElement} */ (cancel).disabled = true;
+          live.textContent = `cancelling job ${row.id}`;
           model.send({ action: "cancel", id: row.id });
         });
         actions.append(cancel);
@@ -293,6 +412,8 @@ function renderJobs({ model, el }) {
       tr.append(state, id, element("td", "rx-target", row.target), element("td", "rx-age", row.age), cell, actions);
       body.append(tr);
     }
+    shownStates = Object.fromEntries(rows.map((row) => [row.id, row.state]));
+    if (changed.length) live.textContent = changed.join("; ");
   }
 
   model.on("change:rows", draw);

@@ -51,7 +51,7 @@ def test_bg_cell_returns_at_once_and_values_arrive_before_the_next_cell(ip, caps
     result = ip.run_cell("z = y * 2")
     assert result.error_in_exec is None
     assert (ip.user_ns["y"], ip.user_ns["z"]) == (21, 42)
-    assert f"rx_magic: job {job.id} (import time) done: pulled y, time" in capsys.readouterr().out
+    assert f"rx_magic: job {job.id} (time.sleep(1.5)) done: pulled y, time" in capsys.readouterr().out
     assert newest_job().record.pulled
     ip.run_cell("pass")
     assert "rx_magic" not in capsys.readouterr().out    # applied once

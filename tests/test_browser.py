@@ -112,12 +112,15 @@ def browser(lab):
 
 CELLS = [
     "%load_ext rx_magic",
-    "%%remote local --walltime 2m --mem 1GB\nprint('hello from the job', flush=True)\nvalue = 6 * 7",
-    "%%remote local --bg\nimport time\nprint('background says hi', flush=True)\ntime.sleep(1)\nlater = 'arrived'",
+    "%%remote local --walltime 2m --mem 1GB\nimport sys\nvalue = 6 * 7\nprint('hello from the job', flush=True)",
+    "%%remote local --bg --walltime 30s\nimport time\nlater = 'arrived'\nprint('background says hi', flush=True)\n"
+    "time.sleep(1)",
     "print(value, later)",
-    "%%remote local\nimport time\nprint('sleeping', flush=True)\ntime.sleep(120)",
+    "%%remote local --walltime 5m\nimport time\nnap = 120\nprint('sleeping', flush=True)\ntime.sleep(nap)",
+    "%%remote local --bg --name table-cancel\nimport time\ntime.sleep(120)",
     "%rx jobs",
 ]
+WIDGET_ERROR = "Error displaying widget"
 
 
 def run_cell(page, index: int):
@@ -133,63 +136,158 @@ def shoot(page, name: str):
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def shoot_cells(page, cells, name: str):
+    """The cells' outputs as one picture: in test-artifacts/, and where ``RX_MAGIC_SCREENSHOTS`` says
+    (tests/screenshots.py points it at notebooks/images/ to renew the README's pictures)."""
+    boxes = [cell.bounding_box() for cell in cells]
+    left, top = min(box["x"] for box in boxes), min(box["y"] for box in boxes)
+    right = max(box["x"] + box["width"] for box in boxes)
+    bottom = max(box["y"] + box["height"] for box in boxes)
+    clip = {"x": left, "y": top, "width": min(right - left, 1000), "height": bottom - top}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), clip=clip)
+    if os.environ.get("RX_MAGIC_SCREENSHOTS"):
+        page.screenshot(path=str(Path(os.environ["RX_MAGIC_SCREENSHOTS"]) / name), clip=clip)
+
+
+def seconds_shown(text: str) -> int:
+    """The running time in a clock like 'queued 0s · running 1m 05s': in seconds."""
+    import re
+    found = re.search(r"running (?:(\d+)h )?(?:(\d+)m )?(\d+)(s|m)", text)
+    assert found, text
+    hours, minutes, last, unit = found.groups()
+    if unit == "m":     # 1h 02m
+        return int(hours or 0) * 3600 + int(last) * 60
+    return int(minutes or 0) * 60 + int(last)
+
+
 def test_widget_in_jupyterlab_shows_state_output_and_cancels(lab, browser):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(lab["work"] / "widget.ipynb"))
-    page = browser.new_page(viewport={"width": 1200, "height": 1500})
+    page = browser.new_page(viewport={"width": 1200, "height": 1800})
     console = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    cells = page.locator(".jp-Notebook .jp-Cell")
     try:
         page.goto(f"{lab['base']}/lab/tree/widget.ipynb?token={lab['token']}")
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        cells.first.wait_for(timeout=60_000)
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)   # the kernel is up
 
         run_cell(page, 0)
         blocking = run_cell(page, 1)
-        job = blocking.locator(".rx-job")
-        job.wait_for(timeout=30_000)
-        job.locator("xpath=self::*[@data-state='done']").wait_for(timeout=30_000)
-        assert "hello from the job" in job.locator(".rx-stdout").inner_text()
-        assert "walltime 0:02:00" in job.locator(".rx-resources").inner_text()
-        job.locator(".rx-names", has_text="pulled: value").wait_for(timeout=30_000)
+        # the live widget, then, once the job has ended and its values are in, the static record in its place
+        record = blocking.locator(".rx-job-static", has_text="pulled: value")
+        record.wait_for(timeout=60_000)
+        assert blocking.locator(".rx-job").count() == 0
+        outputs = blocking.locator(".jp-OutputArea").inner_text()
+        assert outputs.count("hello from the job") == 1, outputs        # the stream's, not a second copy
+        assert "walltime 0:02:00" in record.inner_text() and record.inner_text().count("walltime") == 1
+        assert "done" in record.inner_text() and "job folder: local:" in record.inner_text()
+        assert "value = 6 * 7" in record.inner_text() and "import sys" not in record.inner_text()  # its name
 
-        background = run_cell(page, 2).locator(".rx-job")
+        background_cell = run_cell(page, 2)
+        background = background_cell.locator(".rx-job")
         background.wait_for(timeout=30_000)
-        background.locator("xpath=self::*[@data-state='done']").wait_for(timeout=30_000)
-        assert "background says hi" in background.locator(".rx-stdout").inner_text()
-        background.locator(".rx-names", has_text="next cell").wait_for(timeout=30_000)
+        background.locator(".rx-stdout", has_text="background says hi").wait_for(timeout=30_000)
+        # ended: its record says when its values come (a notebook saved now shows that, not a widget error)
+        background_cell.locator(".rx-job-static", has_text="next cell").wait_for(timeout=30_000)
         after = run_cell(page, 3)
         after.locator(".jp-OutputArea-output", has_text="42 arrived").wait_for(timeout=30_000)
         assert "pulled later" in after.inner_text()
-        background.locator(".rx-names", has_text="pulled into the notebook").wait_for(timeout=30_000)
-        shoot(page, "widget-light.png")
+        background_cell.locator(".rx-job-static", has_text="pulled into the notebook").wait_for(timeout=30_000)
+        # no stream showed its output: its record keeps it, once
+        assert background_cell.locator(".jp-OutputArea").inner_text().count("background says hi") == 1
+        assert "background says hi" not in after.inner_text()
 
-        sleeping = run_cell(page, 4).locator(".rx-job")
+        sleeping_cell = run_cell(page, 4)
+        sleeping = sleeping_cell.locator(".rx-job")
         sleeping.locator("xpath=self::*[@data-state='running']").wait_for(timeout=30_000)
-        sleeping.locator(".rx-stdout", has_text="sleeping").wait_for(timeout=30_000)
+        assert sleeping.locator(".rx-live[aria-live='polite']").inner_text().endswith(": running")
+        clock = sleeping.locator(".rx-clock")
+        readings = [seconds_shown(clock.inner_text())]
+        while len(readings) < 6 and readings[-1] < 4:      # the clock as it runs: never backwards
+            page.wait_for_function("([node, shown]) => node.textContent !== shown",
+                                   arg=[clock.element_handle(), clock.inner_text()], timeout=30_000)
+            readings.append(seconds_shown(clock.inner_text()))
+        assert readings == sorted(readings) and readings[-1] > readings[0], readings
+        assert sleeping_cell.locator(".jp-OutputArea").inner_text().count("sleeping") == 1
+        shoot_cells(page, [blocking, background_cell, after, sleeping_cell], "widget.png")
         cancel = sleeping.locator(".rx-cancel")
-        cancel.click()
+        cancel.focus()
+        page.keyboard.press("Enter")                    # a button: the keyboard works it
         assert cancel.inner_text() == "Really cancel?"      # it asks once
         shoot(page, "widget-cancel-asks.png")
-        cancel.click()
-        sleeping.locator("xpath=self::*[@data-state='cancelled']").wait_for(timeout=30_000)
-        page.locator(".jp-Notebook .jp-Cell").nth(4).locator(".jp-OutputArea-output",
-                                                            has_text="was cancelled by you").wait_for(timeout=30_000)
+        page.keyboard.press("Enter")
+        sleeping_cell.locator(".jp-OutputArea-output", has_text="JobCancelled").wait_for(timeout=30_000)
+        sleeping_cell.locator(".rx-job-static", has_text="cancelled").wait_for(timeout=30_000)
 
-        table = run_cell(page, 5).locator(".rx-jobs-table")
+        run_cell(page, 5).locator(".rx-job[data-state='running']").wait_for(timeout=30_000)
+        jobs_cell = run_cell(page, 6)
+        table = jobs_cell.locator(".rx-jobs-table")
         table.wait_for(timeout=30_000)
-        assert table.locator("tbody tr").count() == 3
-        assert table.locator("tr[data-state='cancelled']").count() == 1
-        shoot(page, "widget-light-all.png")
-
+        assert table.locator("tbody tr").count() == 4
+        row = table.locator("tr[data-state='running']")
+        assert "table-cancel" in row.inner_text()          # --name names the job
+        header = table.locator("thead th").first
+        sorter = header.locator("button", has_text="state")
+        sorter.focus()
+        page.keyboard.press("Enter")
+        assert header.get_attribute("aria-sort") == "ascending"
+        states = [tr.get_attribute("data-state") for tr in table.locator("tbody tr").all()]
+        assert states == sorted(states), states
+        page.keyboard.press("Enter")
+        states = [tr.get_attribute("data-state") for tr in table.locator("tbody tr").all()]
+        assert states == sorted(states, reverse=True), states
+        shoot_cells(page, [jobs_cell], "jobs.png")
         page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
-        page.wait_for_timeout(500)
-        shoot(page, "widget-dark.png")
+        page.wait_for_timeout(500)      # the theme's stylesheet applies after the attribute changes
+        shoot_cells(page, [sleeping_cell, cells.nth(5)], "widget-dark.png")
+        shoot_cells(page, [jobs_cell], "jobs-dark.png")
+        page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+        page.wait_for_function("document.body.dataset.jpThemeLight === 'true'", timeout=30_000)
+        row.locator(".rx-cancel").click()
+        row.locator(".rx-cancel", has_text="Really cancel?").click()
+        table.locator("tr[data-state='cancelled']", has_text="table-cancel").wait_for(timeout=30_000)
+        cells.nth(5).locator(".rx-job-static", has_text="cancelled").wait_for(timeout=30_000)
+
+        page.keyboard.press("Control+s")
+        page.wait_for_function("!document.querySelector('.jp-mod-dirty')", timeout=30_000)
     except Exception:
         shoot(page, "failure.png")
         ARTIFACTS.joinpath("failure-console.txt").write_text("\n".join(console))
         raise
+    finally:
+        page.close()
+    reopened_without_a_kernel(lab, browser)
+
+
+def reopened_without_a_kernel(lab, browser):
+    """The saved notebook, opened with no kernel: each job is its static record, never a widget error."""
+    saved = nbformat.read(str(lab["work"] / "widget.ipynb"), as_version=4)
+    mimes = [set(output.get("data", {})) for cell in saved.cells[1:6] for output in cell.outputs]
+    assert not any("application/vnd.jupyter.widget-view+json" in kinds for kinds in mimes), mimes
+    saved.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "none", "language": "python"}
+    nbformat.write(saved, str(lab["work"] / "reopened.ipynb"))
+    page = browser.new_page(viewport={"width": 1200, "height": 1800})
+    try:
+        # a workspace of its own: the first notebook's tab is not restored beside it
+        page.goto(f"{lab['base']}/lab/workspaces/reopened/tree/reopened.ipynb?token={lab['token']}")
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        dialog = page.locator(".jp-Dialog")
+        try:    # JupyterLab asks which kernel to start for an unknown one: none
+            dialog.wait_for(timeout=10_000)
+            dialog.get_by_role("button", name="No Kernel").or_(dialog.get_by_role("button", name="Cancel")).first.click()
+        except Exception:
+            pass
+        records = page.locator(".jp-Notebook .rx-job-static").locator("visible=true")
+        records.nth(3).wait_for(timeout=30_000)
+        assert records.count() == 4         # the blocking job, the --bg one, the cancelled one, the --bg one cancelled
+        shown = page.locator(".jp-Notebook").inner_text()
+        jobs_cell = page.locator(".jp-Notebook .jp-Cell").nth(6)
+        # the %rx jobs table stays a live widget (its buttons act on jobs): only it may miss its model
+        assert shown.count(WIDGET_ERROR) == jobs_cell.inner_text().count(WIDGET_ERROR), shown
+        shoot(page, "reopened-without-kernel.png")
     finally:
         page.close()

@@ -55,11 +55,11 @@ def test_times_come_from_the_record_and_the_status_file():
     assert queued["started_at"] == 0.0          # not started: the front end shows the wait, not a run time
 
 
-def test_requested_resources_and_walltime_are_shown():
+def test_requested_resources_are_shown_and_the_walltime_once():
     resources = Resources.parse(mem="8GB", ncpus=4, walltime="2:00:00")
     traits = job_traits(record(), None, resources)
-    assert traits["walltime"] == 7200
-    assert traits["resources"] == "mem 8 GiB, 4 cpus, walltime 2:00:00"
+    assert traits["walltime"] == 7200                       # the bar's limit
+    assert traits["resources"] == "mem 8 GiB, 4 cpus"       # not a second time beside it
 
 
 def test_a_direct_process_id_is_not_shown_as_a_scheduler_job():
@@ -73,7 +73,7 @@ def test_widget_follows_a_job_to_done_with_the_tail_of_its_output():
                           "value = 3", "local", walltime="5m")
     view = JobWidget(job)
     assert view.state == "submitted"
-    assert view.resources == "walltime 0:05:00" and view.walltime == 300
+    assert view.resources == "" and view.walltime == 300
     assert watched(job, view) is State.DONE
     assert view.state == "done"
     assert view.stdout_tail.splitlines()[-1] == "line 19"
@@ -164,7 +164,75 @@ def test_static_summary_names_the_job_and_escapes_the_cell():
     assert "pulled: v" in data["text/plain"]
     assert "held back: 'w' stayed on the target" in data["text/plain"]
     assert "<script>" not in data["text/html"] and "&lt;script&gt;" in data["text/html"]
-    assert "application/vnd.jupyter.widget-view+json" in data
+    # a job that has ended is a static record: a notebook reopened without a kernel shows it, not a widget error
+    assert "application/vnd.jupyter.widget-view+json" not in data
+    assert f"job folder: local:{job.paths.folder}" in data["text/plain"]
+
+
+class DisplayHandle:
+    """What IPython's ``display(obj, display_id=True)`` returns, recording ``update`` as it is called."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj, **kwargs):
+        self.updates.append(obj._repr_mimebundle_()[0] if hasattr(obj, "_repr_mimebundle_") else dict(obj))
+
+
+def test_a_running_job_is_the_live_widget_and_becomes_a_static_record_when_it_ends():
+    job = rx_magic.submit("print('from the' + ' job', flush=True)\nimport time\ntime.sleep(0.5)\nv = 1", "local",
+                          walltime="5m")
+    view = JobWidget(job, echoed=True)     # a blocking cell's: its stream shows the output
+    view.display_handle = handle = DisplayHandle()
+    data, _ = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data      # live while it runs...
+    assert {"text/plain", "text/html"} <= set(data)                  # ...with a fallback in the same bundle
+    assert watched(job, view) is State.DONE
+    view.show_results(["v"], [], arrival="pulled into the notebook")
+    view.renew_display()
+    final = handle.updates[-1]
+    assert set(final) == {"text/plain", "text/html"}
+    for text in final.values():
+        assert "done" in text and "pulled: v" in text and job.paths.folder in text
+        assert "walltime 0:05:00" in text and text.count("walltime") == 1
+        assert "from the job" not in text       # the cell's stream shows the output: not a second time
+
+
+def test_a_background_jobs_record_keeps_its_output_no_stream_showed_it():
+    job = rx_magic.submit("print('from the' + ' job', flush=True)", "local")
+    view = JobWidget(job)
+    assert watched(job, view) is State.DONE
+    view.show_results([], [], arrival="pulled into the notebook")
+    data = view.static_bundle()
+    assert all(text.count("from the job") == 1 for text in data.values()), data
+
+
+def test_a_blocking_cells_widget_shows_no_tail_the_stream_has_it():
+    job = rx_magic.submit("print('once', flush=True)", "local")
+    view = JobWidget(job, echoed=True)
+    assert watched(job, view) is State.DONE
+    assert view.stdout_tail == ""
+
+
+def test_an_array_with_some_elements_done_says_how_many_not_failed():
+    job = rx_magic.submit("v = 1", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job)
+    view.push(state="failed", elements="ddfd", reason="1 of 4 elements failed")
+    view.show_results(["v"], [], arrival="pulled into the notebook")
+    view.flush()
+    assert view.state_label() == "3 of 4 done"
+    text = view.summary_text()
+    assert text.startswith(f"{job.id} on local: 3 of 4 done") and "failed" not in text.splitlines()[0]
+
+
+def test_pull_is_acknowledged_at_once():
+    job = rx_magic.submit("v = 1", "local")
+    job.wait(timeout=60)
+    view = JobWidget(job, auto_pull=False, on_pull=lambda _view: None)
+    view._on_message(view, {"action": "pull"}, [])
+    assert view.arrival == "pull asked: the results arrive when the next cell runs"
+    assert view.can_pull is False
 
 
 def test_a_failed_cell_names_its_error_once(ip):
@@ -222,3 +290,78 @@ def test_pull_results_of_a_job_looked_at_brings_them_in_before_the_next_cell(ip)
         assert view.can_pull is False and view.pulled == ["looked_at"]
     finally:
         close_background_jobs(ip)
+
+
+# ----------------------------------------------------------------------------- what a job is called
+
+def test_a_job_is_called_by_its_first_line_that_does_something_or_its_name():
+    job = rx_magic.submit("import time\nfrom math import pi\n\n# the slow part\ntotal = pi * 2\n", "local")
+    assert job.record.first_line == "total = pi * 2"
+    named = rx_magic.submit("import time\nx = 1", "local", name="warm-up")
+    assert named.record.first_line == "warm-up"
+    only_imports = rx_magic.submit("import time", "local")
+    assert only_imports.record.first_line == "import time"
+    for each in (job, named, only_imports):
+        each.wait(timeout=60)
+
+
+# ----------------------------------------------------------------------------- accessibility
+
+STATES = ("submitted", "queued", "running", "done", "failed", "cancelled", "unknown")
+
+
+def css_colour_sets() -> dict[str, dict[str, str]]:
+    """The widget's light and dark colour variables, as js/widget.css declares them (dark inherits light)."""
+    import re
+    css = (_assets_dir() / "widget.css").read_text()
+    blocks = re.findall(r"([^{}]+)\{([^{}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.S))
+
+    def variables(body):
+        return dict(re.findall(r"--(rx-[\w-]+)\s*:\s*(#[0-9a-fA-F]{6})\s*;", body))
+
+    light = next(variables(body) for selector, body in blocks if selector.strip() == ".rx-job, .rx-jobs")
+    dark = next(variables(body) for selector, body in blocks if 'data-jp-theme-light="false"' in selector)
+    return {"light": light, "dark": {**light, **dark}}
+
+
+def contrast(one: str, other: str) -> float:
+    """WCAG 2's contrast ratio of two #rrggbb colours."""
+    def luminance(colour):
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(one), luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_colour_pair_passes_wcag_aa_in_both_themes(theme):
+    colours = css_colour_sets()[theme]
+    assert len(colours) == 16, colours
+    text = [("rx-fg", "rx-bg"), ("rx-fg", "rx-panel"), ("rx-fg", "rx-button"), ("rx-muted", "rx-bg"),
+            ("rx-muted", "rx-panel"), ("rx-muted", "rx-button"), ("rx-failed", "rx-panel"),   # stderr's tail
+            ("rx-on-accent", "rx-failed")]                                                   # "Really cancel?"
+    text += [(f"rx-{state}", "rx-bg") for state in STATES]            # the badge, the reason
+    marks = [("rx-border", "rx-bg"), ("rx-border", "rx-button"), ("rx-focus", "rx-bg")]
+    marks += [(f"rx-{state}", "rx-panel") for state in STATES]        # the walltime bar's fill
+    failing = [f"{fg} on {bg}: {contrast(colours[fg], colours[bg]):.2f}:1 (needs {need})"
+               for pairs, need in ((text, 4.5), (marks, 3.0)) for fg, bg in pairs
+               if contrast(colours[fg], colours[bg]) < need]
+    assert not failing, failing
+
+
+def test_the_static_records_state_badge_passes_wcag_aa():
+    from rx_magic.ui.widget import STATIC_BADGE
+    assert set(STATIC_BADGE) == set(STATES)
+    assert min(contrast("#ffffff", colour) for colour in STATIC_BADGE.values()) >= 4.5
+
+
+def test_state_changes_are_announced_motion_can_stop_and_controls_are_buttons():
+    js = (_assets_dir() / "widget.js").read_text()
+    css = (_assets_dir() / "widget.css").read_text()
+    assert 'setAttribute("aria-live", "polite")' in js
+    reduced = css[css.index("@media (prefers-reduced-motion: reduce)"):]
+    assert "animation: none" in reduced[:reduced.index("\n}")]
+    assert ":focus-visible" in css
+    assert 'element("button", "rx-sort"' in js        # the table's sort headers are buttons
+    assert "<div" not in js and "onclick" not in js   # no clickable non-buttons

@@ -414,11 +414,20 @@ def _interrupts_deferred():
             raise KeyboardInterrupt
 
 
+def job_label(source: str, name: str | None = None) -> str:
+    """What a job is called in ``%rx jobs`` and its widget: its ``--name``, else the cell's first line that
+    says what it does (not blank, a comment, an import or a magic), else its first line that is not blank."""
+    if name:
+        return name[:200]
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("#", "%", "!", "import ", "from "))]
+    return (telling or lines or [""])[0][:200]
+
+
 def _record(plan: Plan, scheduler_id: str) -> Job:
-    source_lines = [line for line in plan.spec["source"].splitlines() if line.strip()]
     record = JobRecord(
         id=plan.job_id, target=plan.target.name, scheduler=plan.target.scheduler.name, workdir=plan.paths.workdir,
-        scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=source_lines[0][:200] if source_lines else "",
+        scheduler_id=scheduler_id, state=State.SUBMITTED, first_line=job_label(plan.spec["source"], plan.resources.name),
         pull=tuple(plan.capture.pull), session=this_session(),
         elements=plan.array.size if plan.array else 0,
     )

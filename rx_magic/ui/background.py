@@ -93,10 +93,11 @@ class BackgroundJobs:
             if job.id not in self._adopted or any(staged.job.id == job.id for staged in self._staged):
                 return
             self._staged.append(arrival)
-        if widget is not None:
-            widget.refresh(job.status)
+        if widget is not None:     # the live widget becomes the job's record now: a notebook saved before
+            widget.refresh(job.status)  # the next cell runs shows it, not a widget error
             widget.push(arrival="results arrive when the next cell runs" if job.record.state is State.DONE
                         else "its output and error are shown when the next cell runs")
+            widget.renew_display()
 
     def _catch_up(self) -> None:
         """Stage jobs that have ended before the monitor's next look: the registry says so (another
@@ -131,6 +132,8 @@ class BackgroundJobs:
         job, widget, results = arrival.job, arrival.widget, arrival.results
         label = f"job {job.id} ({job.record.first_line[:40]})" if job.record.first_line else f"job {job.id}"
         if results is None:
+            if widget is not None:
+                widget.renew_display()
             return _notice(f"{label} ended {job.record.state}, but its results could not be fetched "
                            f"({arrival.problem}); `%rx attach {job.id}` tries again", error=True)
         try:
@@ -160,6 +163,7 @@ class BackgroundJobs:
         if job.record.state is State.CANCELLED and job.record.cancel_requested:
             if widget is not None:
                 widget.show_results([], [], arrival="nothing pulled")
+                widget.renew_display()
             return ""       # you cancelled it: %rx cancel or the widget said so already
         error = ""
         if results.error and results.error.get("type"):

@@ -27,7 +27,6 @@ from ..targets.checks import check_target, format_checklist
 from ..targets.config import load_configs
 from .background import background_jobs
 from .comm_pump import pump_for
-from .terminal import print_job_line
 from .hold_widget import add_hold_commands, hold_command, holds_command, release_command
 from .widget import JobsTable, JobWidget, front_end_shows_widgets, full_log
 
@@ -203,7 +202,8 @@ class RemoteMagics(Magics):
         view = pump = None
         if front_end_shows_widgets(self.shell):
             from IPython.display import display
-            view = JobWidget(job, notes=list(notes))
+            # the cell's stream shows the job's output as it comes: the widget shows no second copy
+            view = JobWidget(job, notes=list(notes), echoed=True)
             view.display_handle = display(view, display_id=True)
             pump = pump_for(self.shell)
 
@@ -215,6 +215,8 @@ class RemoteMagics(Magics):
         try:
             job.wait(echo=True, poll_interval=0.5 if view else 1.0, each_round=each_round if view else None)
         except KeyboardInterrupt:
+            if view is not None:    # nothing echoes the output any more: the widget's tail shows it
+                view.echoed = False
             self._in_background(job, view=view or JobWidget(job, notes=list(notes)), announce=False)
             _note(f"stopped waiting: job {job.id} goes on in the background, and its results arrive before the "
                   f"next cell that runs after it ends. `%rx attach {job.id}` waits for it here; "
@@ -225,6 +227,14 @@ class RemoteMagics(Magics):
                 pump.close()
         if view is not None:
             view.refresh(job.status)
+        try:
+            return self._pull_and_show(job, view)
+        finally:
+            if view is not None:    # the live widget becomes the job's static record
+                view.renew_display()
+
+    def _pull_and_show(self, job: Job, view):
+        __tracebackhide__ = True
         try:
             job.pull(self.shell.user_ns, raise_error=False)
         except TransportError as exc:
@@ -243,9 +253,6 @@ class RemoteMagics(Magics):
             _note(f"the cell and its outputs are saved in {job.notebook_path}")
         if view is not None:
             _show_pulled(view, job)
-            view.renew_display()
-        if view is None:     # a terminal: one line says how the job ended
-            print_job_line(job)
         job.raise_for_state()
         return None
 
@@ -286,7 +293,7 @@ class RemoteMagics(Magics):
             print("no jobs yet")
             return
         here = this_session()
-        lines, rows = [], []
+        lines, rows = [f"{'job':<23}  {'target':<10} {'state':<9} {'age':>4}  cell"], []
         for record in records:
             job = Job(record)
             if not record.state.is_final:
@@ -302,12 +309,13 @@ class RemoteMagics(Magics):
                 lines.append(f"{'':25}{record.reason[:200]}")
             rows.append({"id": record.id, "state": record.state.value, "target": record.target,
                          "age": _age(record.age), "first_line": record.first_line[:80],
-                         "reason": record.reason[:200], "mine": record.session == here})
+                         "reason": record.reason[:200], "mine": record.session == here,
+                         "submitted_at": record.submitted_at})
         if not shown:
             print("\n".join(lines))
             return
         from IPython.display import display
-        display(_jobs_panel(self, rows, "\n".join(lines) or "no jobs yet"))
+        display(_jobs_panel(self, rows, "\n".join(lines) if rows else "no jobs yet"))
 
     def _rx_attach(self, args):
         __tracebackhide__ = True
@@ -418,7 +426,9 @@ def _jobs_panel(magics: RemoteMagics, rows: list[dict], text: str):
                     print(full_log(job))
                 elif action == "cancel":
                     job.cancel()
-                    print(f"{job.id}: cancel sent")
+                    state = job.wait(timeout=10)
+                    table.update_row(job.id, state=state.value, reason=job.record.reason[:200])
+                    print(f"{job.id}: {state}" if state.is_final else f"{job.id}: cancel sent; it is still {state}")
             except Exception as exc:    # a button must not take the kernel down
                 print(f"rx_magic: {action} {job_id} failed: {exc}")
 

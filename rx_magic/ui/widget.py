@@ -10,6 +10,7 @@ terminal IPython) the same object shows a static HTML or text summary.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import html
 import threading
 import time
@@ -68,7 +69,8 @@ def job_traits(record: JobRecord, status: dict | None = None, resources: Resourc
         "started_at": float(status.get("started") or 0.0),
         "ended_at": float((record.ended_at or status.get("ended") or 0.0) if final else 0.0),
         "walltime": int(resources.walltime or 0),
-        "resources": resources.describe(),
+        # the walltime is shown once, as the bar's limit; the name once, as the job's label
+        "resources": dataclasses.replace(resources, walltime=None, name=None).describe(),
         "server_now": time.time(),
         # a job array's strip: one letter per element (q r d f c), queued until its status says otherwise
         "elements": status.get("elements") or ("q" * record.elements if record.elements else ""),
@@ -108,6 +110,13 @@ class JobWidget(anywidget.AnyWidget):
 
     Buttons send ``{"action": "cancel" | "pull" | "log"}``; ``on_pull`` is
     called for "pull" (the kernel decides when results may land).
+
+    Displayed with a ``display_id`` (``display_handle``), it is the live widget
+    while the job runs; ``renew_display()`` once the job has ended and its
+    results are settled replaces it by a static record (HTML and text, no
+    widget), so a notebook saved and reopened anywhere shows that record.
+    With ``echoed`` (a blocking cell prints the job's output as its stream)
+    the widget shows no tail, so each line of output is shown once.
     """
 
     _esm = _assets_dir() / "widget.js"
@@ -138,8 +147,10 @@ class JobWidget(anywidget.AnyWidget):
     can_pull = traitlets.Bool(False).tag(sync=True)
     log_text = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, job, *, auto_pull: bool = True, notes: list[str] | None = None, on_pull=None, **kwargs):
+    def __init__(self, job, *, auto_pull: bool = True, notes: list[str] | None = None, on_pull=None,
+                 echoed: bool = False, **kwargs):
         self.job = job
+        self.echoed = echoed
         self.auto_pull = auto_pull
         self.on_pull = on_pull
         self._request = _read_resources(job)
@@ -167,7 +178,7 @@ class JobWidget(anywidget.AnyWidget):
             if not values["ended_at"]:
                 values.pop("ended_at")
         now = time.monotonic()
-        if read_tail and (now - self._last_tail_read >= MIN_INTERVAL or self.job.record.state.is_final):
+        if read_tail and not self.echoed and (now - self._last_tail_read >= MIN_INTERVAL or self.job.record.state.is_final):
             self._last_tail_read = now
             try:
                 values["stdout_tail"], values["stderr_tail"] = self._tail.read()
@@ -229,6 +240,8 @@ class JobWidget(anywidget.AnyWidget):
                 self.push(notes=[*self.notes, "cancel sent"])
             elif action == "pull" and self.on_pull is not None:
                 self.auto_pull = True
+                self.push(arrival="pull asked: the results arrive when the next cell runs")
+                self.flush()
                 self.on_pull(self)
                 self._update_can_pull()
             elif action == "log":
@@ -244,59 +257,89 @@ class JobWidget(anywidget.AnyWidget):
             return " — ".join(part for part in (self.reason, self.error) if part)
         return self.reason
 
+    def state_label(self) -> str:
+        """The state as the badge says it; a job array some of whose elements ended done says how many."""
+        return state_label(self.state, self.elements)
+
+    @property
+    def settled(self) -> bool:
+        """The job has ended and nothing more will come of it here: its display can be a static record."""
+        return self.state in ("done", "failed", "cancelled") and not self.can_pull
+
     def summary_text(self) -> str:
-        """A few lines for people reading a terminal or plain text."""
+        """A few lines for people reading a terminal or plain text. The output's tail is there only when
+        the cell's stream did not show the output (``--bg``, attached jobs): each line is shown once."""
         elapsed = _elapsed(self)
         head = f"{self.job_id} on {self.target}" + (f" ({self.scheduler} {self.scheduler_id})" if self.scheduler_id else "")
-        lines = [f"{head}: {self.state}" + (f" after {elapsed}" if elapsed else "")]
+        lines = [f"{head}: {self.state_label()}" + (f" after {elapsed}" if elapsed else "")]
         if self.first_line:
             lines.append(f"  cell: {self.first_line}")
         if self.resources:
             lines.append(f"  asked for {self.resources}")
+        lines.append(f"  {_timeline(self)}")
         if self.state != "done" and self.problem():
             lines.append(f"  {self.problem()}")
-        if self.stdout_tail:
-            lines.extend("  | " + line for line in self.stdout_tail.splitlines()[-3:])
+        if not self.echoed:
+            lines.extend("  | " + line for tail in (self.stdout_tail, self.stderr_tail) for line in tail.splitlines())
         if self.pulled:
             lines.append(f"  pulled: {', '.join(self.pulled)}")
         lines.extend(f"  held back: {why}" for why in self.held_back)
         if self.arrival:
             lines.append(f"  {self.arrival}")
+        lines.append(f"  job folder: {self.target}:{self.job.paths.folder}")
         return "\n".join(lines)
 
     def summary_html(self) -> str:
-        """The same summary as static HTML: no script, colours with fallbacks outside Jupyter."""
-        colour = {"queued": "#f57c00", "running": "#1976d2", "done": "#388e3c", "failed": "#d32f2f"}.get(self.state, "#757575")
+        """The same record as static HTML: no script, no stylesheet (a reopened notebook, nbconvert, GitHub).
+        The state is a badge whose white text on its own colour passes WCAG AA on light and dark pages;
+        everything else takes the page's text colour."""
+        colour = STATIC_BADGE.get(self.state, STATIC_BADGE["unknown"])
         e = html.escape
-        rows = [f"<div><b style='color:{colour}'>{e(self.state)}</b> <code>{e(self.job_id)}</code> on {e(self.target)}"
-                + (f" ({e(self.scheduler)} {e(self.scheduler_id)})" if self.scheduler_id else "")
-                + (f" &middot; {e(_elapsed(self))}" if _elapsed(self) else "") + "</div>"]
+        rows = [f"<div><span role='status' style='background:{colour};color:#ffffff;font-weight:600;"
+                f"padding:0 6px;border-radius:3px'>{e(self.state_label())}</span> <code>{e(self.job_id)}</code>"
+                f" on {e(self.target)}"
+                + (f" ({e(self.scheduler)} {e(self.scheduler_id)})" if self.scheduler_id else "") + "</div>"]
         if self.first_line:
             rows.append(f"<div><code>{e(self.first_line)}</code></div>")
         if self.resources:
             rows.append(f"<div>asked for {e(self.resources)}</div>")
+        rows.append(f"<div>{e(_timeline(self))}</div>")
         if self.state != "done" and self.problem():
-            rows.append(f"<div style='color:{colour}'>{e(self.problem())}</div>")
-        if self.stdout_tail:
-            rows.append(f"<pre style='margin:2px 0'>{e(self.stdout_tail)}</pre>")
+            rows.append(f"<div><b>{e(self.problem())}</b></div>")
+        if not self.echoed:
+            rows.extend(f"<pre style='margin:2px 0'>{e(tail)}</pre>" for tail in (self.stdout_tail, self.stderr_tail)
+                        if tail)
         if self.pulled:
             rows.append(f"<div>pulled: {e(', '.join(self.pulled))}</div>")
         rows.extend(f"<div>held back: {e(why)}</div>" for why in self.held_back)
+        if self.arrival:
+            rows.append(f"<div>{e(self.arrival)}</div>")
+        rows.append(f"<div>job folder: <code>{e(self.target)}:{e(self.job.paths.folder)}</code></div>")
         return (f"<div class='rx-job-static' style='border-left:4px solid {colour};padding:2px 8px'>"
                 + "".join(rows) + "</div>")
 
+    def static_bundle(self) -> dict:
+        """The record without the widget: what a finished job's display becomes."""
+        return {"text/plain": self.summary_text(), "text/html": self.summary_html()}
+
     def renew_display(self) -> None:
-        """Send what is pending and renew the static summary saved with the notebook (nbconvert, GitHub)."""
+        """Send what is pending, and once the job has settled replace the live widget where it was displayed
+        by the static record (``update_display`` without the widget's mime type), so that the saved
+        notebook shows the record wherever it is opened, kernel or not."""
         self.flush()
         if self.display_handle is not None:
-            self.display_handle.update(self)
+            if self.settled:
+                self.display_handle.update(self.static_bundle(), raw=True)
+            else:
+                self.display_handle.update(self)
 
     def _repr_mimebundle_(self, **kwargs):
+        if self.settled:    # nothing left to watch or press
+            return self.static_bundle(), {}
         bundle = super()._repr_mimebundle_(**kwargs)
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
         data = dict(data)
-        data["text/plain"] = self.summary_text()
-        data["text/html"] = self.summary_html()
+        data.update(self.static_bundle())
         return data, metadata
 
     def __repr__(self) -> str:
@@ -319,6 +362,35 @@ def job_widget_to_look_at(job) -> JobWidget:
     widget.refresh(job.status)
     widget.flush()
     return widget
+
+
+# badge colours of the static record, under white text: each at least 4.5:1 (tests/test_widget.py checks)
+STATIC_BADGE = {"submitted": "#555555", "queued": "#8a4600", "running": "#0d47a1", "done": "#1b5e20",
+                "failed": "#b71c1c", "cancelled": "#555555", "unknown": "#6d4c41"}
+
+
+def state_label(state: str, elements: str) -> str:
+    """``failed`` for a job array some of whose elements ended done is "3 of 4 done": their values were pulled."""
+    if state == "failed" and "d" in elements:
+        return f"{elements.count('d')} of {len(elements)} done"
+    return state
+
+
+def _clock(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _timeline(widget: JobWidget) -> str:
+    """When the job was submitted, how long it queued and ran, and of what walltime."""
+    parts = [f"submitted {_clock(widget.submitted_at)}"] if widget.submitted_at else []
+    if widget.started_at and widget.submitted_at:
+        parts.append(f"queued {format_walltime(int(max(0.0, widget.started_at - widget.submitted_at)))}")
+    elapsed = _elapsed(widget)
+    if widget.started_at and elapsed:
+        parts.append(f"{'ran' if widget.ended_at else 'running'} {elapsed}")
+    if widget.walltime:
+        parts.append(f"walltime {format_walltime(widget.walltime)}")
+    return " · ".join(parts)
 
 
 def _elapsed(widget: JobWidget) -> str:
@@ -367,6 +439,10 @@ class JobsTable(anywidget.AnyWidget):
         self.text = text
         self.on_action = on_action
         self.on_msg(self._on_message)
+
+    def update_row(self, job_id: str, **values) -> None:
+        """Change one row (a job cancelled from the table shows its new state)."""
+        self.rows = [dict(row, **values) if row["id"] == job_id else row for row in self.rows]
 
     def _on_message(self, _widget, content, _buffers) -> None:
         content = content or {}
