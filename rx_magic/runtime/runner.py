@@ -20,16 +20,19 @@ import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
 # layout.py and wire.py lie beside this file; python -I would not look there by itself
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The runtime's own modules are compiled once, into __pycache__ in its private folder, even where
+# PYTHONDONTWRITEBYTECODE is set: compiling wire.py alone takes longer than starting Python.
+_DONT_WRITE_BYTECODE, sys.dont_write_bytecode = sys.dont_write_bytecode, False
 import layout  # noqa: E402 - the job folder's file names
-import process_state  # noqa: E402 - random state and settings, to and from the notebook
+sys.dont_write_bytecode = _DONT_WRITE_BYTECODE
 
 CELL_FILENAME = "<remote cell>"
+_HOST = os.uname().nodename      # socket.gethostname(), without importing socket
 
 # exit codes of the cell process
 CELL_OK, CELL_RAISED, RUNNER_ERROR = 0, 1, 3
@@ -49,6 +52,28 @@ def _read_json(path: str):
             return json.load(file)
     except (OSError, ValueError):
         return None
+
+
+def _sibling(name: str):
+    """A runtime module beside this file, imported when first needed; compiled once, into its ``__pycache__``."""
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        return __import__(name)
+    finally:
+        sys.dont_write_bytecode = dont_write
+
+
+#: process_state.py, imported by the cell process when it starts (the supervisor does without it)
+process_state = None
+
+
+def _without_dill(exc: BaseException) -> str | None:
+    """What to do when loading or writing a value failed because dill is not installed here, else None."""
+    if isinstance(exc, ImportError) and (exc.name or "").partition(".")[0] == "dill":
+        return (f"dill is not importable by {sys.executable} (Python {sys.version.split()[0]}) on {_HOST}, "
+                f"and this value needs it: install it there with `{sys.executable} -m pip install dill`, "
+                "or point the target's `python` at an environment that has it")
+    return None
 
 
 def _tail(path: str, lines: int = 8) -> str:
@@ -229,7 +254,7 @@ class Supervisor:
         status = {
             "state": state, "reason": None, "started": self.started,
             "ended": now if state != "running" else None,
-            "elapsed": now - self.started, "host": socket.gethostname(), "pid": os.getpid(),
+            "elapsed": now - self.started, "host": _HOST, "pid": os.getpid(),
             "python": "%d.%d.%d" % sys.version_info[:3],
         }
         if self.element is not None:
@@ -493,16 +518,11 @@ class CellProcess:
         os.environ.setdefault("MPLBACKEND", "Agg")
 
     def prepare(self) -> dict:
+        global process_state
         runtime = os.path.dirname(os.path.abspath(__file__))
-        try:
-            import dill  # noqa: F401 - blobs of notebook functions need it
-            import wire
-        except ImportError as exc:
-            raise RunnerError(
-                f"{exc.name or exc} is not importable by {sys.executable} (Python {sys.version.split()[0]}) "
-                f"on {socket.gethostname()}: install it there with `{sys.executable} -m pip install dill`, "
-                "or point the target's `python` at an environment that has it") from exc
-        self.wire = wire
+        # dill is imported by the blobs that need it (a notebook function's), when they are unpickled
+        self.wire = _sibling("wire")
+        process_state = _sibling("process_state")
         self._link_files()
         sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
         sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
@@ -521,7 +541,7 @@ class CellProcess:
                 exec(line, namespace)
             except ImportError as exc:
                 raise RunnerError(f"the cell uses the module {name!r} ({line!r}), which {sys.executable} on "
-                                  f"{socket.gethostname()} cannot import: {exc}") from exc
+                                  f"{_HOST} cannot import: {exc}") from exc
         self.load_pushed(namespace)
         array = self.spec.get("map")
         if array and self.element is not None:
@@ -532,7 +552,7 @@ class CellProcess:
                 raise
             except Exception as exc:
                 raise RunnerError(f"could not load the --map values of {array['name']!r} on the target: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                                  + (_without_dill(exc) or f"{type(exc).__name__}: {exc}")) from exc
         return namespace
 
     def load_blob(self, digest: str) -> object:
@@ -595,7 +615,7 @@ class CellProcess:
                     raise
                 except Exception as exc:
                     raise RunnerError(f"could not load the value of {name!r} on the target: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+                                      + (_without_dill(exc) or f"{type(exc).__name__}: {exc}")) from exc
         for name, value in carried.items():
             namespace.setdefault(name, value)
 
@@ -638,7 +658,6 @@ class CellProcess:
 
     def _link_files(self) -> None:
         """Put the shipped modules (lib/) and --files (work/) in place, linked from the shared store."""
-        import shutil
         store = self.paths.files_dir
         for relative, digest in self.spec.get("files", {}).items():
             job = layout.JobPaths.of_folder(self.folder)
@@ -655,6 +674,7 @@ class CellProcess:
             except FileExistsError:
                 continue
             except OSError:
+                import shutil
                 shutil.copyfile(os.path.join(store, digest), destination)
                 os.chmod(destination, 0o600)
 
@@ -692,7 +712,7 @@ class CellProcess:
             from IPython.core.interactiveshell import InteractiveShell
         except ImportError as exc:
             raise RunnerError(f"the cell uses IPython (magics or IPython.display), which {sys.executable} on "
-                              f"{socket.gethostname()} cannot import: install ipython there") from exc
+                              f"{_HOST} cannot import: install ipython there") from exc
         shell = InteractiveShell.instance(user_module=main)
         shell.display_pub.publish = self.outputs.publish
         self.outputs.formatter = shell.display_formatter
@@ -867,7 +887,8 @@ class CellProcess:
                 value = values.pop(name)
                 kept.pop(name, None)
                 changed = [other for other in changed if other != name]
-                unpicklable[name] = f"{type(value).__module__}.{type(value).__qualname__}: {error}"
+                unpicklable[name] = (f"{type(value).__module__}.{type(value).__qualname__}: "
+                                     f"{_without_dill(error) or error}")
             wire.dump(("", {"missing": missing, "unpicklable": unpicklable, "modules": modules,
                             "changed": [name for name in changed if name in values]}), file, tokens=tokens)
         os.replace(self.paths.outputs + ".part", self.paths.outputs)
