@@ -527,9 +527,12 @@ class FailsOnSecondPickle:
         return (dict, ())
 
 
-def test_exception_while_writing_leaves_no_file_named_like_a_blob(blob_dir):
+def test_exception_while_writing_leaves_no_file_named_like_a_blob(blob_dir, monkeypatch):
+    import rx_magic.flow.blobs
+    monkeypatch.setattr(rx_magic.flow.blobs, "KEEP_PICKLED", 0)     # no pickle kept: pickled again to be written
     values = {"data": [np.ones(10**6), FailsOnSecondPickle()]}
     refs = plan_blobs(values)
+    assert not refs[0].frame.kept
     with pytest.raises(RuntimeError, match="disk went away"):
         write_blobs(values, refs, DirectoryBlobStore(blob_dir))
     assert list(blob_dir.iterdir()) == []
@@ -557,12 +560,22 @@ def test_failing_file_write_leaves_no_file_named_like_a_blob(blob_dir):
 
 
 def test_value_changed_after_planning_is_not_stored_under_the_old_digest(blob_dir):
-    values = {"arr": np.zeros(100)}
+    values = {"arr": np.zeros(100_000)}     # its buffer is written from the array's own memory
     refs = plan_blobs(values)
     values["arr"][0] = 1.0
     with pytest.raises(CaptureError, match="'arr'"):
         write_blobs(values, refs, DirectoryBlobStore(blob_dir))
     assert list(blob_dir.iterdir()) == []
+
+
+def test_a_small_value_changed_after_planning_is_stored_as_it_was_planned(blob_dir):
+    values = {"small": [0.0] * 10}          # pickled once, when planned: those bytes are what is written
+    refs = plan_blobs(values)
+    values["small"][0] = 1.0
+    write_blobs(values, refs, DirectoryBlobStore(blob_dir))
+    blob = blob_dir / blob_file_name(refs[0].digest)
+    assert wire.frame_digest(blob.read_bytes()) == refs[0].digest
+    assert wire.load_path(blob) == [0.0] * 10
 
 
 # --- what the user is told ------------------------------------------------------

@@ -6,10 +6,13 @@ file, ``{workdir}/.rx/blobs/{digest}.dill``, named by the digest of its bytes
 object (two names for one list, a figure and its axes, a function and a list
 it reads) travel together, as one ``{name: value}`` blob, so they arrive still
 sharing it; a value that shares nothing keeps a blob of its own, sent once.
-:func:`plan_blobs` hashes every value without writing anything, so an
+:func:`plan_blobs` pickles and hashes every value once without writing anything, so an
 unpicklable value or an oversized payload is reported before anything is
-sent; :func:`write_blobs` then writes only the blobs the target lacks, so an
-unchanged value is never sent twice.
+sent, and keeps the pickles (``wire.Frame``, within ``KEEP_PICKLED``);
+:func:`write_blobs` then writes from them only the blobs the target lacks, so an
+unchanged value is never sent twice, and a value is not pickled twice to be sent.
+A big container of immutable contents pushed before and holding the very same
+objects is not pickled at all (:mod:`.unchanged`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import re
 import sys
 import types
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from ..errors import CaptureError, PayloadTooLarge, UnpicklableError
 from ..model.resources import format_size_human
 from ..runtime import wire
 from ..runtime.layout import blob_name
+from . import unchanged
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SHOWN_IN_ERRORS = 3
@@ -42,6 +46,8 @@ class BlobRef:
     size: int
     type_name: str
     together: tuple[str, ...] = ()      # the names whose values share this blob, as one {name: value}
+    #: the value pickled when it was planned, ready to write (``wire.Frame``); None when it was not pickled
+    frame: object = field(default=None, compare=False, repr=False)
 
 
 class BlobStore(Protocol):
@@ -92,17 +98,29 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
     failures: list[str] = []
     memos: dict[str, dict] = {}
     groupable = sum(1 for name in values if name.isidentifier()) > 1
+    unchanged.forget_unused()
+    kept = 0
     for name, value in values.items():
         memo: list = []
+        frame = None
+        known = unchanged.recall(value, withhold)     # pushed before, holding the very same objects
         try:
-            digest, size = wire.digest(value, withhold=withhold, memo=memo if groupable else None)
+            if known is None:
+                seen = unchanged.study(value, withhold)
+                frame = wire.prepare(value, withhold=withhold, memo=memo if groupable else None,
+                                     keep=min(KEEP_PICKLED, max(0, KEEP_PICKLED - kept)))
+                if seen is not None:
+                    unchanged.remember(seen, frame.digest, frame.length)
         except Exception as exc:
             read = f" read on line {lines[name]} of the cell" if lines and name in lines else ""
             failures.append(f"{name!r} ({type_name(value)}){read}: {_reason(exc)}")
             continue
         if groupable and name.isidentifier():
-            memos[name] = memo[0]
-        refs.append(BlobRef(name, digest, size, type_name(value)))
+            memos[name] = known.memo() if known is not None else memo[0]
+        if frame is not None and frame.kept:
+            kept += frame.length
+        digest, size = (frame.digest, frame.length) if frame is not None else (known.digest, known.size)
+        refs.append(BlobRef(name, digest, size, type_name(value), frame=frame))
     if len(failures) == 1:
         raise UnpicklableError(
             f"cannot send {failures[0]} — recreate it inside the cell instead")
@@ -111,9 +129,13 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
             f"cannot send {len(failures)} values: {'; '.join(failures)}"
             " — recreate them inside the cell instead")
     for group in _sharing_groups(memos):
+        for ref in refs:
+            if ref.name in group and ref.frame is not None:
+                ref.frame.release()     # it travels inside the group's blob
         payload = {name: values[name] for name in group}
-        digest, size = wire.digest(payload, withhold=withhold)
-        refs = [BlobRef(ref.name, digest, size, ref.type_name, group) if ref.name in group else ref for ref in refs]
+        frame = wire.prepare(payload, withhold=withhold, keep=KEEP_PICKLED)
+        refs = [BlobRef(ref.name, frame.digest, frame.length, ref.type_name, group, frame) if ref.name in group
+                else ref for ref in refs]
     total = total_size(refs)
     if limit is not None and total > limit:
         largest = _largest_first(refs)
@@ -126,6 +148,11 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
             f"{format_size_human(limit)}; largest: {shown} — leave big values out with --push, "
             "load them on the target, or raise max_payload in the target's configuration")
     return refs
+
+
+#: The pickle streams planned values keep in memory in all, to be written without pickling them again;
+#: past that a value is pickled again when its blob is written (big buffers such as arrays are never copied).
+KEEP_PICKLED = 256 * 2**20
 
 
 _NEVER_SHARED = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range, slice, type,
@@ -182,6 +209,16 @@ def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore
     the plan (the value changed meanwhile, or does not pickle the same way
     twice), nothing is stored under its name and ``CaptureError`` is raised.
     """
+    try:
+        return _write_missing(values, refs, store, withhold)
+    finally:
+        for ref in refs:        # what was pickled when planned is not needed any more
+            if ref.frame is not None:
+                ref.frame.release()
+
+
+def _write_missing(values: dict[str, object], refs: list[BlobRef], store: BlobStore,
+                   withhold: frozenset) -> tuple[int, int]:
     written = written_bytes = 0
     seen: set[str] = set()
     for ref in refs:
@@ -193,7 +230,10 @@ def write_blobs(values: dict[str, object], refs: list[BlobRef], store: BlobStore
             continue
         payload = {member: values[member] for member in ref.together} if ref.together else values[ref.name]
         with store.open_atomic(name) as file:
-            digest, size = wire.dump_and_digest(payload, file, withhold=withhold)
+            if ref.frame is not None and ref.frame.kept:     # pickled once, when planned
+                digest, size = ref.frame.write(file)
+            else:
+                digest, size = wire.dump_and_digest(payload, file, withhold=withhold)
             if digest != ref.digest:
                 raise CaptureError(
                     f"cannot send {ref.name!r} ({ref.type_name}): it serialized differently when written than "

@@ -599,6 +599,8 @@ class CellProcess:
         wire._reuse_arrival_bytes = True        # what arrived is written as it came, unless it changed
         together = self.spec.get("together") or {}
         self.arrived: dict[str, tuple[str, object]] = {}     # name -> (digest, what the blob held)
+        self.snapshots: dict[str, tuple | None] = {}        # name -> wire.snapshot of what arrived
+        may_change = set(self.spec.get("pull_if_changed", []))
         loaded: dict[str, object] = {}
         with wire.loading_into(namespace) as carried:
             for name, digest in self.spec.get("push", {}).items():
@@ -611,6 +613,8 @@ class CellProcess:
                     else:
                         namespace[name] = self.load_blob(digest)
                         self.arrived[name] = (digest, namespace[name])
+                        if name in may_change:      # what it holds, to tell afterwards without pickling it
+                            self.snapshots[name] = wire.snapshot(namespace[name])
                 except RunnerError:
                     raise
                 except Exception as exc:
@@ -623,7 +627,9 @@ class CellProcess:
         """The pushed objects still bound to their names, and which of them the cell changed.
 
         A blob is pickled again and compared with the digest it arrived as; values that cannot
-        change (numbers, strings, tuples of them) were left out by the notebook.
+        change (numbers, strings, tuples of them) were left out by the notebook. A big container of
+        immutable contents that still holds the very objects it arrived with is unchanged without
+        pickling it (``wire.holds_same``, ``wire.immutable_contents``).
         """
         kept, changed, verdicts = {}, [], {}
         for name in self.spec.get("pull_if_changed", []):
@@ -634,6 +640,10 @@ class CellProcess:
             if name not in namespace or namespace[name] is not value:
                 continue    # rebound: it comes back by name if the cell binds it
             kept[name] = value
+            seen = getattr(self, "snapshots", {}).get(name)
+            if (id(arrived) not in verdicts and seen is not None and self.wire.holds_same(arrived, seen)
+                    and self.wire.immutable_contents(seen) is not None):
+                verdicts[id(arrived)] = False
             if id(arrived) not in verdicts:
                 try:
                     verdicts[id(arrived)] = self.wire.digest(arrived)[0] != digest

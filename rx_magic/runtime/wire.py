@@ -73,6 +73,7 @@ import hashlib
 import importlib
 import io
 import mmap
+import operator
 import os
 import pickle
 import stat
@@ -81,6 +82,7 @@ import sys
 import types
 import warnings
 import weakref
+from itertools import chain, compress
 
 PROTOCOL = 5
 MAGIC = b"RXWIRE01"
@@ -847,6 +849,84 @@ def _root_digest(sections: list[_SectionHash]) -> str:
     return hashlib.new(HASH_NAME, DIGEST_DOMAIN + b"".join(section.finish() for section in sections)).hexdigest()
 
 
+# ----------------------------------------------------------------------------- unchanged without pickling
+
+#: Containers with fewer items pickle in a moment: no snapshot is worth taking of them.
+SNAPSHOT_MIN_ITEMS = 1000
+_SNAPSHOT_DEPTH = 6
+_ATOMS = frozenset({int, float, complex, bool, type(None), str, bytes})
+_NESTED = frozenset({tuple, frozenset})
+_TEXTS = frozenset({str, bytes})
+_SNAPSHOT_TYPES = (dict, list, tuple)
+
+
+def snapshot(value) -> tuple[list, ...] | None:
+    """The objects a big container holds, to tell later without pickling it whether it still pickles the same.
+
+    For a ``dict``, ``list`` or ``tuple`` (exact types) of at least ``SNAPSHOT_MIN_ITEMS`` items: a dict's
+    keys and values, or the items, as lists (a copy of the references, at C speed); None for anything else.
+    Take it *before* pickling the value; see :func:`holds_same` and :func:`immutable_contents`.
+    """
+    kind = type(value)
+    if kind not in _SNAPSHOT_TYPES or len(value) < SNAPSHOT_MIN_ITEMS:
+        return None
+    return (list(value), list(value.values())) if kind is dict else (list(value),)
+
+
+def holds_same(value, items: tuple[list, ...]) -> bool:
+    """Whether ``value`` holds the very objects ``items`` (from :func:`snapshot`) lists, in that order.
+
+    If it does, and what it holds is immutable all the way down (:func:`immutable_contents` of the
+    snapshot), it pickles to the same bytes it did when the snapshot was taken: the pickle of such a
+    container depends on nothing but its exact type, the sequence of objects it holds and which of them
+    are one object, and none of those objects can change. Objects are compared by identity, at C speed,
+    never with ``==`` (``1 == 1.0 == True``, and they pickle differently). The caller keeps ``value``
+    itself referenced and checks it is the same object (so that its id is not reused).
+    """
+    if len(value) != len(items[0]):
+        return False
+    if type(value) is dict:
+        keys, values = items
+        return all(map(operator.is_, keys, value)) and all(map(operator.is_, values, value.values()))
+    return all(map(operator.is_, items[0], value))
+
+
+def immutable_contents(groups: tuple[list, ...], long_text: int = 64 * 2**10) -> list | None:
+    """Whether what a :func:`snapshot` lists is immutable all the way down: ``int``, ``float``, ``complex``,
+    ``bool``, ``None``, ``str``, ``bytes``, and ``tuple``/``frozenset`` of them (exact types, at most
+    ``_SNAPSHOT_DEPTH`` levels). If so, the ``str``/``bytes`` among it at least ``long_text`` long (a list,
+    often empty); else None.
+
+    Each level of nesting is looked at in one pass at C speed (``map(type, ...)``), without copying it.
+    """
+    long_texts: list = []
+    for group in groups:
+        base, flatten = [group], 1      # this level's objects: ``base`` flattened ``flatten`` times
+
+        def level():
+            found = base
+            for _ in range(flatten):
+                found = chain.from_iterable(found)
+            return found
+
+        for _ in range(_SNAPSHOT_DEPTH):
+            kinds = set(map(type, level()))
+            if not kinds <= _ATOMS | _NESTED:
+                return None
+            if kinds & _TEXTS:
+                texts = list(compress(level(), map(_TEXTS.__contains__, map(type, level()))))
+                long_texts.extend(compress(texts, map(long_text.__le__, map(len, texts))))
+            if not kinds & _NESTED:
+                break
+            if kinds <= _NESTED:
+                flatten += 1
+            else:
+                base, flatten = [list(compress(level(), map(_NESTED.__contains__, map(type, level()))))], 2
+        else:
+            return None
+    return long_texts
+
+
 # ----------------------------------------------------------------------------- writing
 
 def _write_all(file, data) -> None:
@@ -967,6 +1047,74 @@ def digest(obj: object, *, withhold: frozenset = frozenset(), memo: list | None 
     every object the frame holds once however often it is reached.
     """
     return _dump(obj, None, hashed=True, withhold=withhold, memo=memo)
+
+
+class _Kept:
+    """What the pickler writes, kept in memory up to ``limit`` bytes; past that only counted (``kept`` False)."""
+
+    def __init__(self, limit: int):
+        self.chunks: list[bytes] = []
+        self.limit, self.size, self.kept = limit, 0, True
+
+    def write(self, data) -> int:
+        size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        self.size += size
+        if self.kept and self.size > self.limit:
+            self.kept, self.chunks = False, []
+        if self.kept:   # a copy of anything not bytes: the pickler may hand over a view of a mutable object
+            self.chunks.append(data if isinstance(data, bytes) else bytes(data))
+        return size
+
+
+class Frame:
+    """One value pickled once: its digest and length known before anything is written, its bytes ready to write.
+
+    :func:`prepare` makes it. The pickle stream is kept in memory (up to a limit, see ``kept``); big buffers
+    (numpy arrays) are kept as views of the value's own memory, not copied. :meth:`write` writes the frame
+    :func:`dump` would write, and hashes it again as it goes, so a value whose buffers changed in between
+    is told apart (the digest it returns differs from ``digest``).
+    """
+
+    def __init__(self, sink: _Sink, kept: _Kept, buffers: list[memoryview], pickle_hash: _SectionHash,
+                 digest: str, length: int):
+        self._sink, self._kept, self._buffers, self._pickle_hash = sink, kept, buffers, pickle_hash
+        self.digest, self.length = digest, length
+
+    @property
+    def kept(self) -> bool:
+        """Whether the bytes are still here to write (False: the stream was too big to keep, or released)."""
+        return self._kept.kept
+
+    def release(self) -> None:
+        """Let go of the kept bytes; :meth:`write` cannot be used after."""
+        self._kept.kept, self._kept.chunks, self._buffers = False, [], []
+
+    def write(self, file) -> tuple[str, int]:
+        """Write the frame into the binary file ``file``; return ``(digest of what was written, length)``."""
+        if not self.kept:
+            raise ValueError("this frame's bytes were not kept: dump the value instead")
+
+        def write_header_then_pickle(header: bytes) -> None:
+            _write_all(file, header)
+            for chunk in self._kept.chunks:
+                _write_all(file, chunk)
+
+        # the pickle stream's section is hashed already; the header, the table and the buffers are hashed again
+        return _write_rest(self._sink, self._buffers, file, self._pickle_hash, write_header_then_pickle)
+
+
+def prepare(obj: object, *, withhold: frozenset = frozenset(), memo: list | None = None,
+            keep: int = SPOOL_IN_MEMORY) -> Frame:
+    """Pickle ``obj`` once: its frame's digest and length, and (a pickle stream up to ``keep`` bytes) the bytes.
+
+    ``withhold`` and ``memo`` as for :func:`digest`. Writing the :class:`Frame` then costs no second pickling.
+    """
+    pickle_hash = _SectionHash()
+    kept = _Kept(keep)
+    sink = _Sink(kept, pickle_hash)
+    buffers = _pickle(obj, sink, withhold=withhold, memo=memo)
+    digest, length = _write_rest(sink, buffers, None, pickle_hash)
+    return Frame(sink, kept, buffers if kept.kept else [], pickle_hash, digest, length)
 
 
 def frame_digest(data) -> str:

@@ -1,0 +1,176 @@
+"""A value pushed again is sent again exactly when it changed: in place, deep inside, or to an equal value of
+another type; an unchanged big container of immutable contents is not even pickled again.
+
+Evidence is what a user would see: the bytes a job wrote into the blob store (``Job.bytes_sent``), the
+value the cell found on the target, and whether planning had to pickle the value (``BlobRef.frame``).
+Real jobs on the local target; no timings.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import rx_magic
+from rx_magic.flow import unchanged
+from rx_magic.flow.blobs import plan_blobs
+from rx_magic.model.states import State
+from rx_magic.runtime import wire
+
+N = 5000
+
+
+@pytest.fixture(autouse=True)
+def nothing_remembered():
+    unchanged.forget_all()
+    yield
+    unchanged.forget_all()
+
+
+def run(code: str, values: dict) -> rx_magic.Job:
+    job = rx_magic.submit(code, "local", values)
+    assert job.wait(timeout=120) is State.DONE, job.record
+    return job
+
+
+def pulled(job: rx_magic.Job, name: str):
+    namespace: dict = {}
+    job.pull(namespace)
+    return namespace[name]
+
+
+def table() -> dict:
+    return {i: (i, float(i), f"row {i}") for i in range(N)}
+
+
+def test_an_unchanged_table_is_not_pickled_or_sent_again_and_a_changed_item_is():
+    d = table()
+    first = run("s = sum(v[0] for v in d.values())", {"d": d})
+    assert first.bytes_sent > 0
+    assert pulled(first, "s") == sum(range(N))
+
+    again = run("s = sum(v[0] for v in d.values())", {"d": d})
+    assert again.bytes_sent == 0
+    assert plan_blobs({"d": d}, limit=None)[0].frame is None     # known without pickling it
+
+    d[7] = (700, 7.0, "row 7")
+    changed = run("s = sum(v[0] for v in d.values())", {"d": d})
+    assert changed.bytes_sent > 0
+    assert pulled(changed, "s") == sum(range(N)) - 7 + 700
+
+
+def test_an_item_replaced_by_an_equal_value_of_another_type_is_sent_again():
+    d = {i: i for i in range(N)}
+    run("t = type(d[3]).__name__", {"d": d})
+    d[3] = 3.0      # 3 == 3.0, but it is not the same value
+    job = run("t = type(d[3]).__name__", {"d": d})
+    assert job.bytes_sent > 0
+    assert pulled(job, "t") == "float"
+
+
+def test_a_key_deleted_and_added_back_as_an_equal_key_of_another_type_is_sent_again():
+    d = {i: "v" for i in range(N)}
+    run("t = sorted(type(k).__name__ for k in d if k == 1)", {"d": d})
+    del d[1]
+    d[True] = "v"   # True == 1 and hashes alike: only identity tells them apart
+    job = run("t = sorted(type(k).__name__ for k in d if k == 1)", {"d": d})
+    assert job.bytes_sent > 0
+    assert pulled(job, "t") == ["bool"]
+
+
+def test_an_array_changed_in_place_is_sent_again_and_an_unchanged_one_is_not():
+    arr = np.zeros(200_000)
+    run("first = float(arr[0])", {"arr": arr})
+    assert run("first = float(arr[0])", {"arr": arr}).bytes_sent == 0
+    arr[0] = 1
+    job = run("first = float(arr[0])", {"arr": arr})
+    assert job.bytes_sent >= arr.nbytes
+    assert pulled(job, "first") == 1.0
+
+
+def test_a_list_appended_to_inside_a_list_is_sent_again():
+    nested = [[i] for i in range(N)]
+    run("n = sum(map(len, nested))", {"nested": nested})
+    nested[10].append(99)
+    job = run("n = sum(map(len, nested))", {"nested": nested})
+    assert job.bytes_sent > 0
+    assert pulled(job, "n") == N + 1
+
+
+def test_a_mutable_value_inside_a_table_is_checked_by_pickling_every_time():
+    d = {i: (i, [i]) for i in range(N)}    # tuples holding lists: not immutable all the way down
+    first = plan_blobs({"d": d}, limit=None)[0]
+    again = plan_blobs({"d": d}, limit=None)[0]
+    assert again.frame is not None and again.digest == first.digest
+    d[5][1].append(0)
+    assert plan_blobs({"d": d}, limit=None)[0].digest != first.digest
+
+
+def test_a_known_table_still_travels_with_another_value_that_holds_it():
+    d = table()
+    plan_blobs({"d": d}, limit=None)
+    refs = plan_blobs({"d": d, "holder": {"table": d}}, limit=None)
+    assert refs[0].frame is None or refs[0].together    # remembered, and still grouped
+    assert refs[0].together == ("d", "holder") == refs[1].together
+    assert refs[0].digest == refs[1].digest == wire.digest({"d": d, "holder": {"table": d}})[0]
+
+
+def test_the_digest_of_a_remembered_table_is_the_digest_of_its_pickle():
+    d = table()
+    plan_blobs({"d": d}, limit=None)
+    ref = plan_blobs({"d": d}, limit=None)[0]
+    assert ref.frame is None
+    assert (ref.digest, ref.size) == wire.digest(d)
+
+
+def test_a_table_deleted_in_the_notebook_is_not_kept_alive():
+    d = table()
+    plan_blobs({"d": d}, limit=None)
+    assert len(unchanged._known) == 1
+    del d
+    gc.collect()
+    plan_blobs({"other": 1}, limit=None)
+    assert len(unchanged._known) == 0
+
+
+def test_a_first_push_writes_the_bytes_it_hashed_without_pickling_again(tmp_path):
+    from test_blobs import DirectoryBlobStore
+    from rx_magic.flow.blobs import write_blobs
+
+    values = {"d": table(), "arr": np.arange(100_000.0)}
+    refs = plan_blobs(values, limit=None)
+    assert all(ref.frame is not None and ref.frame.kept for ref in refs)
+    written, nbytes = write_blobs(values, refs, DirectoryBlobStore(tmp_path))
+    assert written == 2
+    for ref in refs:
+        data = (tmp_path / f"{ref.digest}.dill").read_bytes()
+        assert wire.frame_digest(data) == ref.digest and len(data) == ref.size
+        assert data == wire.dumps(values[ref.name])
+        assert not ref.frame.kept       # let go once written
+
+
+def test_a_table_the_cell_changes_in_place_comes_back_and_one_it_only_reads_does_not():
+    d = table()
+    namespace = {"d": d}
+    job = rx_magic.submit("total = len(d)", "local", namespace)
+    assert job.wait(timeout=120) is State.DONE
+    assert "d" not in job.pull(namespace)       # unchanged on the target: told without pickling it there
+    assert namespace["d"] is d
+    for change, expected in [("d[3] = (3, 3.0, 'changed')", (3, 3.0, "changed")),
+                             ("d[4] = (4, 4, 'row 4')", (4, 4, "row 4"))]:     # 4 == 4.0, but an int now
+        job = rx_magic.submit(change, "local", namespace)
+        assert job.wait(timeout=120) is State.DONE
+        assert "d" in job.pull(namespace)
+        assert namespace["d"] is d and d[3 if "d[3]" in change else 4] == expected
+    assert type(d[4][1]) is int
+
+
+def test_a_list_inside_a_big_list_the_cell_appends_to_comes_back():
+    nested = [[i] for i in range(N)]
+    namespace = {"nested": nested}
+    job = rx_magic.submit("nested[10].append(99)", "local", namespace)
+    assert job.wait(timeout=120) is State.DONE
+    assert "nested" in job.pull(namespace)
+    assert namespace["nested"] is nested and nested[10] == [10, 99]
