@@ -378,3 +378,47 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_fact
         rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
         cluster.stop()
+
+
+# ----------------------------------------------------------------------------- cost on a site that charges
+
+def test_a_gadi_hold_shows_its_cost_per_hour_before_and_so_far_after(ip, ssh_target, capsys):
+    ssh_target("gadi", scheduler="pbs", profile="gadi", project="a56")
+    ip.run_line_magic("rx", "hold gadi --ncpus 48 --mem 190GB --walltime 2h --queue normal --dry-run")
+    out = capsys.readouterr().out
+    assert "resources held: mem 190 GiB, 48 cpus, walltime 2:00:00, queue normal, project a56" in out
+    assert "cost: 96 SU per hour held, at most 192 SU over its walltime" in out
+    assert default_registry().holds() == []
+    # no Gadi here: the row a hold that ran there for half an hour leaves in the registry
+    from rx_magic.model.record import HoldRecord
+    target = get_target("gadi")
+    default_registry().add_hold(HoldRecord(
+        id="hold-20261203-090000-abcdef", target="gadi", scheduler="pbs", workdir=target.workdir,
+        scheduler_id="123.gadi-pbs", resources=json.dumps({"ncpus": 48, "mem": 190 * 2**30, "walltime": 7200,
+                                                           "queue": "normal", "project": "a56"}),
+        created=1_000_000.0, ended_at=1_001_800.0, state="ended", reason="released"))
+    ip.run_line_magic("rx", "holds")
+    out = capsys.readouterr().out
+    assert "ended: the hold was released" in out
+    assert "cost 96 SU/h, about 48 SU so far" in out
+
+
+def test_the_hold_widget_follows_it_from_queued_to_ready_to_ended(ip, monkeypatch):
+    import rx_magic.ui.hold_widget as hold_widget
+    monkeypatch.setattr(hold_widget, "LOOK_QUEUED", 0.2)
+    monkeypatch.setattr(hold_widget, "LOOK_READY", 0.2)
+    from rx_magic.flow.holds import open_hold as open_it
+    widget = hold_widget.HoldWidget(open_it("local", idle=300), note="cells that fit run in it")
+    try:
+        assert "queued" in widget.html.value or "ready" in widget.html.value
+        wait_for(lambda: "ready on " in widget.html.value, "the widget to show the hold ready")
+        assert f"{os.cpu_count() if not hasattr(os, 'sched_getaffinity') else len(os.sched_getaffinity(0))} cores" \
+            in widget.html.value
+        ip.run_line_magic("rx", f"release {widget.seen.record.id}")
+        wait_for(lambda: "ended: the hold was released" in widget.html.value, "the widget to show the hold ended")
+        widget._thread.join(10)
+        assert not widget._thread.is_alive()        # it stops looking once the hold has ended
+        bundle, _ = widget._repr_mimebundle_()
+        assert "ended: the hold was released" in bundle["text/plain"]
+    finally:
+        widget.stop()

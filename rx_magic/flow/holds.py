@@ -260,27 +260,36 @@ def queue_to_hold(plan: Plan, record: HoldRecord) -> str:
     return held_id(record.id, plan.job_id)
 
 
-def describe(seen: HoldLook) -> str:
-    """One line on a hold for people: id, target, state (host, cores, what runs), resources, cost."""
+def state_words(seen: HoldLook) -> str:
+    """A hold's state for people: queued (its batch job), ready (host, cores, what runs, cores free), or ended (why)."""
     record = seen.record
-    head = f"{record.id}  {record.target:<10} "
     if seen.state == "ended":
-        state = f"ended: {seen.said or record.reason}" + (f" ({record.reason})" if record.reason and
-                                                          record.reason != seen.reason else "")
-    elif seen.state == "ready":
+        detail = record.reason.partition(": ")[2]
+        return f"ended: {seen.said or record.reason}" + (f" ({detail})" if detail else "")
+    if seen.state == "ready":
         used, _ = seen.in_use()
-        state = (f"ready on {seen.ready.get('host', '?')}: {seen.cores} cores"
-                 + (f", {format_size_human(seen.mem)}" if seen.mem else "")
-                 + f"; {len(seen.taken)} running, {len(seen.queued)} waiting, {max(0, seen.cores - used)} cores free")
-    else:
-        state = f"queued ({record.scheduler} job {record.scheduler_id})"
-    line = head + state + (f"  [{record.name}]" if record.name else "")
+        return (f"ready on {seen.ready.get('host', '?')}: {seen.cores} cores"
+                + (f", {format_size_human(seen.mem)}" if seen.mem else "")
+                + f"; {len(seen.taken)} running, {len(seen.queued)} waiting, {max(0, seen.cores - used)} cores free")
+    return f"queued ({record.scheduler} job {record.scheduler_id})"
+
+
+def cost_words(record: HoldRecord) -> str:
+    """What a hold costs on a site that charges service units: per hour, and so far; "" elsewhere."""
     resources = Resources.from_json(json.loads(record.resources or "{}"))
     try:
         rate = su_per_hour(get_target(record.target), resources)
-    except Exception:
+    except Exception:   # a target no longer configured: no rate to say
         rate = None
-    if rate is not None:
-        hours = ((record.ended_at or time.time()) - record.created) / 3600
-        line += f"\n{'':30}cost {rate:.4g} SU/h, about {rate * hours:.3g} SU so far"
-    return line
+    if rate is None:
+        return ""
+    hours = ((record.ended_at or time.time()) - record.created) / 3600
+    return f"cost {rate:.4g} SU/h, about {rate * hours:.3g} SU so far"
+
+
+def describe(seen: HoldLook) -> str:
+    """A hold for people, as ``%rx holds`` lists it: id, target, state, name; its cost on a line below."""
+    record = seen.record
+    line = f"{record.id}  {record.target:<10} {state_words(seen)}" + (f"  [{record.name}]" if record.name else "")
+    cost = cost_words(record)
+    return line + (f"\n{'':30}{cost}" if cost else "")

@@ -1,18 +1,26 @@
 """``%rx hold``, ``%rx holds``, ``%rx release``: parsing and wiring, and how a hold shows itself.
 
-A hold shows as text and HTML (not a live widget): its state when shown -- queued, ready (host and
-cores, cells running and waiting, cores free) or ended (why) -- the resources it holds and, on a site
-that charges service units (``profile = "gadi"``), its cost per hour and so far. ``%rx holds`` looks again.
+A hold shows its state -- queued, ready (host and cores, cells running and waiting, cores free) or ended
+(why) -- the resources it holds and, on a site that charges service units (``profile = "gadi"``), its
+cost per hour and so far. In a front end with widgets ``HoldWidget`` keeps that up to date (a thread looks
+at the hold every few seconds until it has ended; stopped at exit); elsewhere ``HoldView`` is text and
+HTML as of when it was shown, and ``%rx holds`` looks again.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import html
 import json
+import threading
+import weakref
 
-from ..flow.hold_state import HoldLook
-from ..flow.holds import describe, find_hold, list_holds, plan_hold, release, submit_hold
+from ..flow.hold_state import HoldLook, look
+from ..flow.holds import (cost_words, describe, find_hold, list_holds, plan_hold, release, state_words,
+                          submit_hold)
+from ..flow.registry import default_registry
+from ..targets.target import get_target
 from ..model.resources import Resources, parse_walltime
 
 
@@ -26,16 +34,77 @@ class HoldView:
         return describe(self.seen) + (f"\n{self.note}" if self.note else "")
 
     def _repr_html_(self) -> str:
-        seen = self.seen
-        resources = Resources.from_json(json.loads(seen.record.resources or "{}"))
-        colour = {"ready": "#2e7d32", "ended": "#757575"}.get(seen.state, "#ef6c00")
-        lines = [f"<b>hold {html.escape(seen.record.id)}</b> on {html.escape(seen.record.target)}: "
-                 f"<span style='color:{colour}'>{html.escape(seen.state)}</span>",
-                 html.escape(describe(seen).split("  ", 1)[-1].strip()),
-                 f"resources held: {html.escape(resources.describe() or 'the scheduler defaults')}"]
-        if self.note:
-            lines.append(html.escape(self.note))
-        return "<div class='rx-hold'>" + "<br>".join(lines) + "</div>"
+        return hold_html(self.seen, self.note)
+
+
+def hold_html(seen: HoldLook, note: str = "") -> str:
+    """The hold as a small HTML block: id and state, the line ``%rx holds`` shows, the resources held."""
+    resources = Resources.from_json(json.loads(seen.record.resources or "{}"))
+    colour = {"ready": "#2e7d32", "ended": "#757575"}.get(seen.state, "#ef6c00")
+    lines = [f"<b>hold {html.escape(seen.record.id)}</b> on {html.escape(seen.record.target)}: "
+             f"<span style='color:{colour}'>{html.escape(seen.state)}</span>",
+             html.escape(state_words(seen)),
+             f"resources held: {html.escape(resources.describe() or 'the scheduler defaults')}"]
+    cost = cost_words(seen.record)
+    if cost:
+        lines.append(html.escape(cost))
+    if note:
+        lines.append(html.escape(note))
+    return "<div class='rx-hold'>" + "<br>".join(lines) + "</div>"
+
+
+#: Seconds between two looks at a hold by its widget: while it waits in the queue, and once it is ready.
+LOOK_QUEUED, LOOK_READY = 2.0, 5.0
+
+
+class HoldWidget:
+    """A hold's live view: ``ipywidgets.HTML`` that a thread of its own refreshes until the hold has ended.
+
+    The thread looks at the hold (its folder and, while it is not ready, its batch job) every
+    ``LOOK_QUEUED`` seconds while it is queued and every ``LOOK_READY`` once ready; it stops when the hold
+    has ended, on ``stop()``, or at interpreter exit. An unreachable target keeps the last state shown.
+    """
+
+    def __init__(self, seen: HoldLook, note: str = ""):
+        import ipywidgets
+        self.seen, self.note = seen, note
+        self.html = ipywidgets.HTML(hold_html(seen, note))
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"rx_magic hold {seen.record.id}", daemon=True)
+        _live.add(self)
+        self._thread.start()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.html._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        return {**data, "text/plain": describe(self.seen), "text/html": hold_html(self.seen, self.note)}, metadata
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(LOOK_READY if self.seen.state == "ready" else LOOK_QUEUED):
+            try:
+                record = default_registry().get_hold(self.seen.record.id)
+                self.seen = look(get_target(record.target), record, tickets=True)
+            except Exception:   # unreachable for now: what was last seen stands
+                continue
+            if self.seen.state == "ended":
+                self.note = ""
+            self.html.value = hold_html(self.seen, self.note)
+            if self.seen.state == "ended":
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+_live: weakref.WeakSet[HoldWidget] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for widget in list(_live):
+        widget.stop(timeout=1.0)
 
 
 def add_hold_commands(commands) -> None:
@@ -52,8 +121,9 @@ def add_hold_commands(commands) -> None:
     commands.add_parser("release").add_argument("id", nargs="?")
 
 
-def hold_command(args: argparse.Namespace):
-    """``%rx hold TARGET ...``: submit one batch job running a worker, and return at once."""
+def hold_command(args: argparse.Namespace, live: bool = False):
+    """``%rx hold TARGET ...``: submit one batch job running a worker, and return at once (``live``: a widget
+    that follows it)."""
     resources = Resources.parse(mem=args.mem, ncpus=args.ncpus, ngpus=args.ngpus, walltime=args.walltime,
                                 queue=args.queue, project=args.project, jobfs=args.jobfs, storage=args.storage,
                                 extra=args.extra)
@@ -63,8 +133,9 @@ def hold_command(args: argparse.Namespace):
         print(plan.report())
         return None
     seen = submit_hold(plan)
-    return HoldView(seen, note=f"cells on {args.target!r} that fit run in it once it is ready; "
-                               f"`%rx holds` shows it, `%rx release {seen.record.id}` ends it")
+    note = (f"cells on {args.target!r} that fit run in it once it is ready; `%rx holds` shows it, "
+            f"`%rx release {seen.record.id}` ends it")
+    return HoldWidget(seen, note) if live else HoldView(seen, note)
 
 
 def holds_command(args: argparse.Namespace) -> None:

@@ -362,7 +362,7 @@ class RemoteMagics(Magics):
         print(format_checklist(args.target, check_target(args.target)))
 
     def _rx_hold(self, args):
-        return hold_command(args)
+        return hold_command(args, live=front_end_shows_widgets(self.shell))
 
     def _rx_holds(self, args):
         holds_command(args)
