@@ -11,7 +11,10 @@ Job scripts are read from ``--dry-run`` on a Slurm target (rendering needs no cl
 files and keys go through the real loopback sshd.
 """
 
+import json
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,3 +133,47 @@ def test_files_folder_with_a_link_leading_out_of_it_is_refused(ip, sshd, ssh_tar
 def test_files_folder_with_links_inside_it_sends_their_content(ip, sshd, ssh_target, data_folder, capsys):
     shown = dry_run(ip, capsys, "ws --files data")
     assert "  data/table.csv" in shown and "  data/same-table.csv" in shown
+
+
+# ----------------------------------------------------------------------------- paths as the target reads them
+
+def test_a_dry_run_not_connected_shows_a_script_whose_home_paths_bash_expands(ip, capsys, configure_targets,
+                                                                              tmp_path):
+    """The workdir ``~/rx_jobs`` is not expanded before connecting; the script must still work there:
+    ``"$HOME"/rx_jobs/...``, never a quoted ``'~/rx_jobs/...'``, which names a folder called ``~``."""
+    configure_targets(far={"host": "far.example.org", "scheduler": "direct", "python": sys.executable})
+    shown = dry_run(ip, capsys, "far")
+    script = shown.split("job script (job.sh):\n", 1)[1]
+    assert "~" not in script
+    job_id = re.search(r"# rx_magic job (rx-\S+) ", script)[1]
+    runtime = re.search(r'"\$HOME"/rx_jobs/\.rx/(runtime-[0-9a-f]+)/runner\.py', script)[1]
+    assert f'cd "$HOME"/rx_jobs/{job_id}/work || exit 96' in script
+    assert "the home folder there" in shown                         # the note says why
+    # run it as the target's bash would, with a HOME holding the folders; runner.py here only says how it was called
+    home = tmp_path / "home"
+    folder = home / "rx_jobs" / job_id
+    (folder / "work").mkdir(parents=True)
+    (home / "rx_jobs" / ".rx" / runtime).mkdir(parents=True)
+    (home / "rx_jobs" / ".rx" / runtime / "runner.py").write_text(
+        "import json, os, sys\n"
+        "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd()}, open(os.path.join(sys.argv[1], 'ran.json'), 'w'))\n")
+    (tmp_path / "job.sh").write_text(script)
+    ran = subprocess.run(["bash", str(tmp_path / "job.sh")], env={"HOME": str(home), "PATH": os.environ["PATH"]},
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    called = json.loads((folder / "ran.json").read_text())
+    assert called == {"argv": [str(folder)], "cwd": str(folder / "work")}
+
+
+def test_a_dry_run_on_slurm_not_connected_leaves_home_paths_off_the_sbatch_lines(ip, capsys, configure_targets):
+    configure_targets(farhpc={"host": "far.example.org", "scheduler": "slurm", "python": sys.executable})
+    shown = dry_run(ip, capsys, "farhpc")
+    assert not [line for line in directives(shown) if "~" in line]  # Slurm would read ~ as a folder's name
+    assert "'~" not in shown.split("job script (job.sh):\n", 1)[1]
+
+
+def test_a_dry_run_on_this_machine_shows_full_paths(ip, capsys, configure_targets):
+    configure_targets(mine={"workdir": "~/rx-dry-jobs", "python": sys.executable})
+    script = dry_run(ip, capsys, "mine").split("job script (job.sh):\n", 1)[1]
+    assert "~" not in script and "$HOME" not in script
+    assert os.path.expanduser("~/rx-dry-jobs/") in script

@@ -142,7 +142,9 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         _check_payload(blobs, shipment, chosen.config.max_payload)
     if offline:
         captured.warnings.append(
-            f"not connected to {chosen.name!r}, so its Python and packages are checked when the cell is submitted")
+            f"not connected to {chosen.name!r}, so its Python and packages are checked when the cell is submitted"
+            + ("; ~ in the job folder is the home folder there: \"$HOME\" in the script, sbatch's --chdir and "
+               "--output on its command line" if chosen.config.workdir.startswith("~") else ""))
     elif not chosen.is_local:
         chosen.environment()
         missing = missing_packages(chosen, used_modules(captured, namespace or {}), shipment.modules)

@@ -52,6 +52,15 @@ class JobScript:
         return posixpath.join(self.folder, layout.SCHEDULER_ERR)
 
 
+def shell_path(path: str) -> str:
+    """``path`` as one shell word that bash on the target reads back as that path: quoted (``shlex.quote``), but
+    a leading ``~`` (a workdir not yet expanded: ``--dry-run`` before connecting) left to the shell as ``"$HOME"``,
+    which, unlike a quoted ``~``, it expands."""
+    if path == "~" or path.startswith("~/"):
+        return '"$HOME"' + shlex.quote(path[1:]) if path != "~" else '"$HOME"'
+    return shlex.quote(path)
+
+
 def render_body(script: JobScript, element: str | None = None, pool: bool = False) -> str:
     """The part of every job script after the scheduler's directives.
 
@@ -59,7 +68,7 @@ def render_body(script: JobScript, element: str | None = None, pool: bool = Fals
     index (the batch system's variable) and the runner runs that element; with
     ``pool`` the runner itself runs every element, as many at a time as there are cores.
     """
-    q = shlex.quote
+    q = shell_path
     lines = ["umask 077", f"cd {q(script.cwd or script.folder)} || exit 96", *script.setup]
     runner = f"exec {q(script.python)} {q(script.runner)} {q(script.folder)}"
     exit_code = q(posixpath.join(script.folder, layout.EXIT_CODE))

@@ -119,7 +119,8 @@ class SlurmScheduler(Scheduler):
 
     @staticmethod
     def _folder_is_plain(script: JobScript) -> bool:
-        return bool(_PLAIN_PATH.fullmatch(script.folder))
+        # Slurm reads a leading ~ as a folder's name: such a path (a --dry-run not connected) stays off the script
+        return bool(_PLAIN_PATH.fullmatch(script.folder)) and not script.folder.startswith("~")
 
     def render(self, script: JobScript) -> str:
         r = script.resources
