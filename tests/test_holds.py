@@ -348,6 +348,32 @@ def test_a_cell_runs_in_a_hold_held_by_a_slurm_job(ip, slurm, configure_targets,
              timeout=120)
 
 
+def test_a_slurm_hold_cancelled_by_scancel_fails_its_running_cell_saying_the_hold_was_killed(
+        ip, slurm, configure_targets, tmp_path):
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    hold = open_hold(ip, "hpc --ncpus 1 --mem 300MB --walltime 10m --idle 5m")
+    ready(hold, timeout=120)
+    run_remote(ip, "hpc --bg --mem 100MB", "import time\ntime.sleep(600)")
+    job = newest_job()
+    wait_for(lambda: job.state is State.RUNNING, "the cell to start in the hold", timeout=60)
+    slurm.client("scancel", hold.scheduler_id)      # as a user or an administrator would
+    assert job.wait(timeout=120) is State.FAILED
+    assert job.reason == "the hold was killed while the cell ran"
+    assert ended(hold, timeout=60).reason == "killed"
+
+
+def test_a_cell_running_when_a_slurm_hold_reaches_its_walltime_fails_with_that_reason(
+        ip, slurm, configure_targets, tmp_path):
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    hold = open_hold(ip, "hpc --ncpus 1 --mem 300MB --walltime 1m --idle 5m")
+    ready(hold, timeout=120)
+    run_remote(ip, f"hpc --bg --mem 100MB --hold {hold.id}", "import time\ntime.sleep(600)")
+    job = newest_job()
+    assert job.wait(timeout=240) is State.FAILED
+    assert job.reason == "the hold reached its walltime while the cell ran"
+    assert ended(hold, timeout=60).reason == "walltime"
+
+
 def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_factory, monkeypatch, configure_targets):
     from pbs import start_for_tests
     cluster = start_for_tests(history=True)
