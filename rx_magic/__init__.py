@@ -63,7 +63,9 @@ Job.view = _job_view
 def load_ipython_extension(ipython) -> None:
     """``%load_ext rx_magic``: register ``%%remote`` and ``%rx``."""
     from .ui.magics import RemoteMagics
+    from .ui.widget import register_job_display
     ipython.register_magics(RemoteMagics(ipython))
+    register_job_display(ipython)     # a job shown in Jupyter: its widget, then its static record
 
 
 def unload_ipython_extension(ipython) -> None:
@@ -71,7 +73,9 @@ def unload_ipython_extension(ipython) -> None:
     from .flow.watch import stop_monitors
     from .targets.target import close_all
     from .ui.background import close_background_jobs
+    from .ui.widget import unregister_job_display
     close_background_jobs(ipython)
+    unregister_job_display(ipython)
     stop_monitors()
     close_all()
 

@@ -314,7 +314,7 @@ def css_colour_sets() -> dict[str, dict[str, str]]:
     """The widget's light and dark colour variables, as js/widget.css declares them (dark inherits light)."""
     import re
     css = (_assets_dir() / "widget.css").read_text()
-    blocks = re.findall(r"([^{}]+)\{([^{}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.S))
+    blocks = re.findall(r"([^{}]+)\{([^{}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL))
 
     def variables(body):
         return dict(re.findall(r"--(rx-[\w-]+)\s*:\s*(#[0-9a-fA-F]{6})\s*;", body))
@@ -365,3 +365,30 @@ def test_state_changes_are_announced_motion_can_stop_and_controls_are_buttons():
     assert ":focus-visible" in css
     assert 'element("button", "rx-sort"' in js        # the table's sort headers are buttons
     assert "<div" not in js and "onclick" not in js   # no clickable non-buttons
+
+
+def test_a_job_shown_as_a_result_is_its_widget_until_its_results_are_pulled_then_its_record(ip):
+    from IPython.utils.capture import capture_output
+
+    from rx_magic.ui.background import close_background_jobs
+    from rx_magic.ui.widget import show_job
+    widget_mime = "application/vnd.jupyter.widget-view+json"
+    job = rx_magic.submit("import time\ntime.sleep(1)\nshown = 'pulled'", "local")
+    try:
+        with capture_output() as captured:
+            view = show_job(job)
+            outputs = captured._outputs      # what the front end is sent: data, transient display_id, update
+            display_id = outputs[0]["transient"]["display_id"]
+            assert widget_mime in outputs[0]["data"]            # live while it runs
+            wait_until = time.monotonic() + 60
+            while not view.can_pull and time.monotonic() < wait_until:     # the monitor saw it end
+                time.sleep(0.05)
+            assert view.can_pull and widget_mime in outputs[-1]["data"]    # its Pull button stays
+            view._on_message(view, {"action": "pull"}, [])
+            ip.run_cell("pass")
+        assert ip.user_ns["shown"] == "pulled"
+        last = outputs[-1]
+        assert last["update"] and last["transient"]["display_id"] == display_id
+        assert widget_mime not in last["data"] and "pulled: shown" in last["data"]["text/plain"]
+    finally:
+        close_background_jobs(ip)

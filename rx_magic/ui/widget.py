@@ -19,6 +19,8 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from ..flow.job import Job
+from ..flow.watch import monitor_for
 from ..model.record import JobRecord
 from ..model.resources import Resources, format_walltime
 from ..model.states import State
@@ -349,6 +351,35 @@ class JobWidget(anywidget.AnyWidget):
 def job_view(job) -> JobWidget | None:
     """``Job.view``: in a front end that shows widgets, a job shown as a cell's result is its status widget."""
     return job_widget_to_look_at(job) if front_end_shows_widgets() else None
+
+
+def show_job(job) -> JobWidget | None:
+    """How IPython displays a ``Job`` (a cell's result, ``display(job)``) in a front end that shows widgets:
+    its widget with a ``display_id``, so that it becomes the job's static record once nothing is left to do
+    (its results pulled, or none to pull). A job still running is watched by its target's monitor."""
+    from IPython.display import display
+    widget = job_widget_to_look_at(job)
+    if widget.settled:
+        display(widget.static_bundle(), raw=True)
+        return None
+    widget.display_handle = display(widget, display_id=True)
+    if not job.record.state.is_final:
+        def ended(ended_job) -> None:
+            widget.refresh(ended_job.status)
+            widget._update_can_pull()
+            widget.renew_display()
+        monitor_for(job.record.target).watch(job, on_change=lambda seen: widget.refresh(seen.status), on_end=ended)
+    return widget
+
+
+def register_job_display(shell) -> None:
+    """Show jobs with ``show_job`` in this shell, when it is a kernel whose front end shows widgets."""
+    if front_end_shows_widgets(shell):
+        shell.display_formatter.ipython_display_formatter.for_type(Job, show_job)
+
+
+def unregister_job_display(shell) -> None:
+    shell.display_formatter.ipython_display_formatter.type_printers.pop(Job, None)
 
 
 def job_widget_to_look_at(job) -> JobWidget:
