@@ -60,3 +60,18 @@ def test_no_colour_when_ipython_has_none_or_no_color_is_set(isolated, how):
     assert "done: job 'fit'" in out and "failed: job" in out
     assert "Cell In[" in out and "ZeroDivisionError: division by zero" in out
     assert "\x1b[" not in out                                      # not one colour code, remote traceback included
+
+
+def test_a_background_job_arriving_in_terminal_ipython_gets_its_line_too(isolated):
+    environment = {**os.environ, "IPYTHONDIR": str(isolated / "ipython")}
+    environment.pop("NO_COLOR", None)
+    session = ("%load_ext rx_magic\n"
+               "%%remote local --bg --name later\ny = 6 * 7\n\n\n"
+               "import rx_magic, time\n"
+               "for _ in range(600):\n    time.sleep(0.1) if not rx_magic.jobs(1)[0].state.is_final else None\n\n\n"
+               "print('y is', y)\n")
+    finished = subprocess.run([str(IPYTHON), "--simple-prompt", "--no-banner", "--colors=nocolor"], input=session,
+                              capture_output=True, text=True, env=environment, timeout=300)
+    out = finished.stdout
+    assert re.search(r"\bdone: job 'later' \(rx-\S+\) on local after \d+:\d\d:\d\d\n", out), out
+    assert "y is 42" in out and out.index("done: job 'later'") < out.index("y is 42")

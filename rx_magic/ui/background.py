@@ -20,6 +20,7 @@ from ..flow.pull import Results, apply_values, replay_outputs
 from ..flow.registry import default_registry
 from ..flow.watch import monitor_for
 from ..model.states import State
+from .terminal import in_terminal, print_job_line
 
 
 @dataclass
@@ -141,6 +142,8 @@ class BackgroundJobs:
                 return ""       # brought in meanwhile by ``%rx attach``
         except KeyError:
             pass
+        if in_terminal(self.shell):     # no widget shows it there: one line says how the job ended
+            print_job_line(job)
         from IPython.display import display
         applied = apply_values(results, self.shell.user_ns) if job.has_values else None
         for warning in redo_after_job(self.shell, job):     # values first: the cell's display setup uses them

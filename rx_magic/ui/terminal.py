@@ -25,3 +25,12 @@ def job_line(job: Job) -> str:
 
 def print_job_line(job: Job) -> None:
     print(job_line(job), flush=True)
+
+
+def in_terminal(shell) -> bool:
+    """Whether ``shell`` is terminal IPython, where no widget shows a job: its line has to."""
+    try:
+        from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    except ImportError:
+        return False
+    return isinstance(shell, TerminalInteractiveShell)
