@@ -17,7 +17,9 @@ Formats:
   ``sources`` (code file -> ``lines``, ``label``: the lines of the notebook
   functions the cell uses, every other line of their cells empty; earlier
   releases wrote whole cells, read the same way), ``client``,
-  ``submitted_at``, and for a job array ``map``
+  ``submitted_at``, optionally ``traceback`` (``colors``: the notebook's
+  IPython colours, ``cell``: the cell's number, so that the target formats
+  an error as the notebook would), and for a job array ``map``
   (``name``, ``expr``, ``size``, ``values`` blob hash, ``labels``).
 """
 
