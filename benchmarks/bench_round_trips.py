@@ -27,9 +27,12 @@ the folders answer as for real jobs without starting 200 Pythons on the machine.
    beside the same wait without the end notice (looking at the folder on a timer, as before).
    Goal: one round trip + 50 ms.
 
-Seconds at 20 ms RTT: an added delay needs ``tc qdisc ... netem`` on a veth pair into a network
-namespace (root, iproute2 and the kernel's sch_netem). Where the kernel has no netem (this script
-checks, and says so), the figure is computed: round trips x 20 ms + the time measured on loopback.
+Seconds at 20 ms RTT, two ways: computed for every row (round trips x 20 ms + the time measured on
+loopback), and measured for the rows marked "-20ms", whose targets reach the same sshd through a
+proxy in a process of its own that holds every byte 10 ms each way (``--delay-proxy``; on loopback,
+so no other test's traffic is delayed). ``tc qdisc ... netem`` on a veth pair into a network
+namespace would add the delay in the kernel instead (root, iproute2 and sch_netem); this script
+says whether the kernel has netem, but uses the proxy either way.
 
 Prints figures; asserts nothing.
 """
@@ -57,6 +60,51 @@ RTT = 0.020
 BEFORE = {"submit": "28", "poll": "6 per job + 1", "pull": "6 per file", "wait_pull": "~49"}
 GOALS = {"submit": 4, "poll": 2, "pull": 3}
 LENGTHS = (0.3, 1.0, 3.0)
+
+
+def delay_proxy(target_port: int, delay: float) -> None:
+    """``--delay-proxy PORT SECONDS``: forward 127.0.0.1:(a free port, printed) to 127.0.0.1:PORT, every byte held
+    ``delay`` seconds each way (in order, bandwidth unlimited, Nagle off)."""
+    import asyncio
+    import socket
+
+    async def pipe(reader, writer) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def send() -> None:
+            while True:
+                due, data = await queue.get()
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+        sender = asyncio.ensure_future(send())
+        try:
+            while True:
+                data = await reader.read(2**18)
+                queue.put_nowait((loop.time() + delay, data))
+                if not data:
+                    break
+            await sender
+        except (ConnectionError, OSError):
+            sender.cancel()
+            writer.close()
+
+    async def handle(client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        for writer in (client_writer, server_writer):
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+    asyncio.run(serve())
 
 
 def netem_available() -> str:
@@ -104,6 +152,8 @@ class Bench:
         self.home = root / "home"
         self.workdir = root / "jobs"
         self.sleepers: list[subprocess.Popen] = []
+        self.proxy: subprocess.Popen | None = None
+        self.records: list = []         # the running jobs of the poll rounds
         self.rows: list[tuple[str, str, str, str, str]] = []
 
     def start(self) -> None:
@@ -125,18 +175,33 @@ class Bench:
         os.environ.pop("RX_MAGIC_CONFIG", None)
         config = self.root / "xdg_config_home" / "rx_magic" / "targets.toml"
         config.parent.mkdir(parents=True)
-        common = f'host = "rxtest"\npython = "{sys.executable}"\nworkdir = "{self.workdir}"\n'
-        config.write_text(f'[targets.paramiko]\n{common}\n[targets.openssh]\n{common}transport = "openssh"\n')
+        # the same sshd 20 ms away: host rxslow, through the delaying proxy
+        self.proxy = subprocess.Popen([sys.executable, __file__, "--delay-proxy", str(self.server.port), str(RTT / 2)],
+                                      stdout=subprocess.PIPE, text=True)
+        slow_port = int(self.proxy.stdout.readline())
+        ssh_config = self.home / ".ssh" / "config"
+        block = ssh_config.read_text().split("Host rxjump")[0].replace("Host rxtest", "Host rxslow")
+        ssh_config.write_text(ssh_config.read_text() + "\n" + block.replace(f"Port {self.server.port}",
+                                                                              f"Port {slow_port}"))
+        known = self.home / ".ssh" / "known_hosts"
+        known.write_text(known.read_text() + self.server.known_hosts_line().replace(f"]:{self.server.port} ",
+                                                                                    f"]:{slow_port} "))
+        common = f'python = "{sys.executable}"\nworkdir = "{self.workdir}"\n'
+        config.write_text("".join(f'[targets.{name}]\nhost = "{host}"\n{common}{extra}\n'
+                                  for name, host, extra in (("paramiko", "rxtest", ""),
+                                                            ("openssh", "rxtest", 'transport = "openssh"\n'),
+                                                            ("paramiko-20ms", "rxslow", ""),
+                                                            ("openssh-20ms", "rxslow", 'transport = "openssh"\n'))))
 
     def stop(self) -> None:
         import rx_magic.targets
-        for process in self.sleepers:
+        for process in [*self.sleepers, *([self.proxy] if self.proxy else [])]:
             process.kill()
             process.wait()
         try:
             rx_magic.targets.close_all()
         finally:
-            for target in ("openssh",):
+            for target in ("openssh", "openssh-20ms"):
                 try:
                     from rx_magic.targets import get_target
                     subprocess.run(get_target(target).transport.control_command("exit"), capture_output=True,
@@ -145,16 +210,16 @@ class Bench:
                     pass
             self.server.stop()
 
-    def open_master(self) -> bool:
+    def open_master(self, name: str) -> bool:
         from rx_magic.targets import get_target
-        transport = get_target("openssh").transport
+        transport = get_target(name).transport
         done = subprocess.run(shlex.split(transport.login_command()), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=60)
         return done.returncode == 0 and transport.master_alive()
 
     def row(self, transport: str, what: str, trips: float, seconds: float, goal: int | None, before: str,
             batched: bool = True) -> None:
-        at_rtt = seconds + trips * RTT
+        at_rtt = seconds + trips * RTT if "-20ms" not in transport else seconds
         met = "" if goal is None or not batched else ("yes" if trips <= goal else "NO")
         if not batched:
             transport += " (file by file)"
@@ -220,13 +285,13 @@ class Bench:
             records.append(JobRecord(job_id, "bench", "direct", str(self.workdir), str(process.pid), State.RUNNING))
         return records
 
-    def poll_rounds(self, names: list[str]) -> None:
+    def poll_rounds(self, names: list[str], by_file: bool = True) -> None:
         from rx_magic.flow.watch import observe
         from rx_magic.targets import get_target
-        records = []
         for count in (1, 10, 200):
-            records += self.running_jobs(count - len(records))
-            for name, batched in ((name, batched) for name in names for batched in (True, False)):
+            self.records += self.running_jobs(max(0, count - len(self.records)))
+            records = self.records[:count]
+            for name, batched in ((name, batched) for name in names for batched in (True, False)[:1 + by_file]):
                 target = get_target(name)
                 for ask in (True, False):
                     trips, times = [], []
@@ -261,13 +326,15 @@ class Bench:
                     figures[notice] = statistics.median(delays)
                 finally:
                     DirectScheduler.end_notice = original
+            goal = f"goal one round trip + 50 ms: {(RTT + 0.05) * 1000:.0f} ms at 20 ms RTT"
+            at_rtt = "measured at 20 ms RTT" if "-20ms" in name else \
+                f"at 20 ms RTT, half a round trip more: {(figures[True] + RTT / 2) * 1000:.0f} ms"
             print(f"  {name}: job of {length:g} s: end noticed {figures[True] * 1000:.0f} ms after it "
-                  f"(without the notice: {figures[False] * 1000:.0f} ms); goal one round trip + 50 ms "
-                  f"({(RTT + 0.05) * 1000:.0f} ms at 20 ms RTT, half an RTT more: "
-                  f"{(figures[True] + RTT / 2) * 1000:.0f} ms)", flush=True)
+                  f"(without the notice: {figures[False] * 1000:.0f} ms; {at_rtt}); {goal}", flush=True)
 
     def report(self) -> str:
-        header = ("transport", "operation", "round trips", "on loopback", "at 20 ms RTT", "goal", "before")
+        header = ("transport", "operation", "round trips", "seconds", "at 20 ms RTT (-20ms: measured)", "goal",
+                  "before")
         rows = [header, *self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
@@ -276,32 +343,36 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--delay-proxy", nargs=2, metavar=("PORT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.delay_proxy:
+        return delay_proxy(int(args.delay_proxy[0]), float(args.delay_proxy[1]))
     if not sshd_available():
         sys.exit("bench_round_trips needs OpenSSH's sshd (/usr/sbin/sshd) and ssh-keygen")
     sys.path.insert(0, str(HERE.parent))
     why = netem_available()
-    print("latency: " + ("tc netem is available, but this script computes the figure at 20 ms RTT all the same"
-                         if not why else f"no delayed link ({why}): seconds at 20 ms RTT are computed as "
-                         "round trips x 20 ms + the time measured on loopback"))
+    print("latency: 20 ms RTT through a delaying proxy on loopback (targets -20ms); "
+          + ("tc netem would also be available here" if not why else f"no tc netem here ({why})"))
     with tempfile.TemporaryDirectory(prefix="rx-bench-rt-", dir="/tmp") as folder:
         bench = Bench(Path(folder), args.runs)
         bench.start()
         try:
-            names = ["paramiko"]
-            if bench.open_master():
-                names.append("openssh")
-            else:
-                print("(no ControlMaster could be opened: openssh is left out)")
-            for name in names:
+            names, slow = ["paramiko"], ["paramiko-20ms"]
+            for name, where in (("openssh", names), ("openssh-20ms", slow)):
+                if bench.open_master(name):
+                    where.append(name)
+                else:
+                    print(f"(no ControlMaster could be opened: {name} is left out)")
+            for name in names + slow:
                 for batched in (True, False):
                     print(f"submit and pull ({name}{'' if batched else ', file by file'}) ...", flush=True)
                     with file_by_file(batched):
                         bench.submit_and_pull(name, batched)
             print("poll rounds ...", flush=True)
             bench.poll_rounds(names)
+            bench.poll_rounds(slow, by_file=False)     # 200 jobs file by file: 1,400 round trips, 28 s a round
             print("end notice ...", flush=True)
-            for name in names:
+            for name in names + slow:
                 bench.end_notice(name)
         finally:
             bench.stop()
