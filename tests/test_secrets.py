@@ -57,6 +57,8 @@ FAKE_GENERATED = "9f86d081884c7d65" + "9a2feaa0c55ad015"
     (FAKE_HF_TOKEN, "a Hugging Face token"),
     ("-----BEGIN " + "PRIVATE KEY-----\nMIIEv\n", "a private key"),
     ("-----BEGIN " + "PGP PRIVATE KEY BLOCK-----\n", "a private key"),
+    (f"[service]\nhost = db\napi_key = {FAKE_GENERATED}\n", "a credential assigned in text"),
+    (f"curl --data 'token={FAKE_GENERATED}' https://example.org", "a credential assigned in text"),
 ])
 def test_shapes_the_common_scanners_flag_are_found(text, kind):
     assert secret_shape(text) == kind
@@ -72,6 +74,8 @@ def test_shapes_the_common_scanners_flag_are_found(text, kind):
     "eyJ is how base64 JSON starts",
     "AKIA is a prefix",
     "0123456789abcdef",
+    "token: the\npassword = see_the_team_wiki_page\nkey = value",
+    "max_tokens = 4096, secret_santa_assignments_2024",
 ])
 def test_ordinary_text_is_not_a_secret(text):
     assert secret_shape(text) is None

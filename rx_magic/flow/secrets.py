@@ -23,6 +23,7 @@ sign (``its attribute .api_key``, ``its item ['db']['url']``), never the value.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import types
@@ -71,6 +72,11 @@ SECRET_SHAPES = {
     "a JSON web token": re.compile(r"\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]*"),
     # detect-secrets BasicAuthDetector: scheme://user:password@host (reserved characters excluded)
     "a URL with a password": re.compile(r"://[^:/?#\[\]@!$&'()*+,;=\s{}]+:[^:/?#\[\]@!$&'()*+,;=\s{}]+@"),
+    # gitleaks "generic-api-key": a credential word, = or :, then a generated-looking value (checked by
+    # looks_generated, at gitleaks' entropy of 3.5), as in the text of a config file or a command line
+    "a credential assigned in text": re.compile(
+        r"(?:passw(?:or)?d|secret|api_?key|access_?key|token|credential)s?['\"]?\s*[:=]\s*['\"]?([\w./+=-]{16,150})",
+        re.IGNORECASE),
     # gitleaks "curl-auth-header" (its Bearer and Basic forms); detect-secrets has none
     "an Authorization header": re.compile(r"\b(?:Authorization\s*[:=]\s*['\"]?\s*)?(?:Bearer|Basic)\s+"
                                           r"[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE),
@@ -91,9 +97,10 @@ _NEEDLES = {
     "a Stripe key": ("_live_", "_test_"),
     "a JSON web token": ("eyJ",),
     "a URL with a password": ("://",),
+    "a credential assigned in text": ("passw", "secret", "key", "token", "credential"),
     "an Authorization header": ("bearer", "basic"),
 }
-_LOWERED = frozenset({"an AWS secret access key", "an Authorization header"})
+_LOWERED = frozenset({"an AWS secret access key", "a credential assigned in text", "an Authorization header"})
 # "Basic" or "Bearer" before a long word can be prose: without the word Authorization, only a run with digits.
 _HEADER_WORD = re.compile(r"authorization", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
@@ -123,6 +130,10 @@ def secret_shape(text: str) -> str | None:
                 continue
         elif not any(needle in text for needle in _NEEDLES[kind]):
             continue
+        if kind == "a credential assigned in text":
+            if any(looks_generated(match[1], entropy=3.5) for match in itertools.islice(pattern.finditer(text), 100)):
+                return kind
+            continue
         match = pattern.search(text)
         if match is None:
             continue
@@ -132,17 +143,17 @@ def secret_shape(text: str) -> str | None:
     return None
 
 
-def looks_generated(text: str) -> bool:
+def looks_generated(text: str, entropy: float = 3.0) -> bool:
     """Whether ``text`` looks like a generated key rather than a word: 16 or more characters, no spaces,
-    letters and digits mixed, and a Shannon entropy of at least 3 bits a character (detect-secrets'
-    HexHighEntropyString limit; its base64 limit, 4.5, needs longer strings than keys often are)."""
+    letters and digits mixed, and a Shannon entropy of at least ``entropy`` bits a character (3:
+    detect-secrets' HexHighEntropyString limit; its base64 limit, 4.5, needs longer strings than keys
+    often are)."""
     if len(text) < 16 or len(text) > 4096 or any(c.isspace() for c in text):
         return False
     if not (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)):
         return False
     counts = Counter(text)
-    entropy = -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
-    return entropy >= 3.0
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values()) >= entropy
 
 
 class _Scan:
