@@ -61,6 +61,11 @@ hashed in 4 MiB leaves on all cores, and never copied::
     section = u64 length || sha256(leaf 0) || sha256(leaf 1) || ...
     digest  = sha256(DIGEST_DOMAIN || section(header) || section(pickle) || section(lengths) || section(buffer 0) ...)
 
+:func:`prepare` pickles a value once into a :class:`Frame`: its digest and length known before anything
+is written, its bytes kept to be written after (the notebook plans, then sends only what the target
+lacks). :func:`snapshot`, :func:`holds_same` and :func:`immutable_contents` tell a big container of
+immutable contents unchanged without pickling it again, on both sides.
+
 The target's runner imports this file as a top-level module (``import wire``),
 so it imports only the standard library, and dill lazily.
 """
