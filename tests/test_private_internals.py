@@ -175,6 +175,15 @@ def test_an_sftp_file_sizes_its_requests_by_its_own_max_request_size():
             assert "self.MAX_REQUEST_SIZE" in inspect.getsource(getattr(sftp_file, method)), method
 
 
+def test_the_sftp_client_sends_each_request_through_write_all_on_its_channel():
+    with pinned("BaseSFTP._write_all(out) over SFTPClient.sock (the channel)",
+                "rx_magic/transport/ssh.py (_SFTPClient)"):
+        import paramiko.sftp
+        assert list(inspect.signature(paramiko.sftp.BaseSFTP._write_all).parameters) == ["self", "out"]
+        assert "self._write_all(" in inspect.getsource(paramiko.sftp.BaseSFTP._send_packet)
+        assert "self.sock = sock" in inspect.getsource(paramiko.SFTPClient.__init__)
+
+
 # -- ipykernel: rx_magic/ui/comm_pump.py ---------------------------------------------------------
 
 @pytest.fixture
