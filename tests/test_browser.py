@@ -119,6 +119,12 @@ CELLS = [
     "%%remote local --walltime 5m\nimport time\nnap = 120\nprint('sleeping', flush=True)\ntime.sleep(nap)",
     "%%remote local --bg --name table-cancel\nimport time\ntime.sleep(120)",
     "%rx jobs",
+    "import rx_magic\nlooked_at = rx_magic.submit('looked = 1', 'local')\nlooked_at",
+    "print('looked', looked)",
+    ("from rx_magic.ui.widget import JobsTable\n"
+     "JobsTable([{'id': f'rx-20260101-000000-{n:06x}', 'state': 'done', 'target': 'local', 'age': f'{n}m',\n"
+     "            'first_line': f'step({n})', 'reason': '', 'mine': True, 'submitted_at': 1e9 - 60 * n}\n"
+     "           for n in range(200)], 'text')"),
 ]
 WIDGET_ERROR = "Error displaying widget"
 
@@ -252,6 +258,32 @@ def test_widget_in_jupyterlab_shows_state_output_and_cancels(lab, browser):
         table.locator("tr[data-state='cancelled']", has_text="table-cancel").wait_for(timeout=30_000)
         cells.nth(5).locator(".rx-job-static", has_text="cancelled").wait_for(timeout=30_000)
 
+        # a job shown as a cell's result: its widget, a Pull button once it ends, then its record
+        looked_cell = run_cell(page, 7)
+        pull = looked_cell.locator(".rx-job .rx-pull")
+        pull.wait_for(timeout=60_000)
+        pull.click()
+        # acknowledged at once (the widget, or the record it becomes once the results are staged, says so)
+        looked_cell.locator(".jp-OutputArea-output", has_text="the next cell runs").wait_for(timeout=30_000)
+        run_cell(page, 8).locator(".jp-OutputArea-output", has_text="looked 1").wait_for(timeout=30_000)
+        looked_cell.locator(".rx-job-static", has_text="pulled: looked").wait_for(timeout=30_000)
+        assert looked_cell.locator(".rx-job").count() == 0
+
+        # 200 jobs: the table scrolls inside the output under a header that stays, and sorts by age
+        many = run_cell(page, 9).locator(".rx-jobs-table")
+        many.locator("tbody tr").nth(199).wait_for(state="attached", timeout=30_000)
+        scroller = cells.nth(9).locator(".rx-jobs-scroll")
+        assert scroller.evaluate("node => node.scrollHeight > 2 * node.clientHeight")
+        scroller.evaluate("node => { node.scrollTop = node.scrollHeight; }")
+        header, box = many.locator("thead th").first.bounding_box(), scroller.bounding_box()
+        assert box["y"] - 1 <= header["y"] <= box["y"] + box["height"] / 4, (header, box)     # still in view
+        age = many.locator("thead th button", has_text="age")
+        age.focus()
+        page.keyboard.press("Enter")
+        assert many.locator("tbody tr .rx-age").first.inner_text() == "0m"         # youngest first
+        page.keyboard.press("Enter")
+        assert many.locator("tbody tr .rx-age").first.inner_text() == "199m"
+
         page.keyboard.press("Control+s")
         page.wait_for_function("!document.querySelector('.jp-mod-dirty')", timeout=30_000)
     except Exception:
@@ -267,7 +299,7 @@ def reopened_without_a_kernel(lab, browser):
     """The saved notebook, opened with no kernel: each job is its static record, never a widget error."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     saved = nbformat.read(str(lab["work"] / "widget.ipynb"), as_version=4)
-    mimes = [set(output.get("data", {})) for cell in saved.cells[1:6] for output in cell.outputs]
+    mimes = [set(output.get("data", {})) for index in (1, 2, 4, 5, 7) for output in saved.cells[index].outputs]
     assert not any("application/vnd.jupyter.widget-view+json" in kinds for kinds in mimes), mimes
     saved.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "none", "language": "python"}
     nbformat.write(saved, str(lab["work"] / "reopened.ipynb"))
@@ -284,12 +316,13 @@ def reopened_without_a_kernel(lab, browser):
         else:
             dialog.get_by_role("button", name="No Kernel").or_(dialog.get_by_role("button", name="Cancel")).first.click()
         records = page.locator(".jp-Notebook .rx-job-static").locator("visible=true")
-        records.nth(3).wait_for(timeout=30_000)
-        assert records.count() == 4         # the blocking job, the --bg one, the cancelled one, the --bg one cancelled
+        records.nth(4).wait_for(timeout=30_000)
+        # the blocking job, the --bg one, the cancelled one, the --bg one cancelled, the one looked at
+        assert records.count() == 5
         shown = page.locator(".jp-Notebook").inner_text()
-        jobs_cell = page.locator(".jp-Notebook .jp-Cell").nth(6)
-        # the %rx jobs table stays a live widget (its buttons act on jobs): only it may miss its model
-        assert shown.count(WIDGET_ERROR) == jobs_cell.inner_text().count(WIDGET_ERROR), shown
+        tables = [page.locator(".jp-Notebook .jp-Cell").nth(index).inner_text() for index in (6, 9)]
+        # a jobs table stays a live widget (its buttons act on jobs): only it may miss its model
+        assert shown.count(WIDGET_ERROR) == sum(table.count(WIDGET_ERROR) for table in tables), shown
         shoot(page, "reopened-without-kernel.png")
     finally:
         page.close()
