@@ -28,6 +28,7 @@ from ..targets.config import load_configs
 from .background import background_jobs
 from .comm_pump import pump_for
 from .hold_widget import add_hold_commands, hold_command, holds_command, release_command
+from .terminal import print_job_line
 from .widget import JobsTable, JobWidget, front_end_shows_widgets, full_log
 
 def split_line(line: str) -> list[str]:
@@ -253,6 +254,8 @@ class RemoteMagics(Magics):
             _note(f"the cell and its outputs are saved in {job.notebook_path}")
         if view is not None:
             _show_pulled(view, job)
+        else:     # a terminal: one line says how the job ended
+            print_job_line(job)
         job.raise_for_state()
         return None
 
