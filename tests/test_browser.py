@@ -225,7 +225,7 @@ def test_widget_in_jupyterlab_shows_state_output_and_cancels(lab, browser):
         assert cancel.inner_text() == "Really cancel?"      # it asks once
         shoot(page, "widget-cancel-asks.png")
         page.keyboard.press("Enter")
-        sleeping_cell.locator(".jp-OutputArea-output", has_text="JobCancelled").wait_for(timeout=30_000)
+        sleeping_cell.locator(".jp-OutputArea-output", has_text="was cancelled by you").wait_for(timeout=30_000)
         sleeping_cell.locator(".rx-job-static", has_text="cancelled").wait_for(timeout=30_000)
 
         run_cell(page, 5).locator(".rx-job[data-state='running']").wait_for(timeout=30_000)
