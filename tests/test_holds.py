@@ -314,6 +314,30 @@ def test_a_cell_runs_in_a_hold_on_an_ssh_host(ip, ssh_target, remote_workdir):
     assert (remote_workdir / ".rx" / "holds" / hold.id / "ended.json").exists()
 
 
+def test_over_ssh_an_idle_hold_ends_and_a_killed_one_fails_its_cell_and_sends_the_waiting_one_on(
+        ip, ssh_target, tmp_path, capsys):
+    idle = open_hold(ip, "ws --idle 2s")
+    assert ended(idle).reason == "idle"
+    hold = open_hold(ip, "ws --ncpus 1 --idle 5m")
+    ready(hold)
+    ip.user_ns["folder"] = str(tmp_path)
+    run_remote(ip, "ws --bg", """
+        import os, time
+        open(os.path.join(folder, "started"), "w").close()
+        time.sleep(600)
+    """)
+    running = newest_job()
+    wait_for(lambda: (tmp_path / "started").exists(), "the first cell to start")
+    run_remote(ip, f"ws --bg --hold {hold.id}", "import os\nlater = os.environ.get('RX_MAGIC_HOLD')")
+    waiting = newest_job()
+    os.kill(worker_pid(hold), signal.SIGKILL)     # the SSH host is this machine: its worker is ours to kill
+    assert running.wait(timeout=90) is State.FAILED
+    assert running.reason == "the hold was killed while the cell ran"
+    assert waiting.wait(timeout=90) is State.DONE
+    assert waiting.record.scheduler_id.isdigit()
+    assert f"before job {waiting.id} started: sent it to the direct scheduler" in capsys.readouterr().err
+
+
 def test_a_cell_running_when_the_hold_reaches_its_walltime_fails_with_that_reason(ip):
     hold = open_hold(ip, "local --walltime 15s --idle 5m")
     ready(hold)
