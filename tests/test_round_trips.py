@@ -168,7 +168,9 @@ def test_a_kernel_that_exits_while_waiting_leaves_no_watching_process(ssh_target
     script = textwrap.dedent(f"""
         import sys
         from rx_magic.targets import get_target
-        fd = get_target("ws").transport.end_notice({job.record.scheduler_id!r}, {job.paths.folder!r})
+        transport = get_target("ws").transport
+        transport.run(["true"])     # connected, as after submitting
+        fd = transport.end_notice({job.record.scheduler_id!r}, {job.paths.folder!r})
         assert fd is not None
         print("watching", flush=True)
         sys.stdin.readline()

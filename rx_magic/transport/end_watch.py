@@ -20,6 +20,10 @@ import select
 import threading
 from typing import Callable
 
+#: a watch's session, opened in the watch's own thread: (a descriptor readable when it says something, how to
+#: receive what it said (b"" at its end), how to close it)
+Source = tuple[int, Callable[[], bytes], Callable[[], None]]
+
 
 #: what ``fd`` reads once the process ended; a watch that stopped for another reason (the link dropped, the
 #: transport closed) leaves it at end of file, which a waiting cell also takes as a cue to look at once
@@ -29,9 +33,9 @@ ENDED = b"e"
 class EndWatch:
     """One watched process: ``fd`` is readable once the remote session printed "ended", or stopped."""
 
-    def __init__(self, source_fd: int, receive: Callable[[], bytes], close_source: Callable[[], None],
-                 on_stop: Callable[[EndWatch], None] = lambda watch: None):
-        self._source_fd, self._receive, self._close_source, self._on_stop = source_fd, receive, close_source, on_stop
+    def __init__(self, open_source: Callable[[], Source], on_stop: Callable[[EndWatch], None] = lambda watch: None):
+        self._open_source, self._on_stop = open_source, on_stop
+        self._close_source: Callable[[], None] = lambda: None
         self.fd, self._write = os.pipe()
         self._stop_read, self._stop_write = os.pipe()
         self._stop_lock = threading.Lock()
@@ -40,19 +44,24 @@ class EndWatch:
         self.thread.start()
 
     def _run(self) -> None:
+        try:    # here, not in the caller's thread: a waiting cell's first look does not wait for the session
+            source_fd, receive, self._close_source = self._open_source()
+        except Exception:
+            source_fd = None    # no session (the link dropped): the waiter looks at once, then on its timer
         poller = select.poll()
-        poller.register(self._source_fd, select.POLLIN)
+        if source_fd is not None:
+            poller.register(source_fd, select.POLLIN)
         poller.register(self._write, 0)          # POLLERR once the reader closed its end: nobody waits any more
         poller.register(self._stop_read, select.POLLIN)
         seen = b""
         try:
-            while True:
+            while source_fd is not None:
                 events = dict(poller.poll())
                 if self._write in events or self._stop_read in events:
                     return
-                if self._source_fd in events:
+                if source_fd in events:
                     try:
-                        piece = self._receive()
+                        piece = receive()
                     except Exception:
                         return
                     if not piece:
@@ -90,8 +99,9 @@ class EndWatches:
         self._lock = threading.Lock()
         self._running: set[EndWatch] = set()
 
-    def start(self, source_fd: int, receive, close_source) -> int:
-        watch = EndWatch(source_fd, receive, close_source, self._stopped)
+    def start(self, open_source: Callable[[], Source]) -> int:
+        """Watch through the session ``open_source`` opens (in the watch's thread); the caller's fd."""
+        watch = EndWatch(open_source, self._stopped)
         with self._lock:
             if watch.thread.is_alive():
                 self._running.add(watch)

@@ -298,21 +298,21 @@ class OpenSSHTransport(Transport):
         """An ssh session of its own through the master runs ``END_WATCH_SCRIPT`` (see transport/end_watch.py)."""
         if not pid.isdigit() or not self.connected:
             return None
-        try:
+
+        def open_source():
             self._count(2)      # the session opened, the command started
             command = shlex.join(["bash", "-c", END_WATCH_SCRIPT, "rx-end-watch", pid, marker])
             process = subprocess.Popen(self._argv(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.DEVNULL, bufsize=0)
-        except OSError:
-            return None
 
-        def close() -> None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            for pipe in (process.stdin, process.stdout):
-                pipe.close()
-        return self._watches.start(process.stdout.fileno(), lambda: os.read(process.stdout.fileno(), 4096), close)
+            def close() -> None:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+                for pipe in (process.stdin, process.stdout):
+                    pipe.close()
+            return process.stdout.fileno(), lambda: os.read(process.stdout.fileno(), 4096), close
+        return self._watches.start(open_source)
 
     def _script(self, script: str, *words: str, input: bytes | None = None, timeout: float | None = 120,
                 what: str) -> CommandResult:

@@ -1011,15 +1011,19 @@ class SSHTransport(Transport):
 
     def end_notice(self, pid: str, marker: str) -> int | None:
         """A session of its own runs ``END_WATCH_SCRIPT`` (see transport/end_watch.py); not under the lock."""
-        if not pid.isdigit():
+        if not pid.isdigit() or not self.connected:
             return None
-        try:
+
+        def open_source():
             self._count(2)              # the session opened, the command started
             channel = self._ssh.open_session()
-            channel.exec_command(shlex.join(["bash", "-c", END_WATCH_SCRIPT, "rx-end-watch", pid, marker]))
-            return self._watches.start(channel.fileno(), lambda: channel.recv(4096), channel.close)
-        except (TransportError, *_CONNECTION_ERRORS):
-            return None
+            try:
+                channel.exec_command(shlex.join(["bash", "-c", END_WATCH_SCRIPT, "rx-end-watch", pid, marker]))
+            except BaseException:
+                channel.close()
+                raise
+            return channel.fileno(), lambda: channel.recv(4096), channel.close
+        return self._watches.start(open_source)
 
     # -- files -----------------------------------------------------------------------------------
 
