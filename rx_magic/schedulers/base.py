@@ -198,8 +198,8 @@ class Scheduler(abc.ABC):
     def end_notice(self, transport: Transport, scheduler_id: str, folder: str) -> int | None:
         """A file descriptor that becomes readable when the job's process ends, or None where there is none.
 
-        Only a job running as a process of this machine has one (the direct scheduler on the
-        local transport); the caller closes it.
+        Only a job running as a process of the submit host has one (the direct scheduler: a pidfd on this
+        machine, a session watching the process over SSH, ``Transport.end_notice``); the caller closes it.
         """
         return None
 
