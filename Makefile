@@ -8,9 +8,11 @@ PY := $(VENV)/bin/python
 .PHONY: quickstart test bench
 
 # The quickstart installs only what it needs (rx_magic, a kernel, nbclient, numpy, matplotlib); the tests, all of it.
+# --no-compile: pip would byte-compile all ~3900 installed modules (jedi, debugpy, numpy's tests...), which
+# took as long as the rest of the install; the notebook compiles the ~1000 it imports, once.
 $(VENV)/.quickstart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[quickstart]'
+	$(PY) -m pip install --quiet --no-compile -e '.[quickstart]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml
