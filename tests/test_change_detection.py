@@ -174,3 +174,14 @@ def test_a_list_inside_a_big_list_the_cell_appends_to_comes_back():
     assert job.wait(timeout=120) is State.DONE
     assert "nested" in job.pull(namespace)
     assert namespace["nested"] is nested and nested[10] == [10, 99]
+
+
+def test_a_table_pushed_for_the_first_time_with_a_value_sharing_it_or_its_long_text_travels_with_it():
+    long_text = "z" * 100_000
+    d = {i: (i, long_text if i == 7 else "short") for i in range(N)}
+    for other in ({"table": d}, [long_text]):
+        unchanged.forget_all()
+        refs = plan_blobs({"d": d, "other": other, "alone": [1, 2]}, limit=None)
+        assert refs[0].together == refs[1].together == ("d", "other")
+        assert refs[2].together == ()
+        assert refs[0].digest == wire.digest({"d": d, "other": other})[0]

@@ -107,7 +107,11 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
         try:
             if known is None:
                 seen = unchanged.study(value, withhold)
-                frame = wire.prepare(value, withhold=withhold, memo=memo if groupable else None,
+                # what it may share with the other values: read from the pickler's memo (a copy of it costs more
+                # than the pickling, for a million tuples), unless its contents are immutable all the way down
+                if groupable and seen is not None and unchanged.immutable(seen):
+                    known = seen
+                frame = wire.prepare(value, withhold=withhold, memo=memo if groupable and known is None else None,
                                      keep=min(KEEP_PICKLED, max(0, KEEP_PICKLED - kept)))
                 if seen is not None:
                     unchanged.remember(seen, frame.digest, frame.length)

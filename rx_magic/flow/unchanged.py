@@ -59,6 +59,13 @@ def study(value: object, withhold: frozenset = frozenset()) -> Known | None:
     return None if items is None else Known(value, withhold, items)
 
 
+def immutable(known: Known) -> bool:
+    """Whether what :func:`study` saw is immutable all the way down (looked at once, then known)."""
+    if known.long_texts is None:
+        known.long_texts = wire.immutable_contents(known.items, LARGE)
+    return known.long_texts is not None
+
+
 def remember(known: Known, digest: str, size: int) -> None:
     """Remember the digest and length of the frame pickled from what :func:`study` saw."""
     known.digest, known.size = digest, size
@@ -76,11 +83,8 @@ def recall(value: object, withhold: frozenset = frozenset()) -> Known | None:
         known = _known.get(id(value))
     if known is None or known.value is not value or known.withhold != withhold:
         return None
-    if wire.holds_same(value, known.items):
-        if known.long_texts is None:    # the same objects as when pickled: are they all immutable?
-            known.long_texts = wire.immutable_contents(known.items, LARGE)
-        if known.long_texts is not None:
-            return known
+    if wire.holds_same(value, known.items) and immutable(known):    # the same objects, none of them mutable
+        return known
     with _lock:
         if _known.get(id(value)) is known:
             del _known[id(value)]
