@@ -41,8 +41,11 @@ def test_a_background_job_outlives_its_kernel_and_a_new_kernel_attaches_to_it(tm
     assert job_id in listed and "(from another kernel)" in listed
     attach = second.cells[2]
     assert "computed" in text_of(attach)
-    shown = [output for output in attach.outputs if output.output_type == "display_data" and WIDGET_VIEW in output.data]
-    assert shown and f"{job_id} on local: done" in shown[0].data["text/plain"]
+    # the widget, replaced (update_display) by the job's static record once its values are in
+    shown = [output for output in attach.outputs if output.output_type == "display_data"
+             and "rx-job-static" in output.data.get("text/html", "")]
+    assert shown and WIDGET_VIEW not in shown[0].data
+    assert f"{job_id} on local: done" in shown[0].data["text/plain"]
     assert "pulled: answer" in shown[0].data["text/plain"]
     assert "answer is 42" in text_of(second.cells[3])
 
