@@ -392,3 +392,23 @@ def test_a_job_shown_as_a_result_is_its_widget_until_its_results_are_pulled_then
         assert widget_mime not in last["data"] and "pulled: shown" in last["data"]["text/plain"]
     finally:
         close_background_jobs(ip)
+
+
+def test_showing_a_background_job_does_not_stop_its_results_arriving(ip):
+    from IPython.utils.capture import capture_output
+
+    from rx_magic.ui.background import background_jobs, close_background_jobs
+    from rx_magic.ui.widget import show_job
+    job = rx_magic.submit("import time\ntime.sleep(1)\nbackground_value = 7", "local")
+    try:
+        background_jobs(ip).adopt(job)
+        with capture_output():
+            show_job(rx_magic.jobs(1)[0])       # looked at while it runs, as `rx_magic.jobs()[0]` in a cell
+        wait_until = time.monotonic() + 60
+        while not background_jobs(ip).staged and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert background_jobs(ip).staged        # its monitor still staged the results when it ended
+        ip.run_cell("pass")
+        assert ip.user_ns["background_value"] == 7
+    finally:
+        close_background_jobs(ip)

@@ -356,14 +356,17 @@ def job_view(job) -> JobWidget | None:
 def show_job(job) -> JobWidget | None:
     """How IPython displays a ``Job`` (a cell's result, ``display(job)``) in a front end that shows widgets:
     its widget with a ``display_id``, so that it becomes the job's static record once nothing is left to do
-    (its results pulled, or none to pull). A job still running is watched by its target's monitor."""
+    (its results pulled, or none to pull). A job still running, not a ``--bg`` one, is watched by its
+    target's monitor so that the widget follows it."""
     from IPython.display import display
     widget = job_widget_to_look_at(job)
     if widget.settled:
         display(widget.static_bundle(), raw=True)
         return None
     widget.display_handle = display(widget, display_id=True)
-    if not job.record.state.is_final:
+    from IPython import get_ipython
+    # a --bg job is watched already, for its results: a second watch would take its place
+    if not job.record.state.is_final and job.id not in background_jobs(get_ipython()).job_ids:
         def ended(ended_job) -> None:
             widget.refresh(ended_job.status)
             widget._update_can_pull()
