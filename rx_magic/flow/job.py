@@ -346,7 +346,10 @@ class Job:
                                 f"target {self.record.target!r}", head=half, tail=half)
             except FileNotFoundError:
                 return ""
-        return write_notebook(path, source, log("stdout"), log("stderr"), results)
+        written = write_notebook(path, source, log("stdout"), log("stderr"), results)
+        if getattr(results, "read", None):
+            results.read = {}       # the files' bytes are not kept with the job's results
+        return written
 
 
 class _EndNotice:

@@ -101,10 +101,9 @@ class EndWatches:
 
     def start(self, open_source: Callable[[], Source]) -> int:
         """Watch through the session ``open_source`` opens (in the watch's thread); the caller's fd."""
-        watch = EndWatch(open_source, self._stopped)
-        with self._lock:
-            if watch.thread.is_alive():
-                self._running.add(watch)
+        with self._lock:       # held until it is listed: a watch that stops at once is then taken off
+            watch = EndWatch(open_source, self._stopped)
+            self._running.add(watch)
         return watch.fd
 
     def _stopped(self, watch: EndWatch) -> None:

@@ -999,6 +999,8 @@ class SSHTransport(Transport):
     def write_files(self, files: Sequence[tuple[str, bytes]], *, folders: Sequence[str] = (),
                     keep: Collection[str] = (), rename: tuple[str, str] | None = None) -> None:
         files = [(path, bytes(data)) for path, data in files]
+        if not (files or folders or rename):
+            return
         what = f"writing {files[0][0] if files else folders[0] if folders else rename[1]}"
         reply = self._agent_request(write_request(files, folders, keep, rename), what)
         if reply is None:
