@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from test_openssh_transport import logged_in, openssh_target, otp_sshd  # noqa: F401 (fixtures)
+
 import rx_magic.targets
 from rx_magic.transport.ssh import WRITE_PIECE
 
@@ -152,6 +154,16 @@ for trial in range(int(sys.argv[2])):
 
 def test_interrupts_landing_anywhere_in_an_upload_never_hang_and_leave_nothing(ssh_target, uploads, tmp_path):
     """A real SIGINT, five times, wherever in the upload it lands (before: a hang within a trial or two)."""
+    _interrupted_uploads(uploads, tmp_path)
+
+
+def test_the_users_ssh_transport_stops_an_interrupted_upload_the_same_way(openssh_target, logged_in, uploads,
+                                                                          tmp_path):
+    """transport = "openssh": the bytes go into ``ssh ... cat``; an interrupt ends that ssh and removes the .part."""
+    _interrupted_uploads(uploads, tmp_path)
+
+
+def _interrupted_uploads(uploads, tmp_path):
     script = tmp_path / "uploader.py"
     script.write_text(UPLOADER)
     trials = 5
