@@ -13,6 +13,8 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -376,25 +378,32 @@ def test_download_cut_off_midway_raises_a_transport_error_and_the_next_one_recon
         assert hashlib.sha256(file.read()).digest() == hashlib.sha256(data).digest()
 
 
-class CutsTheLinkWhenSent:
-    """Pickles as ``None``; the second time it is pickled (the upload, after the hashing) it cuts every connection."""
+def cut_the_link_once_uploading(server, blobs: Path) -> threading.Thread:
+    """A thread that cuts every connection as soon as a blob's partial file appears in ``blobs``.
 
-    def __init__(self, server):
-        self.server, self.pickled = server, 0
+    The value is pickled once, before the upload; the link must go while its bytes travel.
+    """
+    def watch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if blobs.is_dir() and any(name.endswith(".part") for name in os.listdir(blobs)):
+                server.drop_connections()
+                return
+            time.sleep(0.002)
 
-    def __reduce__(self):
-        self.pickled += 1
-        if self.pickled == 2:
-            self.server.drop_connections()
-        return (type(None), ())
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_upload_cut_off_leaves_no_blob_that_looks_complete_and_the_rerun_sends_it(ssh_target, sshd, remote_workdir):
-    payload = [np.random.default_rng(7).bytes(20 * 2**20), CutsTheLinkWhenSent(sshd)]
-    code = "import hashlib\ndigest = hashlib.sha256(payload[0]).hexdigest()"
+    payload = np.random.default_rng(7).bytes(96 * 2**20)      # big enough to be still travelling when cut
+    code = "import hashlib\ndigest = hashlib.sha256(payload).hexdigest()"
+    blobs = remote_workdir / ".rx" / "blobs"
+    watcher = cut_the_link_once_uploading(sshd, blobs)
     with pytest.raises(rx_magic.TransportError, match="on rxtest failed"):
         rx_magic.submit(code, "ws", {"payload": payload})
-    blobs = remote_workdir / ".rx" / "blobs"
+    watcher.join(5)
     assert list(blobs.glob("*.dill")) == []
     assert rx_magic.jobs() == []
 
@@ -403,7 +412,7 @@ def test_upload_cut_off_leaves_no_blob_that_looks_complete_and_the_rerun_sends_i
     assert job.wait(timeout=60) is State.DONE
     pulled = {}
     job.pull(pulled)
-    assert pulled["digest"] == hashlib.sha256(payload[0]).hexdigest()
+    assert pulled["digest"] == hashlib.sha256(payload).hexdigest()
     assert len(list(blobs.glob("*.dill"))) == 1
 
 
