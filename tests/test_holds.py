@@ -472,3 +472,33 @@ def test_the_hold_widget_follows_it_from_queued_to_ready_to_ended(ip, monkeypatc
         assert "ended: the hold was released" in bundle["text/plain"]
     finally:
         widget.stop()
+
+
+def test_a_map_cancelled_in_a_hold_stops_its_elements_and_the_hold_goes_on(ip, tmp_path):
+    hold = open_hold(ip, "local --ncpus 2 --idle 5m")
+    ready(hold)
+    ip.user_ns["folder"] = str(tmp_path)
+    run_remote(ip, "local --bg --map n=range(20)", """
+        import os, time
+        open(os.path.join(folder, str(n)), "w").close()
+        time.sleep(600)
+    """)
+    job = newest_job()
+    wait_for(lambda: len(os.listdir(tmp_path)) == 2, "two elements to start, one per core")
+    job.cancel()
+    assert job.wait(timeout=60) is State.CANCELLED
+    assert len(os.listdir(tmp_path)) == 2           # the other 18 never started
+    assert os.listdir(HoldPaths(hold.workdir, hold.id).taken_dir) == []
+    run_remote(ip, "local", "import os\nin_hold = os.environ.get('RX_MAGIC_HOLD')")
+    assert ip.user_ns["in_hold"] == hold.id
+
+
+def test_a_map_in_a_hold_that_reaches_its_walltime_ends_each_element_left_with_that_reason(ip):
+    hold = open_hold(ip, "local --ncpus 1 --walltime 12s --idle 5m")
+    ready(hold)
+    run_remote(ip, f"local --bg --hold {hold.id} --map n=range(3)", "import time\ntime.sleep(600)")
+    job = newest_job()
+    assert job.wait(timeout=90) is State.FAILED
+    reasons = {json.loads(Path(job.paths.element(index).status_json).read_text())["reason"] for index in range(3)}
+    assert reasons == {"the hold reached its walltime while the cell ran"}     # the one running and the two waiting
+    assert ended(hold).reason == "walltime"

@@ -69,10 +69,11 @@ def _die_with_parent() -> None:
 
 
 class Unit:
-    """One thing running on the worker's cores: a job, or one element of a ``--map`` job."""
+    """One thing running on the worker's cores: a job, or a *lane* of a ``--map`` job (a child that runs its
+    elements one after another, claiming each by creating its folder, so no element runs twice)."""
 
-    def __init__(self, job_id: str, ncpus: int, mem: int, element: int | None = None):
-        self.job_id, self.ncpus, self.mem, self.element = job_id, ncpus, mem, element
+    def __init__(self, job_id: str, ncpus: int, mem: int, lane: bool = False):
+        self.job_id, self.ncpus, self.mem, self.lane = job_id, ncpus, mem, lane
 
 
 class Worker:
@@ -90,8 +91,10 @@ class Worker:
         self.last_beat = 0.0
         self.running: dict[int, Unit] = {}
         self.ends: dict[int, int | None] = {}   # pid -> a pidfd that turns readable when that child ends
-        self.pending: list[Unit] = []           # elements of claimed --map jobs not started yet
-        self.maps: dict[str, dict] = {}         # job_id -> {"left": elements not ended, "failed": count}
+        self.pending: list[Unit] = []           # lanes of claimed --map jobs not started yet
+        self.maps: dict[str, int] = {}          # job_id -> its lanes not yet ended
+        self.cancelled: set[str] = set()        # jobs the notebook asked to cancel
+        self.stopped: list[Unit] = []           # ended when the worker was stopped: they end with its reason
         self.signalled: int | None = None
         self.releasing = False
 
@@ -181,6 +184,7 @@ class Worker:
         except OSError:
             return
         for job_id in asked:
+            self.cancelled.add(job_id)
             for pid, unit in list(self.running.items()):
                 if unit.job_id == job_id:
                     try:
@@ -189,7 +193,7 @@ class Worker:
                         pass
             for unit in [unit for unit in self.pending if unit.job_id == job_id]:
                 self.pending.remove(unit)
-                self._ended(unit, 0, reason="cancelled before it started")
+                self._ended(unit, 0, reason="cancelled")
             try:
                 os.remove(os.path.join(self.paths.cancel_dir, job_id))
             except OSError:
@@ -220,8 +224,9 @@ class Worker:
             except OSError:
                 continue    # taken back by the notebook (the hold looked dead to it), or gone
             if elements:
-                self.maps[job_id] = {"left": elements, "failed": 0}
-                self.pending.extend(Unit(job_id, ncpus, mem, index) for index in range(elements))
+                lanes = max(1, min(elements, self.cores // ncpus))
+                self.maps[job_id] = lanes
+                self.pending.extend(Unit(job_id, ncpus, mem, lane=True) for _ in range(lanes))
                 return self._start([])
             self._fork(Unit(job_id, ncpus, mem))
 
@@ -272,9 +277,20 @@ class Worker:
             if not limits.get(name) and asked.get(name):
                 limits[name] = asked[name]
         spec["limits"] = limits
-        if unit.element is not None:
-            os.makedirs(job_paths.element(unit.element).folder, mode=0o700, exist_ok=True)
-        return runner.Supervisor(job_paths.folder, spec, unit.element).run()
+        if not unit.lane:
+            return runner.Supervisor(job_paths.folder, spec).run()
+        for index in range(int(spec["map"]["size"])):
+            try:    # claims the element: the kernel reads a folder there as "started"
+                os.mkdir(job_paths.element(index).folder, 0o700)
+            except FileExistsError:
+                continue
+            supervisor = runner.Supervisor(job_paths.folder, spec, index)
+            supervisor.run()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(signum, signal.SIG_DFL)   # between elements a stop signal ends the lane at once
+            if supervisor.signalled is not None:
+                return 128 + supervisor.signalled     # stopped: the elements left are the worker's to report
+        return 0
 
     def _reap(self) -> None:
         while self.running:
@@ -286,8 +302,27 @@ class Worker:
                 return
             self._closed(pid)
             unit = self.running.pop(pid, None)
-            if unit is not None:
-                self._ended(unit, status)
+            if unit is None:
+                continue
+            if self.signalled is None and self._stopped_from_outside(unit, status):
+                # a batch system stopping the job signals every process in it: the worker's own signal
+                # follows at once, and then the cell ends with the hold's reason, not "terminated by signal"
+                deadline = time.monotonic() + 1.0
+                while self.signalled is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            if self.signalled is not None:
+                self.stopped.append(unit)
+                continue
+            self._ended(unit, status)
+
+    def _stopped_from_outside(self, unit: Unit, status: int) -> bool:
+        """Whether the unit was stopped by a signal the worker did not send (a cancel's)."""
+        if unit.job_id in self.cancelled:
+            return False
+        if os.WIFSIGNALED(status) or (os.WIFEXITED(status) and os.WEXITSTATUS(status) > 128):
+            return True     # a lane stopped, or a supervisor killed outright
+        job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
+        return not unit.lane and ((_read_json(job_paths.status_json) or {}).get("exit_code") or 0) > 128
 
     def _closed(self, pid: int) -> None:
         fd = self.ends.pop(pid, None)
@@ -297,36 +332,51 @@ class Worker:
     def _ended(self, unit: Unit, status: int, reason: str | None = None) -> None:
         """Record what the supervisor could not (it was killed), and give the ticket back once the job is over."""
         job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
-        paths = job_paths if unit.element is None else job_paths.element(unit.element)
-        found = _read_json(paths.status_json) or {}
-        if found.get("state") != "done" and (reason is not None or found.get("state") not in layout.FINAL_STATES):
-            why = reason or (f"the cell's supervisor was killed by {signal.Signals(os.WTERMSIG(status)).name}"
-                             if os.WIFSIGNALED(status) else f"the cell's supervisor exited with code "
-                             f"{os.WEXITSTATUS(status)} before recording an end")
-            now = time.time()
-            _write_json(paths.status_json, {**found, "state": "failed", "reason": why, "ended": now,
-                                                   "elapsed": now - (found.get("started") or now)})
-            if not os.path.exists(paths.exit_code):
-                with open(os.open(paths.exit_code, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
-                    file.write(f"{found.get('exit_code') or 1}\n")
-            if unit.element is not None:
-                os.close(os.open(paths.end_marker, os.O_WRONLY | os.O_CREAT, 0o600))
-        if unit.element is not None:
-            array = self.maps.get(unit.job_id)
-            if array is None:
-                return
-            ended = _read_json(paths.status_json) or {}
-            array["failed"] += ended.get("state") != "done"
-            array["left"] -= 1
-            if array["left"] > 0:
+        if reason is None and unit.job_id in self.cancelled:
+            reason = "cancelled"
+        if unit.lane:
+            self.maps[unit.job_id] = self.maps.get(unit.job_id, 1) - 1
+            if self.maps[unit.job_id] > 0:
                 return
             del self.maps[unit.job_id]
+            self.cancelled.discard(unit.job_id)
+            # the last lane has ended: an element it could not finish (or never claimed) ends with the reason
+            spec = _read_json(job_paths.job_json) or {}
+            failed = 0
+            for index in range(int((spec.get("map") or {}).get("size") or 0)):
+                paths = job_paths.element(index)
+                if not os.path.exists(paths.end_marker) or reason:
+                    os.makedirs(paths.folder, mode=0o700, exist_ok=True)
+                    self._record_end(paths, status, reason, element=True)
+                failed += (_read_json(paths.status_json) or {}).get("state") != "done"
             with open(os.open(job_paths.exit_code, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-                file.write(f"{1 if array['failed'] else 0}\n")
+                file.write(f"{1 if failed else 0}\n")
+        else:
+            self._record_end(job_paths, status, reason)
+            self.cancelled.discard(unit.job_id)
         try:
             os.remove(self.paths.taken(unit.job_id))
         except OSError:
             pass
+
+    @staticmethod
+    def _record_end(paths: layout.JobPaths, status: int, reason: str | None, element: bool = False) -> None:
+        found = _read_json(paths.status_json) or {}
+        state, killed = found.get("state"), (found.get("exit_code") or 0) > 128
+        # a cell that ended by itself keeps its ending; one stopped by a signal takes the worker's reason
+        if state == "done" or (state in layout.FINAL_STATES and not (reason and killed)):
+            return
+        why = reason or (f"the cell's supervisor was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+                         if os.WIFSIGNALED(status) else f"the cell's supervisor exited with code "
+                         f"{os.WEXITSTATUS(status)} before recording an end")
+        now = time.time()
+        _write_json(paths.status_json, {**found, "state": "failed", "reason": why, "ended": now,
+                                        "elapsed": now - (found.get("started") or now)})
+        if not os.path.exists(paths.exit_code):
+            with open(os.open(paths.exit_code, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
+                file.write(f"{found.get('exit_code') or 1}\n")
+        if element:
+            os.close(os.open(paths.end_marker, os.O_WRONLY | os.O_CREAT, 0o600))
 
     # ------------------------------------------------------------------ the end
     def end(self, reason: str) -> int:
@@ -360,7 +410,7 @@ class Worker:
             self._closed(pid)
             stopped[pid] = unit
         self.running.clear()
-        for unit in [*stopped.values(), *self.pending]:
+        for unit in [*self.stopped, *stopped.values(), *self.pending]:
             self._ended(unit, 0, reason=said)
         self.pending.clear()
         _write_json(self.paths.ended_json, {"reason": reason, "said": ENDINGS[reason], "ended": time.time(),
