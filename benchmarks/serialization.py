@@ -42,7 +42,7 @@ _PEAK_CHILD = textwrap.dedent("""
     import pickle, sys
     sys.path.insert(0, {repo!r})
     import numpy as np
-    from rx_magic import wire
+    from rx_magic.runtime import wire
 
     def status(field):
         with open("/proc/self/status") as lines:
