@@ -338,6 +338,50 @@ def test_over_ssh_an_idle_hold_ends_and_a_killed_one_fails_its_cell_and_sends_th
     assert f"before job {waiting.id} started: sent it to the direct scheduler" in capsys.readouterr().err
 
 
+SECOND_SSH_KERNEL = """
+import sys
+from IPython.testing import globalipapp
+globalipapp.start_ipython()
+ip = globalipapp.get_ipython()
+ip.run_line_magic("load_ext", "rx_magic")
+ip.run_cell("%%remote ws\\nimport os\\nin_hold = os.environ.get('RX_MAGIC_HOLD')\\n")
+print("IN_HOLD", ip.user_ns.get("in_hold"))
+print("RELEASED", repr(ip.run_line_magic("rx", "release " + sys.argv[1])))
+"""
+
+
+def test_over_ssh_two_kernels_share_one_hold_and_a_release_from_either_lets_the_running_cell_finish(
+        ip, ssh_target, tmp_path, capsys):
+    hold = open_hold(ip, "ws --ncpus 2 --idle 5m")
+    ready(hold)
+    ip.user_ns["go"] = str(tmp_path / "go")
+    run_remote(ip, "ws --bg", """
+        import os, time
+        while not os.path.exists(go):
+            time.sleep(0.02)
+        finished = os.environ.get("RX_MAGIC_HOLD")
+    """)
+    first = newest_job()
+    wait_for(lambda: first.state is State.RUNNING, "the first kernel's cell to start in the hold", timeout=90)
+    # another kernel: its own process, the same registry (the same XDG folders, HOME and ssh config); its cell
+    # runs in the hold beside the first kernel's, then it releases the hold while the first kernel's cell runs
+    done = subprocess.run([sys.executable, "-c", SECOND_SSH_KERNEL, hold.id], capture_output=True, text=True,
+                          timeout=180, env=dict(os.environ))
+    assert f"IN_HOLD {hold.id}" in done.stdout, done.stdout + done.stderr
+    assert "asked to end" in done.stdout, done.stdout + done.stderr
+    holders = {job.record.session for job in rx_magic.jobs(None) if job.record.scheduler_id.startswith("hold:")}
+    assert len(holders) == 2
+    assert first.state is State.RUNNING        # released, the hold lets the running cell finish
+    (tmp_path / "go").touch()
+    assert first.wait(timeout=90) is State.DONE
+    assert ended(hold).reason == "released"
+    ip.run_cell("1")
+    assert ip.user_ns["finished"] == hold.id
+    run_remote(ip, "ws", "import os\nlater = os.environ.get('RX_MAGIC_HOLD')")
+    assert ip.user_ns["later"] is None          # the hold has ended: the next cell is a job of its own
+    assert newest_job().record.scheduler_id.isdigit()
+
+
 def test_a_cell_running_when_the_hold_reaches_its_walltime_fails_with_that_reason(ip):
     hold = open_hold(ip, "local --walltime 15s --idle 5m")
     ready(hold)
@@ -424,6 +468,44 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_fact
         assert newest_job().record.scheduler_id.startswith("hold:")
         ip.run_line_magic("rx", f"release {hold.id}")
         assert ended(hold, timeout=180).reason == "released"
+    finally:
+        rx_magic.flow.watch.stop_monitors()
+        rx_magic.targets.close_all()
+        cluster.stop()
+
+
+def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_running_cell_with_that_reason(
+        ip, tmp_path_factory, monkeypatch, configure_targets):
+    from pbs import start_for_tests
+    cluster = start_for_tests(history=True)
+    try:
+        home = tmp_path_factory.mktemp("home")
+        cluster.server.ssh_config(home)
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
+                               "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
+                               "poll_interval": 3})
+        # qdel, as a user or an administrator would, while a cell runs: PBS sends the job SIGTERM (exit 271),
+        # then SIGKILL after the queue's kill_delay
+        deleted = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
+        ready(deleted, timeout=180)
+        run_remote(ip, f"pbs --bg --hold {deleted.id}", "import time\ntime.sleep(600)")
+        running = newest_job()
+        wait_for(lambda: running.state is State.RUNNING, "the cell to start in the hold", timeout=120)
+        done = cluster.as_user(f"qdel {deleted.scheduler_id}")
+        assert done.returncode == 0, done.stderr
+        assert running.wait(timeout=180) is State.FAILED
+        assert running.reason == "the hold was killed while the cell ran"
+        assert ended(deleted, timeout=120).reason == "killed"
+        # the shortest walltime worth asking: the cell still running then fails with the hold's walltime
+        short = open_hold(ip, "pbs --ncpus 1 --walltime 1m --idle 5m")
+        ready(short, timeout=180)
+        run_remote(ip, f"pbs --bg --hold {short.id}", "import time\ntime.sleep(600)")
+        cut = newest_job()
+        assert cut.wait(timeout=300) is State.FAILED
+        assert cut.reason == "the hold reached its walltime while the cell ran"
+        assert ended(short, timeout=120).reason == "walltime"
     finally:
         rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
