@@ -251,3 +251,48 @@ def test_over_ssh_a_running_jobs_inputs_stay_and_an_old_unused_one_goes(ip, caps
     said = clean(ip, capsys)
     assert said.startswith("removed 1 job folder and 1 stored input")
     assert not (remote_workdir / job.id).exists() and not used.exists()
+
+
+OPEN_HOLD = """
+import sys
+from rx_magic.flow.holds import open_hold
+print(open_hold(sys.argv[1], idle=300).record.id, flush=True)
+"""
+
+
+def test_an_ended_holds_folder_goes_once_older_than_asked_and_a_live_hold_of_another_kernel_stays(
+        ip, capsys, configure_targets, tmp_path):
+    workdir = tmp_path / "shared-jobs"
+    configure_targets(shared={"workdir": str(workdir), "python": sys.executable})
+    holds = workdir / ".rx" / "holds"
+    mine = ip.run_line_magic("rx", "hold shared --idle 2s").seen.record
+    wait_for(lambda: (holds / mine.id / "ended.json").exists(), "this kernel's idle hold to end")
+    # a hold another kernel opened, with a registry of its own: this kernel has never heard of it
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "other" / "data"),
+           "XDG_CACHE_HOME": str(tmp_path / "other" / "cache")}
+    done = subprocess.run([sys.executable, "-c", OPEN_HOLD, "shared"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    theirs = done.stdout.strip()
+    wait_for(lambda: (holds / theirs / "ready.json").exists(), "the other kernel's hold to be ready")
+    make_old(holds / theirs)        # however old its files, a hold whose worker still beats is live
+
+    said = clean(ip, capsys, "1h")
+    assert said.startswith("removed nothing; kept "), said
+    assert "1 live hold" in said and "1 hold ended less than 1h ago" in said
+    assert (holds / mine.id).is_dir() and (holds / theirs).is_dir()
+
+    said = clean(ip, capsys)
+    assert said.startswith("removed 1 ended hold's folder, freeing "), said
+    assert "kept 1 live hold" in said
+    assert not (holds / mine.id).exists()
+    assert (holds / theirs / "ready.json").is_file()
+    capsys.readouterr()
+    ip.run_line_magic("rx", "holds")            # the ended hold is still listed, with how it ended
+    assert "ended: the hold ended, idle" in capsys.readouterr().out
+
+    (holds / theirs / "release").touch()        # as `%rx release` in the other kernel does
+    wait_for(lambda: (holds / theirs / "ended.json").exists(), "the other kernel's hold to end")
+    said = clean(ip, capsys)
+    assert said.startswith("removed 1 ended hold's folder, freeing "), said
+    assert not (holds / theirs).exists()

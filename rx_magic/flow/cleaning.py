@@ -13,7 +13,13 @@ is live:
 - anything else in the stores, a ``.part`` upload and a ``.rx/staging-*``
   folder are kept while younger than ``UPLOAD_GRACE``, since a submission in
   another kernel writes its blobs before its job folder appears, and removed
-  once older, as left by a session that stopped.
+  once older, as left by a session that stopped;
+- a hold's folder (``.rx/holds/{id}``) is removed once the hold ended more
+  than ``older_than`` seconds ago: its ``ended.json`` says so, or this
+  registry saw it end, or its worker's heartbeat (touched every 2 s) stopped
+  more than ``max(older_than, STOPPED_BEAT)`` ago. A hold still queued or
+  beating, whichever kernel opened it, stays, and so does an ended one whose
+  waiting cells a notebook may still send on (for ``UPLOAD_GRACE``).
 
 Only what was removed from a target leaves the registry and the local cache.
 """
@@ -30,10 +36,11 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from ..model.jobspec import JobSpecError, read_spec
 from ..model.local_dirs import cache_home
-from ..model.record import JobRecord
+from ..model.record import HoldRecord, JobRecord
 from ..model.resources import format_size_human
 from ..runtime.layout import (
     FINAL_STATES,
+    HOLD_ID_PATTERN,
     JOB_ID_PATTERN,
     SPEC_FORMAT,
     STAGING_PREFIX,
@@ -50,6 +57,10 @@ from .registry import default_registry
 #: writes its blobs before its job folder appears, and nothing says which kernel is still sending them.
 UPLOAD_GRACE = 3600.0
 
+#: A hold whose worker's heartbeat (touched every 2 s) has not changed for this long has ended, though nothing
+#: said so (a worker killed by SIGKILL writes no ``ended.json``); a day, since a suspended batch job beats not.
+STOPPED_BEAT = 86400.0
+
 #: How long ``%rx clean`` waits for a target; one that has not answered by then is reported, not waited for.
 VISIT_TIMEOUT = 300.0
 
@@ -61,6 +72,10 @@ class Tally:
     removed_jobs: list[str] = field(default_factory=list)
     removed_inputs: int = 0
     removed_stale: int = 0          # .part files and staging folders of sessions that stopped
+    removed_holds: int = 0          # folders of holds that ended
+    hold_endings: dict[str, str] = field(default_factory=dict)   # hold id -> why it ended, its folder removed
+    live_holds: int = 0
+    recent_holds: int = 0           # ended less than older_than ago, or still sending its waiting cells on
     freed: int = 0
     unfinished: list[str] = field(default_factory=list)
     unseen_end: list[str] = field(default_factory=list)    # ended, but this kernel's registry has not seen it
@@ -95,6 +110,7 @@ def clean(older_than: float, timeout: float = VISIT_TIMEOUT) -> str:
     """
     registry = default_registry()
     records = {record.id: record for record in registry.recent(None)}
+    holds = {hold.id: hold for hold in registry.holds()}
     configs = load_configs()
     tally = Tally()
     groups: dict[tuple, list[str]] = {}
@@ -107,7 +123,8 @@ def clean(older_than: float, timeout: float = VISIT_TIMEOUT) -> str:
     visits = []
     for names in groups.values():
         workdirs = {record.workdir for record in records.values() if record.target in names}
-        visit = _Visit(names, workdirs, records, older_than, deadline, timeout)
+        workdirs |= {hold.workdir for hold in holds.values() if hold.target in names}
+        visit = _Visit(names, workdirs, records, older_than, deadline, timeout, holds)
         visit.thread.start()
         visits.append(visit)
     for visit in visits:
@@ -124,6 +141,9 @@ def clean(older_than: float, timeout: float = VISIT_TIMEOUT) -> str:
         if listed is not None and record.id not in listed and record.state.is_final \
                 and (older_than <= 0 or now - ended >= older_than):
             gone.add(record.id)
+    for hold_id, reason in tally.hold_endings.items():     # its folder gone, the registry keeps how it ended
+        if hold_id in holds and holds[hold_id].state != "ended":
+            registry.update_hold(hold_id, state="ended", reason=reason, ended_at=time.time())
     for job_id in gone:
         if job_id in records:
             registry.remove(job_id)
@@ -140,8 +160,9 @@ class _Visit:
     """One host's cleaning, in a thread of its own so that a host that does not answer holds up no other."""
 
     def __init__(self, names: list[str], workdirs: set[str], records: dict[str, JobRecord],
-                 older_than: float, deadline: float, timeout: float):
+                 older_than: float, deadline: float, timeout: float, holds: dict[str, HoldRecord] | None = None):
         self.names, self.workdirs, self.records = names, workdirs, records
+        self.holds = holds or {}
         self.older_than, self.deadline, self.timeout = older_than, deadline, timeout
         self.tally = Tally()
         self.thread = threading.Thread(target=self.run, name=f"rx-clean-{names[0]}", daemon=True)
@@ -197,6 +218,7 @@ class _Visit:
                 in_use |= self._job_folder(transport, JobPaths(workdir, job_id), entries[job_id], now)
             except FileNotFoundError:   # removed meanwhile (another kernel's clean)
                 continue
+        self._holds(transport, shared, now)
         for folder, listing in stores.items():
             for name, mtime in sorted(listing.items()):
                 path = posixpath.join(folder, name)
@@ -213,6 +235,41 @@ class _Visit:
                 else:
                     self._remove(transport, path)
                     tally.removed_inputs += 1
+
+    def _holds(self, transport: Transport, shared: WorkdirPaths, now: float) -> None:
+        """Remove the folders of holds that ended more than ``older_than`` ago; a live one stays, whoever opened it."""
+        holds_dir = posixpath.join(shared.rx_dir, "holds")
+        for hold_id, mtime in sorted(transport.listdir_times(holds_dir).items()):
+            if not HOLD_ID_PATTERN.match(hold_id):
+                continue
+            self._check_time()
+            folder = posixpath.join(holds_dir, hold_id)
+            inside = transport.listdir_times(folder)
+            ended = inside.get("ended.json")
+            record = self.holds.get(hold_id)
+            if ended is None and record is not None and record.state == "ended" and record.workdir == shared.workdir:
+                ended = record.ended_at or max([mtime, *inside.values()])
+            if ended is None and "ready.json" in inside \
+                    and now - inside.get("beat", inside["ready.json"]) >= max(self.older_than, STOPPED_BEAT):
+                ended = inside.get("beat", inside["ready.json"])    # its worker stopped beating long ago: killed
+            if ended is None:
+                self.tally.live_holds += 1
+            elif transport.listdir(posixpath.join(folder, "queue")) and now - ended < max(self.older_than,
+                                                                                          UPLOAD_GRACE):
+                self.tally.recent_holds += 1    # a notebook may still send its waiting cells on
+            elif self.older_than <= 0 or now - ended >= self.older_than:
+                reason = "killed"
+                if "ended.json" in inside:
+                    try:
+                        reason = str(json.loads(transport.read_bytes(posixpath.join(folder, "ended.json")))
+                                     .get("reason") or "killed")
+                    except (FileNotFoundError, ValueError, AttributeError):
+                        pass
+                self._remove(transport, folder)
+                self.tally.removed_holds += 1
+                self.tally.hold_endings[hold_id] = reason
+            else:
+                self.tally.recent_holds += 1
 
     def _staging(self, transport: Transport, shared: WorkdirPaths, name: str, mtime: float, now: float) -> set[str]:
         """Remove a staging folder a stopped session left; return what a live one's job will use."""
@@ -351,9 +408,13 @@ def _references(shared: WorkdirPaths, spec: dict | None) -> set[str]:
 
 def _summary(tally: Tally, older_than: float) -> str:
     removed = [_count(len(tally.removed_jobs), "job folder"), _count(tally.removed_inputs, "stored input")]
+    if tally.removed_holds and not tally.removed_jobs and not tally.removed_inputs:
+        removed = []
     if tally.removed_stale:
         removed.append(_count(tally.removed_stale, "abandoned upload"))
-    if tally.removed_jobs or tally.removed_inputs or tally.removed_stale:
+    if tally.removed_holds:
+        removed.append(_count(tally.removed_holds, "ended hold's folder").replace("hold's folders", "holds' folders"))
+    if tally.removed_jobs or tally.removed_inputs or tally.removed_stale or tally.removed_holds:
         text = f"removed {_listing(removed)}, freeing {format_size_human(tally.freed) if tally.freed else '0 B'}"
     else:
         text = "removed nothing"
@@ -374,6 +435,11 @@ def _summary(tally: Tally, older_than: float) -> str:
         kept.append(f"{_count(tally.inputs_in_use, 'input')} of unfinished jobs")
     if tally.uploads:
         kept.append(_count(tally.uploads, "upload") + " in progress")
+    if tally.live_holds:
+        kept.append(_count(tally.live_holds, "live hold"))
+    if tally.recent_holds:
+        kept.append(f"{_count(tally.recent_holds, 'hold')} ended less than {_duration(older_than)} ago "
+                    "or with cells still to send on")
     if tally.recent_inputs:
         kept.append(f"{_count(tally.recent_inputs, 'unused input')} less than {_duration(UPLOAD_GRACE)} old, "
                     "which a submission may be sending")
