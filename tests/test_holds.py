@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from helpers import newest_job, process_is_gone, run_remote, usage_error, wait_f
 import rx_magic
 import rx_magic.flow.watch
 import rx_magic.targets
-from rx_magic.flow.holds import find_hold, list_holds
+from rx_magic.flow.holds import list_holds
 from rx_magic.flow.registry import default_registry
 from rx_magic.model.states import State
 from rx_magic.runtime.layout import HoldPaths
@@ -32,7 +31,7 @@ def _end_holds_left_open():
     yield
     try:
         holds = default_registry().holds()
-    except Exception:
+    except Exception:   # noqa: BLE001 - no registry (the test closed it): no hold to end
         return
     for hold in holds:
         try:
@@ -253,7 +252,7 @@ def test_a_second_kernel_finds_the_hold_and_runs_its_cells_in_it(ip, isolated):
     ready(hold)
     # another kernel: its own process, the same registry (the same XDG folders)
     done = subprocess.run([sys.executable, "-c", KERNEL], capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ))
+                          env=dict(os.environ), check=False)
     assert f"IN_HOLD {hold.id}" in done.stdout, done.stdout + done.stderr
     run_remote(ip, "local", "import os\nmine = os.environ.get('RX_MAGIC_HOLD')")
     assert ip.user_ns["mine"] == hold.id
@@ -366,7 +365,7 @@ def test_over_ssh_two_kernels_share_one_hold_and_a_release_from_either_lets_the_
     # another kernel: its own process, the same registry (the same XDG folders, HOME and ssh config); its cell
     # runs in the hold beside the first kernel's, then it releases the hold while the first kernel's cell runs
     done = subprocess.run([sys.executable, "-c", SECOND_SSH_KERNEL, hold.id], capture_output=True, text=True,
-                          timeout=180, env=dict(os.environ))
+                          timeout=180, env=dict(os.environ), check=False)
     assert f"IN_HOLD {hold.id}" in done.stdout, done.stdout + done.stderr
     assert "asked to end" in done.stdout, done.stdout + done.stderr
     holders = {job.record.session for job in rx_magic.jobs(None) if job.record.scheduler_id.startswith("hold:")}
@@ -536,7 +535,7 @@ def test_a_gadi_hold_shows_its_cost_per_hour_before_and_so_far_after(ip, ssh_tar
 
 
 def test_the_hold_widget_follows_it_from_queued_to_ready_to_ended(ip, monkeypatch):
-    import rx_magic.ui.hold_widget as hold_widget
+    from rx_magic.ui import hold_widget
     monkeypatch.setattr(hold_widget, "LOOK_QUEUED", 0.2)
     monkeypatch.setattr(hold_widget, "LOOK_READY", 0.2)
     from rx_magic.flow.holds import open_hold as open_it
