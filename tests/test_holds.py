@@ -153,6 +153,7 @@ def test_hold_names_one_and_a_hold_too_small_is_refused_before_anything_is_sent(
     ready(small)
     run_remote(ip, "local --hold small", "import os\nin_hold = os.environ.get('RX_MAGIC_HOLD')")
     assert ip.user_ns["in_hold"] == small.id
+    assert f"{newest_job().id} on local in hold small after " in newest_job().summary()
     jobs = len(rx_magic.jobs(None))
     message = usage_error(run_remote(ip, f"local --hold {small.id} --ncpus 2", "y = 1"))
     assert message == (f"--hold {small.id}: the cell cannot run in hold {small.id}: holds 1 cores, the cell asks 2. "
@@ -394,7 +395,8 @@ def test_a_cell_running_when_the_hold_reaches_its_walltime_fails_with_that_reaso
 
 # ----------------------------------------------------------------------------- Slurm and OpenPBS
 
-def test_a_cell_runs_in_a_hold_held_by_a_slurm_job(ip, slurm, configure_targets, tmp_path):
+def test_a_cell_runs_in_a_hold_held_by_a_slurm_job_and_is_shown_in_that_hold(ip, slurm, configure_targets,
+                                                                              tmp_path, capsys):
     configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
     hold = open_hold(ip, "hpc --ncpus 1 --mem 500MB --walltime 10m --idle 5m")
     assert hold.scheduler_id.isdigit()      # sbatch's job id
@@ -408,7 +410,17 @@ def test_a_cell_runs_in_a_hold_held_by_a_slurm_job(ip, slurm, configure_targets,
     assert result.error_in_exec is None
     assert ip.user_ns["in_hold"] == hold.id
     assert ip.user_ns["slurm_job"] == hold.scheduler_id      # inside the hold's batch job, no new one
-    assert newest_job().record.scheduler_id.startswith("hold:")
+    job = newest_job()
+    assert job.record.scheduler_id.startswith("hold:")
+    # shown as the hold it ran in (the tail of its id, which --hold takes), not as hold:hold-...:rx-...
+    short = hold.id.rsplit("-", 1)[-1]
+    from rx_magic.ui.widget import JobWidget
+    head = JobWidget(job).summary_text().splitlines()[0]
+    assert head.startswith(f"{job.id} on hpc (in hold {short}): done"), head
+    assert f"on hpc in hold {short} after " in job.summary()
+    ip.run_line_magic("rx", "jobs")
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job.id)]
+    assert line.endswith(f"(in hold {short})") and "hold:" not in line
     ip.run_line_magic("rx", f"release {hold.id}")
     assert ended(hold, timeout=120).reason == "released"
     wait_for(lambda: slurm.squeue_says(hold.scheduler_id) in ("COMPLETED", ""), "Slurm to see the hold's job end",

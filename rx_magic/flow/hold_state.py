@@ -58,6 +58,18 @@ def hold_of(scheduler_id: str) -> str | None:
     return scheduler_id[len(HOLD_PREFIX):].split(":")[0] if scheduler_id.startswith(HOLD_PREFIX) else None
 
 
+def held_in(scheduler_id: str, registry: Registry | None = None) -> str:
+    """``in hold {name}`` (or its id's short tail, which ``--hold`` takes) for a job sent to a hold, else ""."""
+    hold_id = hold_of(scheduler_id)
+    if not hold_id:
+        return ""
+    try:
+        name = (registry or default_registry()).get_hold(hold_id).name
+    except KeyError:    # a hold this machine never knew
+        name = ""
+    return f"in hold {name or hold_id.rsplit('-', 1)[-1]}"
+
+
 @dataclass
 class HoldLook:
     """One look at a hold: its state, what its worker said, and the tickets waiting and taken."""

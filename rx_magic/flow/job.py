@@ -25,7 +25,7 @@ from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .logs import LogFollower, read_log
 from .arrays import ElementFailure, combine, failure_error, read_progress
-from .hold_state import cancel_held, hold_of
+from .hold_state import cancel_held, held_in, hold_of
 from .pull import (NOTEBOOK_LOG_LIMIT, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
                    remote_exception, write_notebook)
 from .registry import Registry, default_registry
@@ -286,7 +286,8 @@ class Job:
         ended = (record.ended_at or status.get("ended")) if record.state.is_final else time.time()
         elapsed = f" after {format_walltime(int(max(0.0, ended - started)))}" if started and ended else ""
         why = f" ({record.reason})" if record.reason and record.state is not State.DONE else ""
-        return f"{record.state.value}: {self.described()}{elapsed}{why}"
+        held = held_in(record.scheduler_id, self._registry)
+        return f"{record.state.value}: {self.described()}{' ' + held if held else ''}{elapsed}{why}"
 
     def cancel(self) -> None:
         """Stop the job; cancelling one that already ended does nothing."""

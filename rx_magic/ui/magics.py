@@ -14,6 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import InputError, PullError, TransportError
 from ..flow.cleaning import clean
+from ..flow.hold_state import held_in
 from ..flow.holds import route
 from ..flow.job import Job
 from ..flow.kernel_state import redo_after_job
@@ -306,6 +307,8 @@ class RemoteMagics(Magics):
                     _note(f"could not check {record.id}: {exc}")
             record = job.record
             mark = "" if record.session == here else "  (from another kernel)"
+            held = held_in(record.scheduler_id)
+            mark = f"  ({held})" + mark if held else mark
             lines.append(f"{record.id}  {record.target:<10} {record.state.value:<9} {_age(record.age):>4}  "
                          f"{record.first_line[:60]}{mark}")
             if record.reason and record.state is not State.DONE:

@@ -19,6 +19,7 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from ..flow.hold_state import held_in
 from ..flow.job import Job
 from ..flow.watch import monitor_for
 from ..model.record import JobRecord
@@ -59,11 +60,13 @@ def job_traits(record: JobRecord, status: dict | None = None, resources: Resourc
     status = status or {}
     resources = resources or Resources()
     final = record.state.is_final
+    held = held_in(record.scheduler_id)     # shown "(in hold NAME)", not its scheduler id hold:hold-...:rx-...
     return {
         "job_id": record.id,
         "target": record.target,
-        "scheduler": record.scheduler,
-        "scheduler_id": record.scheduler_id if record.scheduler != "direct" else "",
+        "scheduler": "in hold" if held else record.scheduler,
+        "scheduler_id": held.removeprefix("in hold ") if held else (
+            record.scheduler_id if record.scheduler != "direct" else ""),
         "first_line": record.first_line,
         "state": record.state.value,
         "reason": record.reason if record.state is not State.DONE else "",
