@@ -441,6 +441,37 @@ def test_a_slurm_hold_cancelled_by_scancel_fails_its_running_cell_saying_the_hol
     assert ended(hold, timeout=60).reason == "killed"
 
 
+def test_a_slurm_hold_ends_idle_and_one_whose_worker_is_killed_fails_its_cell_and_sends_the_waiting_one_to_slurm(
+        ip, slurm, configure_targets, tmp_path, capsys):
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    idle = open_hold(ip, "hpc --ncpus 1 --mem 200MB --walltime 10m --idle 2s")
+    assert ended(idle, timeout=120).reason == "idle"
+    wait_for(lambda: slurm.squeue_says(idle.scheduler_id) in ("COMPLETED", ""), "Slurm to see the idle hold end",
+             timeout=120)
+    hold = open_hold(ip, "hpc --ncpus 1 --mem 300MB --walltime 10m --idle 5m")
+    ready(hold, timeout=120)
+    ip.user_ns["folder"] = str(tmp_path)
+    run_remote(ip, "hpc --bg --mem 100MB", """
+        import os, time
+        open(os.path.join(folder, "started"), "w").close()
+        time.sleep(600)
+    """)
+    running = newest_job()
+    wait_for(lambda: (tmp_path / "started").exists(), "the first cell to start", timeout=90)
+    run_remote(ip, f"hpc --bg --mem 100MB --hold {hold.id}", "import os\nlater = os.environ.get('SLURM_JOB_ID')")
+    waiting = newest_job()
+    assert waiting.record.scheduler_id.startswith("hold:")
+    os.kill(worker_pid(hold), signal.SIGKILL)   # Slurm's node is this machine: the worker is ours to kill
+    assert running.wait(timeout=120) is State.FAILED
+    assert running.reason == "the hold was killed while the cell ran"
+    assert waiting.wait(timeout=180) is State.DONE
+    assert waiting.record.scheduler_id.isdigit()        # sbatch's job id: a Slurm job of its own
+    assert f"before job {waiting.id} started: sent it to the slurm scheduler" in capsys.readouterr().err
+    ip.run_cell("1")
+    assert ip.user_ns["later"] == waiting.record.scheduler_id
+    assert hold_state(hold).reason == "killed"
+
+
 def test_a_cell_running_when_a_slurm_hold_reaches_its_walltime_fails_with_that_reason(
         ip, slurm, configure_targets, tmp_path):
     configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
