@@ -338,48 +338,54 @@ def test_over_ssh_an_idle_hold_ends_and_a_killed_one_fails_its_cell_and_sends_th
     assert f"before job {waiting.id} started: sent it to the direct scheduler" in capsys.readouterr().err
 
 
-SECOND_SSH_KERNEL = """
+SECOND_KERNEL = """
 import sys
 from IPython.testing import globalipapp
 globalipapp.start_ipython()
 ip = globalipapp.get_ipython()
 ip.run_line_magic("load_ext", "rx_magic")
-ip.run_cell("%%remote ws\\nimport os\\nin_hold = os.environ.get('RX_MAGIC_HOLD')\\n")
+ip.run_cell("%%remote " + sys.argv[1] + "\\nimport os\\nin_hold = os.environ.get('RX_MAGIC_HOLD')\\n")
 print("IN_HOLD", ip.user_ns.get("in_hold"))
-print("RELEASED", repr(ip.run_line_magic("rx", "release " + sys.argv[1])))
+print("RELEASED", repr(ip.run_line_magic("rx", "release " + sys.argv[2])))
 """
 
 
-def test_over_ssh_two_kernels_share_one_hold_and_a_release_from_either_lets_the_running_cell_finish(
-        ip, ssh_target, tmp_path, capsys):
-    hold = open_hold(ip, "ws --ncpus 2 --idle 5m")
-    ready(hold)
-    ip.user_ns["go"] = str(tmp_path / "go")
-    run_remote(ip, "ws --bg", """
+def two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, target: str, go: Path, timeout: float = 120):
+    """This kernel runs a cell in the two-core ``hold`` that waits for ``go``; another kernel (its own process,
+    the same registry: the same XDG folders, HOME and ssh config) runs a cell in the hold beside it, then
+    releases the hold while this kernel's cell runs; that cell still finishes, and the next goes to the
+    scheduler. ``target`` is the cells' ``%%remote`` line."""
+    ip.user_ns["go"] = str(go)
+    run_remote(ip, f"{target} --bg --hold {hold.id}", """
         import os, time
         while not os.path.exists(go):
-            time.sleep(0.02)
+            time.sleep(0.05)
         finished = os.environ.get("RX_MAGIC_HOLD")
     """)
     first = newest_job()
-    wait_for(lambda: first.state is State.RUNNING, "the first kernel's cell to start in the hold", timeout=90)
-    # another kernel: its own process, the same registry (the same XDG folders, HOME and ssh config); its cell
-    # runs in the hold beside the first kernel's, then it releases the hold while the first kernel's cell runs
-    done = subprocess.run([sys.executable, "-c", SECOND_SSH_KERNEL, hold.id], capture_output=True, text=True,
-                          timeout=180, env=dict(os.environ), check=False)
+    wait_for(lambda: first.state is State.RUNNING, "the first kernel's cell to start in the hold", timeout=timeout)
+    done = subprocess.run([sys.executable, "-c", SECOND_KERNEL, target, hold.id], capture_output=True, text=True,
+                          timeout=timeout * 3, env=dict(os.environ), check=False)
     assert f"IN_HOLD {hold.id}" in done.stdout, done.stdout + done.stderr
     assert "asked to end" in done.stdout, done.stdout + done.stderr
     holders = {job.record.session for job in rx_magic.jobs(None) if job.record.scheduler_id.startswith("hold:")}
     assert len(holders) == 2
     assert first.state is State.RUNNING        # released, the hold lets the running cell finish
-    (tmp_path / "go").touch()
-    assert first.wait(timeout=90) is State.DONE
-    assert ended(hold).reason == "released"
+    go.touch()
+    assert first.wait(timeout=timeout) is State.DONE
+    assert ended(hold, timeout=timeout).reason == "released"
     ip.run_cell("1")
     assert ip.user_ns["finished"] == hold.id
-    run_remote(ip, "ws", "import os\nlater = os.environ.get('RX_MAGIC_HOLD')")
+    run_remote(ip, target, "import os\nlater = os.environ.get('RX_MAGIC_HOLD')")
     assert ip.user_ns["later"] is None          # the hold has ended: the next cell is a job of its own
-    assert newest_job().record.scheduler_id.isdigit()
+    assert not newest_job().record.scheduler_id.startswith("hold:")
+
+
+def test_over_ssh_two_kernels_share_one_hold_and_a_release_from_either_lets_the_running_cell_finish(
+        ip, ssh_target, tmp_path):
+    hold = open_hold(ip, "ws --ncpus 2 --idle 5m")
+    ready(hold)
+    two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "ws", tmp_path / "go")
 
 
 def test_a_cell_running_when_the_hold_reaches_its_walltime_fails_with_that_reason(ip):
@@ -398,10 +404,10 @@ def test_a_cell_running_when_the_hold_reaches_its_walltime_fails_with_that_reaso
 def test_a_cell_runs_in_a_hold_held_by_a_slurm_job_and_is_shown_in_that_hold(ip, slurm, configure_targets,
                                                                               tmp_path, capsys):
     configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
-    hold = open_hold(ip, "hpc --ncpus 1 --mem 500MB --walltime 10m --idle 5m")
+    hold = open_hold(ip, "hpc --ncpus 2 --mem 500MB --walltime 10m --idle 5m")
     assert hold.scheduler_id.isdigit()      # sbatch's job id
     seen = ready(hold, timeout=120)
-    assert seen.cores == 1
+    assert seen.cores == 2
     result = run_remote(ip, "hpc --mem 100MB", """
         import os
         in_hold = os.environ.get("RX_MAGIC_HOLD")
@@ -421,8 +427,7 @@ def test_a_cell_runs_in_a_hold_held_by_a_slurm_job_and_is_shown_in_that_hold(ip,
     ip.run_line_magic("rx", "jobs")
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job.id)]
     assert line.endswith(f"(in hold {short})") and "hold:" not in line
-    ip.run_line_magic("rx", f"release {hold.id}")
-    assert ended(hold, timeout=120).reason == "released"
+    two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "hpc --mem 100MB", tmp_path / "go")
     wait_for(lambda: slurm.squeue_says(hold.scheduler_id) in ("COMPLETED", ""), "Slurm to see the hold's job end",
              timeout=120)
 
@@ -495,7 +500,7 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_fact
         configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
                                "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
                                "poll_interval": 3})
-        hold = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
+        hold = open_hold(ip, "pbs --ncpus 2 --walltime 10m --idle 5m")
         seen = ready(hold, timeout=180)
         assert seen.ready["host"]
         result = run_remote(ip, "pbs", """
@@ -508,8 +513,7 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_fact
         assert ip.user_ns["in_hold"] == hold.id
         assert ip.user_ns["pbs_job"] == hold.scheduler_id    # inside the hold's batch job, no new one
         assert newest_job().record.scheduler_id.startswith("hold:")
-        ip.run_line_magic("rx", f"release {hold.id}")
-        assert ended(hold, timeout=180).reason == "released"
+        two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "pbs", cluster.user_dir / "go", timeout=180)
     finally:
         rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
@@ -528,6 +532,8 @@ def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_runn
         configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
                                "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
                                "poll_interval": 3})
+        idle = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 2s")
+        assert ended(idle, timeout=180).reason == "idle"
         # qdel, as a user or an administrator would, while a cell runs: PBS sends the job SIGTERM (exit 271),
         # then SIGKILL after the queue's kill_delay
         deleted = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
