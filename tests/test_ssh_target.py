@@ -358,6 +358,51 @@ def test_large_pulled_values_arrive_intact_and_are_held_once_while_pulled(ssh_ta
     assert peak < 2 * size + 48 * 2**20, f"{peak / 2**20:.0f} MiB at the peak of pulling 2 x {size // 2**20} MiB"
 
 
+def test_reading_a_file_in_any_sizes_gives_its_bytes_in_order_and_short_reads_only_at_its_end(ssh_target, tmp_path):
+    # the reader hands out prefetched SFTP replies of SFTP_REQUEST_SIZE bytes: reads smaller, equal to and
+    # larger than a reply, straddling replies, readinto, readline, seek and tell must all see the file as it is
+    from rx_magic.targets import get_target
+    from rx_magic.transport.ssh import SFTP_REQUEST_SIZE
+
+    reply = SFTP_REQUEST_SIZE
+    data = np.random.default_rng(11).bytes(5 * reply + 12345).replace(b"\n", b"-")
+    data = data[:reply - 3] + b"\n" + data[reply - 2:2 * reply + 7] + b"\n" + data[2 * reply + 8:]
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    transport = get_target("ws").transport
+    with transport.open_read(str(path)) as file:
+        got = [file.read(100), file.read(reply), file.read(reply - 100), file.read(3 * reply + 1)]
+        assert [len(piece) for piece in got] == [100, reply, reply - 100, 3 * reply + 1]
+        rest = file.read(4 * 2**20)         # more than is left: what is left, then nothing
+        assert file.read(1) == b"" and file.read() == b""
+    assert b"".join(got) + rest == data and len(rest) == len(data) - 5 * reply - 1
+
+    buffer = bytearray(3 * reply // 2)
+    pieces = []
+    with transport.open_read(str(path)) as file:
+        while count := file.readinto(buffer):
+            pieces.append(bytes(buffer[:count]))
+        assert file.readinto(buffer) == 0
+    # every readinto fills the buffer but the last, which is short: the end of the file
+    assert [len(piece) for piece in pieces[:-1]] == [len(buffer)] * (len(pieces) - 1)
+    assert 0 < len(pieces[-1]) < len(buffer) and b"".join(pieces) == data
+
+    with transport.open_read(str(path)) as file:
+        assert file.readline() == data[:reply - 2]                  # ends inside the first reply
+        assert file.readline(5) == data[reply - 2:reply + 3]        # a limit
+        assert file.readline() == data[reply + 3:2 * reply + 8]     # from one reply into the next
+        assert file.tell() == 2 * reply + 8
+        file.seek(reply + 10)
+        assert file.read(reply) == data[reply + 10:2 * reply + 10]
+        file.seek(-20, 1)
+        assert file.tell() == 2 * reply - 10 and file.read(30) == data[2 * reply - 10:2 * reply + 20]
+        file.seek(len(data) - 5)
+        view = memoryview(bytearray(64))
+        assert file.readinto(view[8:]) == 5 and bytes(view[8:13]) == data[-5:]
+    assert transport.read_bytes(str(path), reply - 1, reply + 2) == data[reply - 1:2 * reply + 1]
+    assert transport.read_bytes(str(path), len(data) - 7) == data[-7:]
+
+
 # paramiko's prefetch thread may still be sending read requests when the link is cut, and dies of it
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_download_cut_off_midway_raises_a_transport_error_and_the_next_one_reconnects(ssh_target, sshd, tmp_path):
