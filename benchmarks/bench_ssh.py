@@ -14,7 +14,8 @@ b. throughput of a 512 MiB file up (``open_atomic``, 4 MiB writes) and down
    and ``readinto`` a reused 4 MiB buffer)
    against OpenSSH ``scp`` to and from the same sshd, with its default cipher and with
    ``-c aes128-gcm@openssh.com`` (the cipher rx_magic asks for first), as ratios (goal >= 1.0x
-   both ways, against both) of the medians of 5 interleaved runs; the fastest runs and the
+   both ways, against both) of the medians of 5 interleaved runs (each run starting the order one
+   step later, so no variant always follows an upload); the fastest runs and the
    client's CPU seconds per GB are shown too, since other work on a small
    machine moves single runs by 2x;
 c. a 3 GiB transfer up and down, streamed from generated data, checked by
@@ -209,22 +210,24 @@ class Bench:
             cpu[key].append(client_cpu("scp" in key) - clock)
             assert made.stat().st_size == self.payload, (key, made.stat().st_size)
 
-        for _ in range(REPEATS):                    # interleaved, so a slow moment hits both sides
-            timed("up ours", lambda: self.up_ours(source, uploaded), uploaded)
-            uploaded.unlink()
-            timed("up scp", lambda: self.scp(str(source), at + str(uploaded)), uploaded)
-            uploaded.unlink()
-            timed("up scp gcm", lambda: self.scp(str(source), at + str(uploaded), *gcm), uploaded)
-            timed("down ours", lambda: self.down_ours(uploaded, downloaded), downloaded)
-            downloaded.unlink()
-            timed("down ours small", lambda: self.down_ours(uploaded, downloaded, SFTP_REQUEST_SIZE), downloaded)
-            downloaded.unlink()
-            timed("down ours into", lambda: self.down_ours_into(uploaded, downloaded), downloaded)
-            downloaded.unlink()
-            timed("down scp", lambda: self.scp(at + str(uploaded), str(downloaded)), downloaded)
-            downloaded.unlink()
-            timed("down scp gcm", lambda: self.scp(at + str(uploaded), str(downloaded), *gcm), downloaded)
-            downloaded.unlink()
+        ups = [("up ours", lambda: self.up_ours(source, uploaded)),
+               ("up scp", lambda: self.scp(str(source), at + str(uploaded))),
+               ("up scp gcm", lambda: self.scp(str(source), at + str(uploaded), *gcm))]
+        downs = [("down ours", lambda: self.down_ours(uploaded, downloaded)),
+                 ("down ours small", lambda: self.down_ours(uploaded, downloaded, SFTP_REQUEST_SIZE)),
+                 ("down ours into", lambda: self.down_ours_into(uploaded, downloaded)),
+                 ("down scp", lambda: self.scp(at + str(uploaded), str(downloaded))),
+                 ("down scp gcm", lambda: self.scp(at + str(uploaded), str(downloaded), *gcm))]
+        # interleaved, so a slow moment hits both sides; each run starts the order one step later, so no
+        # variant always comes first after an upload (whose 512 MiB the kernel is still writing back)
+        for repeat in range(REPEATS):
+            for index, (key, action) in enumerate(ups[repeat % 3:] + ups[:repeat % 3]):
+                timed(key, action, uploaded)
+                if index < len(ups) - 1:
+                    uploaded.unlink()
+            for key, action in downs[repeat % 5:] + downs[:repeat % 5]:
+                timed(key, action, downloaded)
+                downloaded.unlink()
             uploaded.unlink()
         source.unlink()
         median = {key: rate(self.payload, statistics.median(values)) for key, values in times.items()}
