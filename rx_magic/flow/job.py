@@ -24,7 +24,7 @@ from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
 from .logs import LogFollower, read_log
-from .arrays import ElementFailure, combine, failure_error, read_progress
+from .arrays import ElementFailure, ElementsReadAhead, combine, failure_error, read_progress
 from .hold_state import cancel_held, held_in, hold_of
 from .pull import (NOTEBOOK_LOG_LIMIT, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
                    remote_exception, write_notebook)
@@ -243,12 +243,15 @@ class Job:
         _, ended = read_progress(self.target.transport, self.paths, size)
         reasons = {int(index): reason for index, reason in (status.get("failed_elements") or {}).items()}
         element_results, failures = {}, []
+        states = {index: (ended.get(index) or {}).get("state") for index in range(size)}
+        pulled = {index: state == "done" for index, state in states.items() if state is not None or index in reasons}
+        transport = ElementsReadAhead(self.target.transport, self.paths, pulled)     # a request per 50 elements
         for index in range(size):
-            state = (ended.get(index) or {}).get("state")
-            if state is None and index not in reasons:
+            state = states[index]
+            if index not in pulled:
                 continue            # cancelled before it ran
             paths = self.paths.element(index)
-            results = fetch_results(self.target.transport, paths, values=state == "done")
+            results = fetch_results(transport, paths, values=state == "done")
             element_results[index] = results
             if state != "done":
                 error = results.error or {}
