@@ -1,6 +1,8 @@
 """How fast is a cell sent to a ready hold? Prints its figures beside their references; asserts nothing.
 
-    python benchmarks/bench_holds.py [--quick]
+    python benchmarks/bench_holds.py [--quick] [--map-only]
+
+(``--map-only``: the ``--map`` figures alone, 3 below, each timed 3 times.)
 
 1. a trivial ``%%remote local`` cell through a ready local hold, beside the same cell as a fresh
    process (``--no-hold``) in the same run (goal: under 100 ms, at most 0.5x the fresh one);
@@ -61,6 +63,7 @@ def wait_ready(hold_id: str, timeout: float = 120) -> None:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    map_only = "--map-only" in sys.argv
     repeats = 5 if quick else 15
     root = Path(tempfile.mkdtemp(prefix="rx-bench-holds-"))
     for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
@@ -91,10 +94,11 @@ def main() -> None:
     try:
         # 1. local
         hold("local --ncpus 2 --idle 10m")
-        fresh = median_of(cell("local --no-hold"), repeats)
-        held = median_of(cell("local"), repeats)
-        rows.append(("trivial cell, local", ms(held), f"fresh process {ms(fresh)}", f"{held / fresh:.2f}x",
-                     "< 100 ms and <= 0.5x"))
+        if not map_only:
+            fresh = median_of(cell("local --no-hold"), repeats)
+            held = median_of(cell("local"), repeats)
+            rows.append(("trivial cell, local", ms(held), f"fresh process {ms(fresh)}", f"{held / fresh:.2f}x",
+                         "< 100 ms and <= 0.5x"))
 
         # 3. --map of 200 x 10 ms over the 2-core local hold, beside a Pool(2) here
         ip.user_ns["work"] = None
@@ -123,7 +127,9 @@ def main() -> None:
 
         # 2. SSH, through the loopback sshd
         from sshd import SSHServer, sshd_available
-        if not sshd_available():
+        if map_only:
+            pass
+        elif not sshd_available():
             rows.append(("trivial cell, SSH hold", "skipped", "no sshd here", "", "< 0.5 s"))
         else:
             server = SSHServer(root / "sshd")

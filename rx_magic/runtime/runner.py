@@ -66,6 +66,25 @@ def _sibling(name: str):
 #: process_state.py, imported by the cell process when it starts (the supervisor does without it)
 process_state = None
 
+#: A ``--map``'s values by their blob's digest, loaded once by a hold's lane before it forks its elements
+#: (``warm_lane``); each element's cell process finds them here instead of checking and unpickling the blob.
+_map_values: dict[str, object] = {}
+
+
+def warm_lane(folder: str, spec: dict) -> None:
+    """In a hold's lane, before its first element: what every element's cell process would do alike --
+    import the runtime's modules and load the ``--map`` values (their blob checked as ``load_blob`` does) --
+    done once, so each forked element starts with them. Anything that fails here is left for the element
+    to do, and to report."""
+    try:
+        cell = CellProcess(folder, spec)
+        cell.wire = _sibling("wire")
+        _sibling("process_state")
+        digest = spec["map"]["values"]
+        _map_values[digest] = cell.load_blob(digest)
+    except Exception:
+        _map_values.clear()
+
 
 def _without_dill(exc: BaseException) -> str | None:
     """What to do when loading or writing a value failed because dill is not installed here, else None."""
@@ -546,7 +565,8 @@ class CellProcess:
         array = self.spec.get("map")
         if array and self.element is not None:
             try:
-                values = self.load_blob(array["values"])
+                digest = array["values"]
+                values = _map_values[digest] if digest in _map_values else self.load_blob(digest)
                 namespace[array["name"]] = values[self.element]
             except RunnerError:
                 raise

@@ -279,6 +279,7 @@ class Worker:
         spec["limits"] = limits
         if not unit.lane:
             return runner.Supervisor(job_paths.folder, spec).run()
+        runner.warm_lane(job_paths.folder, spec)
         for index in range(int(spec["map"]["size"])):
             try:    # claims the element: the kernel reads a folder there as "started"
                 os.mkdir(job_paths.element(index).folder, 0o700)
