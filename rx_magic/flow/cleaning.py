@@ -61,6 +61,9 @@ UPLOAD_GRACE = 3600.0
 #: said so (a worker killed by SIGKILL writes no ``ended.json``); a day, since a suspended batch job beats not.
 STOPPED_BEAT = 86400.0
 
+#: A hold whose heartbeat changed this recently is live (its worker touches it every 2 s).
+BEATING = 60.0
+
 #: How long ``%rx clean`` waits for a target; one that has not answered by then is reported, not waited for.
 VISIT_TIMEOUT = 300.0
 
@@ -247,6 +250,9 @@ class _Visit:
             inside = transport.listdir_times(folder)
             ended = inside.get("ended.json")
             record = self.holds.get(hold_id)
+            if ended is None and now - inside.get("beat", float("-inf")) < BEATING:
+                self.tally.live_holds += 1      # its worker beats: live, whatever a registry concluded
+                continue
             if ended is None and record is not None and record.state == "ended" and record.workdir == shared.workdir:
                 ended = record.ended_at or max([mtime, *inside.values()])
             if ended is None and "ready.json" in inside \
