@@ -12,9 +12,10 @@ a. latency: the cold first connection; a warm ``rx_magic.submit`` of
 b. throughput of a 512 MiB file up (``open_atomic``, 4 MiB writes) and down
    (``open_read``, reads of one SFTP reply, 255 KiB, each written to the local file as it
    comes, as scp writes; and, for comparison, 4 MiB reads and ``readinto`` a reused 4 MiB
-   buffer: these cost ~2 s more client CPU per GB, not in the reader (the same ``readinto``
-   loop without the local write, shown too, costs what 255 KiB reads do) but in writing 4 MiB
-   at a time to the local file, whose bytes have left the CPU cache by then)
+   buffer: in some runs these cost up to ~2 s more client CPU per GB, in others nothing more;
+   not in the reader (the same ``readinto`` loop without the local write, shown too, costs what
+   255 KiB reads do) but in writing 4 MiB at a time to the local file, whose bytes have left the
+   CPU cache by then, while the kernel writes back earlier runs' files)
    against OpenSSH ``scp`` to and from the same sshd, with its default cipher and with
    ``-c aes128-gcm@openssh.com`` (the cipher rx_magic asks for first), as ratios (goal >= 1.0x
    both ways, against both) of the medians of 5 interleaved runs (each run starting the order one
