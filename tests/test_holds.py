@@ -427,6 +427,14 @@ def test_a_cell_runs_in_a_hold_held_by_a_slurm_job_and_is_shown_in_that_hold(ip,
     ip.run_line_magic("rx", "jobs")
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job.id)]
     assert line.endswith(f"(in hold {short})") and "hold:" not in line
+    result = run_remote(ip, "hpc --mem 100MB --map n=range(4)", """
+        import os
+        square = n * n
+        where = (os.environ.get("RX_MAGIC_HOLD"), os.environ.get("SLURM_JOB_ID"))
+    """)
+    assert result.error_in_exec is None
+    assert ip.user_ns["square"] == [0, 1, 4, 9]
+    assert set(ip.user_ns["where"]) == {(hold.id, hold.scheduler_id)}     # every element ran in the hold's job
     two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "hpc --mem 100MB", tmp_path / "go")
     wait_for(lambda: slurm.squeue_says(hold.scheduler_id) in ("COMPLETED", ""), "Slurm to see the hold's job end",
              timeout=120)
