@@ -71,15 +71,53 @@ process_state = None
 _map_values: dict[str, object] = {}
 
 
+#: The cell compiled, by (code, first line): a hold's lane compiles it once for all its elements (``warm_lane``).
+_compiled: dict[tuple[str, int], tuple] = {}
+
+
+def _compiled_cell(code: str, first_line: int) -> tuple:
+    """The cell's code object, and its last expression (node and code object) when it ends with one."""
+    found = _compiled.get((code, first_line))
+    if found is None:
+        import ast
+        tree = ast.parse(code, CELL_FILENAME)
+        ast.increment_lineno(tree, first_line - 1)
+        last = last_code = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+            last_code = compile(last, CELL_FILENAME, "eval")
+        found = (compile(tree, CELL_FILENAME, "exec"), last, last_code)
+    return found
+
+
+def _compile_warning_filters(entries: list) -> None:
+    """Compile the notebook's warning filters' patterns as ``warnings.filterwarnings`` does, into ``re``'s cache,
+    which the elements forked from here find them in (each element applies the filters anew)."""
+    import re
+    for entry in entries:
+        try:
+            message, from_module = entry[2], entry[4]
+            if message:
+                re.compile(message, re.I)
+            if from_module:
+                re.compile(from_module)
+        except Exception:
+            continue
+
+
 def warm_lane(folder: str, spec: dict) -> None:
     """In a hold's lane, before its first element: what every element's cell process would do alike --
-    import the runtime's modules and load the ``--map`` values (their blob checked as ``load_blob`` does) --
-    done once, so each forked element starts with them. Anything that fails here is left for the element
+    import the runtime's modules, compile the cell and the notebook's warning filters' patterns, and load the
+    ``--map`` values (their blob checked as ``load_blob`` does) -- done once, so each forked element starts
+    with them. Anything that fails here is left for the element
     to do, and to report."""
     try:
         cell = CellProcess(folder, spec)
         cell.wire = _sibling("wire")
-        _sibling("process_state")
+        key = (spec["code"], spec.get("first_line", 1))
+        _compiled[key] = _compiled_cell(*key)
+        state = _sibling("process_state")
+        _compile_warning_filters(state.decode(spec.get("process_state") or {}).get("warnings") or [])
         digest = spec["map"]["values"]
         _map_values[digest] = cell.load_blob(digest)
     except Exception:
@@ -796,7 +834,6 @@ class CellProcess:
         pyplot.show = lambda *args, **kwargs: outputs.flush_figures()
 
     def _execute(self, namespace: dict) -> None:
-        import ast
         import linecache
         code = self.spec["code"]
         first_line = self.spec.get("first_line", 1)
@@ -805,14 +842,10 @@ class CellProcess:
         linecache.cache[CELL_FILENAME] = (len("".join(lines)), None, lines, CELL_FILENAME)
         for filename, source in (self.spec.get("sources") or {}).items():    # the notebook's functions
             linecache.cache[filename] = (len("".join(source["lines"])), None, source["lines"], filename)
-        tree = ast.parse(code, CELL_FILENAME)
-        ast.increment_lineno(tree, first_line - 1)
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, CELL_FILENAME, "exec"), namespace)
+        body, last, last_code = _compiled_cell(code, first_line)
+        exec(body, namespace)
         if last is not None:
-            value = eval(compile(last, CELL_FILENAME, "eval"), namespace)
+            value = eval(last_code, namespace)
             if value is not None and not _ends_with_semicolon(code):
                 sys.stdout.flush()
                 self.outputs.add("execute_result", *self.outputs.bundle(value))
