@@ -5,7 +5,8 @@ runs, never in the middle of one; a job that did not end ``done`` applies
 nothing but its outputs and a notice of its error.
 """
 
-import _thread
+import os
+import signal
 import textwrap
 import threading
 import time
@@ -57,13 +58,17 @@ def test_bg_cell_returns_at_once_and_values_arrive_before_the_next_cell(ip, caps
     assert "rx_magic" not in capsys.readouterr().out    # applied once
 
 
-def test_nothing_is_applied_in_the_middle_of_a_cell(ip):
-    ip.run_cell(cell("local --bg", "arrived = 'yes'"))
+def test_nothing_is_applied_in_the_middle_of_a_cell(ip, tmp_path):
+    go = tmp_path / "go"
+    # the job ends only once the next cell has begun (it makes the file), so its results arrive during that cell
+    ip.run_cell(cell("local --bg", f"import os, time\nwhile not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\n"
+                                   "arrived = 'yes'"))
     # this cell waits, inside itself, until the job's results are staged: they must not land in it
-    result = ip.run_cell(textwrap.dedent("""
+    result = ip.run_cell(textwrap.dedent(f"""
         import time
         from rx_magic.ui.background import background_jobs
-        for _ in range(600):
+        open({str(go)!r}, "w").close()
+        for _ in range(2400):
             if background_jobs(get_ipython()).staged:
                 break
             time.sleep(0.05)
@@ -101,23 +106,26 @@ def test_failed_background_job_applies_nothing_but_its_outputs_and_a_notice(ip, 
     assert not job.record.pulled
 
 
-def test_interrupted_blocking_cell_becomes_a_background_job(ip, capsys):
+def test_interrupted_blocking_cell_becomes_a_background_job(ip, capsys, tmp_path):
+    go = tmp_path / "go"
+
     def interrupt_once_the_cell_runs():
         wait_for(lambda: rx_magic.jobs() and "started" in rx_magic.jobs(1)[0].log(), "the cell to start")
-        time.sleep(0.3)
-        _thread.interrupt_main()
+        os.kill(os.getpid(), signal.SIGINT)     # as Jupyter's interrupt: the job cannot end before it lands
 
     interrupter = threading.Thread(target=interrupt_once_the_cell_runs)
     interrupter.start()
     try:
-        result = ip.run_cell(cell("local", """
-            import time
+        result = ip.run_cell(cell("local", f"""
+            import os, time
             print("started", flush=True)
-            time.sleep(2)
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.02)
             answer = 42
         """))
     finally:
         interrupter.join()
+    go.touch()
     assert result.error_in_exec is None
     assert "answer" not in ip.user_ns
     job = newest_job()

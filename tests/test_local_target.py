@@ -5,7 +5,6 @@ notice: the namespace, what was printed and displayed, what was raised, and
 what was (or was not) left on the target.
 """
 
-import _thread
 import json
 import os
 import re
@@ -503,25 +502,29 @@ def test_job_survives_the_kernel_that_submitted_it_being_killed(ip, capsys):
     assert newest_job().state is State.DONE
 
 
-def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys):
+def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys, tmp_path):
+    go = tmp_path / "go"
+
     def interrupt_once_the_cell_runs():
-        # a kernel interrupt, as Jupyter sends it, once the cell is surely waiting on the job
+        # a kernel interrupt, as Jupyter sends it (SIGINT), once the cell is surely waiting on the job,
+        # which goes on until the test lets it end
         wait_for(lambda: any("started" in path.read_text() for path in local_workdir().glob("rx-*/stdout.log")),
                  "the cell to start")
-        time.sleep(0.5)
-        _thread.interrupt_main()
+        os.kill(os.getpid(), signal.SIGINT)
 
     interrupter = threading.Thread(target=interrupt_once_the_cell_runs)
     interrupter.start()
     try:
-        result = run_remote(ip, "local", """
-            import time
+        result = run_remote(ip, "local", f"""
+            import os, time
             print("started", flush=True)
-            time.sleep(4)
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.02)
             answer = 42
         """)
     finally:
         interrupter.join()
+    go.touch()
     assert result.error_in_exec is None
     assert "answer" not in ip.user_ns
     job = newest_job()
