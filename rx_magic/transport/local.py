@@ -133,8 +133,10 @@ class LocalTransport(Transport):
 # programs and libraries are found, as a login over ssh (or sbatch --export=NONE) would give, plus the Python
 # environment the kernel runs in. Nothing else: tokens and passwords exported to the kernel stay in it. A
 # target's setup lines (``export NAME=value``) add what its jobs need.
+# MPLBACKEND: ipykernel sets it to its inline backend, and a cell that asks matplotlib which backend it uses
+# should hear what it hears in the notebook (the differential suite's anatomy-figures notebook prints it)
 JOB_ENVIRONMENT = ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LD_LIBRARY_PATH", "LANG", "LANGUAGE", "TZ",
-                   "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
+                   "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "MPLBACKEND")
 
 
 def job_environment() -> dict[str, str]:
