@@ -121,29 +121,35 @@ def test_bytes_arrive_intact_whatever_buffers_the_writer_is_given(ssh_target, up
 
 
 UPLOADER = r"""
-import os, signal, sys, threading, time
+import os, random, signal, sys, threading, time
 import rx_magic.targets
 folder = sys.argv[1]
 transport = rx_magic.targets.get_target("ws").transport
 piece = os.urandom(4 * 2**20)
+LIMIT = 2**29       # bytes: the interrupt comes after 8 MiB, so an upload this long means it was lost
+# what ipykernel does while a cell runs (and an interactive python at start): a Python started with SIGINT
+# ignored (pytest run as a background job of a non-interactive shell) would otherwise ignore it too
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def interrupt_once_bytes_are_in_flight():
+def interrupt_once_bytes_are_in_flight(trial):
     while True:         # evidence, not a delay: the upload's .part file holds 8 MiB
         sizes = [entry.stat().st_size for entry in os.scandir(folder) if entry.name.endswith(".part")]
         if sizes and sizes[0] >= 8 * 2**20:
+            time.sleep(random.Random(trial).uniform(0, 0.05))    # then somewhere else in the upload each trial
             os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C, or the kernel's interrupt, does
             return
         time.sleep(0.01)
 
 
 for trial in range(int(sys.argv[2])):
-    sender = threading.Thread(target=interrupt_once_bytes_are_in_flight)
+    sender = threading.Thread(target=interrupt_once_bytes_are_in_flight, args=(trial,))
     sender.start()
     try:
         with transport.open_atomic(os.path.join(folder, "big")) as file:
-            while True:
+            for _ in range(LIMIT // len(piece)):     # the interrupt comes long before: it was lost
                 file.write(piece)
+        sys.exit(f"trial {trial}: {LIMIT // 2**20} MiB written and no KeyboardInterrupt: it was lost")
     except KeyboardInterrupt:
         sender.join()
     left = sorted(name for name in os.listdir(folder) if name != "after")
@@ -168,10 +174,10 @@ def _interrupted_uploads(uploads, tmp_path):
     script.write_text(UPLOADER)
     trials = 5
     try:
-        done = subprocess.run([sys.executable, str(script), str(uploads), str(trials)], capture_output=True,
-                              text=True, timeout=300, check=False)
+        done = subprocess.run([sys.executable, str(script), str(uploads), str(trials)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired as exc:      # a hang: the process was killed by subprocess.run
-        raise AssertionError(f"an interrupted upload hung; it printed: {exc.stdout!r}") from None
+        raise AssertionError(f"an interrupted upload hung; it printed: {exc.stdout!r}, {exc.stderr!r}") from None
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"stopped {trial} [] trial {trial}" for trial in range(trials)], done.stderr
     assert not _parts(uploads)
