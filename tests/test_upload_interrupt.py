@@ -137,7 +137,10 @@ def interrupt_once_bytes_are_in_flight(trial):
         sizes = [entry.stat().st_size for entry in os.scandir(folder) if entry.name.endswith(".part")]
         if sizes and sizes[0] >= 8 * 2**20:
             time.sleep(random.Random(trial).uniform(0, 0.05))    # then somewhere else in the upload each trial
-            os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C, or the kernel's interrupt, does
+            if sys.argv[3] == "group":      # as the notebook's Stop does: to the kernel's process group, ssh too
+                os.killpg(os.getpgid(0), signal.SIGINT)
+            else:
+                os.kill(os.getpid(), signal.SIGINT)     # as Ctrl-C does
             return
         time.sleep(0.01)
 
@@ -163,19 +166,25 @@ def test_interrupts_landing_anywhere_in_an_upload_never_hang_and_leave_nothing(s
     _interrupted_uploads(uploads, tmp_path)
 
 
+@pytest.mark.parametrize("to", ["process", "group"])
 def test_the_users_ssh_transport_stops_an_interrupted_upload_the_same_way(openssh_target, logged_in, uploads,
-                                                                          tmp_path):
-    """transport = "openssh": the bytes go into ``ssh ... cat``; an interrupt ends that ssh and removes the .part."""
-    _interrupted_uploads(uploads, tmp_path)
+                                                                          tmp_path, to):
+    """transport = "openssh": the bytes go into ``ssh ... cat``; an interrupt ends that ssh and removes the .part.
+
+    Sent to the whole process group (as the notebook's Stop does), the interrupt reaches ssh too: the
+    broken pipe that follows must not replace the KeyboardInterrupt.
+    """
+    _interrupted_uploads(uploads, tmp_path, to)
 
 
-def _interrupted_uploads(uploads, tmp_path):
+def _interrupted_uploads(uploads, tmp_path, to="process"):
     script = tmp_path / "uploader.py"
     script.write_text(UPLOADER)
     trials = 5
     try:
-        done = subprocess.run([sys.executable, str(script), str(uploads), str(trials)], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run([sys.executable, str(script), str(uploads), str(trials), to], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300, check=False,
+                              start_new_session=True)    # its own process group, as a kernel has
     except subprocess.TimeoutExpired as exc:      # a hang: the process was killed by subprocess.run
         raise AssertionError(f"an interrupted upload hung; it printed: {exc.stdout!r}, {exc.stderr!r}") from None
     assert done.returncode == 0, done.stderr
