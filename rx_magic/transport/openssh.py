@@ -372,7 +372,7 @@ class OpenSSHTransport(Transport):
             process.wait()
             try:
                 self.run(["rm", "-f", "--", temporary], check=False, timeout=30)
-            except TransportError:
+            except Exception:       # the cleanup's own failure never replaces what stopped the upload
                 pass
             if isinstance(exc, Exception):      # a full disk shows as cat's write error, or a broken pipe
                 full = self._disk_full(path, folder, writer.written)

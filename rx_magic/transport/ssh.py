@@ -1094,19 +1094,22 @@ class SSHTransport(Transport):
                 sftp.posix_rename(temporary, path)
         except BaseException as exc:
             interrupted = not isinstance(exc, Exception)
-            if writer is not None:
-                writer.stop()
-            if interrupted and sftp is not None:
-                self._abandon_sftp(sftp, file)      # no waiting for the acknowledgements of writes in flight
-            if writer is not None:
-                writer.join()
-            if not interrupted and file is not None:
-                try:
-                    file.close()
-                except Exception:
-                    pass
-            if sftp is not None:
-                self._remove_partial(sftp, temporary)
+            try:
+                if writer is not None:
+                    writer.stop()
+                if interrupted and sftp is not None:
+                    self._abandon_sftp(sftp, file)      # no waiting for the acknowledgements of writes in flight
+                if writer is not None:
+                    writer.join()
+                if not interrupted and file is not None:
+                    try:
+                        file.close()
+                    except Exception:
+                        pass
+                if sftp is not None:
+                    self._remove_partial(sftp, temporary)
+            except Exception:       # the cleanup's own failure never replaces what stopped the upload
+                pass
             if isinstance(exc, Exception):      # a full disk shows as "Failure", or as a short upload
                 full = self._disk_full(path, folder, writer.written if writer is not None else 0)
                 if full is not None:
