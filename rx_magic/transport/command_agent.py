@@ -25,6 +25,9 @@ from typing import Collection, Sequence
 
 import paramiko
 
+from ..errors import TransportError
+from .base import DISK_FULL_ERRNOS, disk_full
+
 AGENT_SOURCE = r"""
 import base64, json, os, subprocess, sys
 # `bash -c` children of a process with SSH_CLIENT set would read ~/.bashrc again
@@ -143,6 +146,16 @@ def read_reply(reply: dict, paths: Sequence[str]) -> dict[str, bytes | None]:
         elif entry.get("missing"):
             found[path] = None
     return found
+
+
+def check_write_reply(reply: dict, files: Sequence[tuple[str, bytes]], where: str, alias: str) -> None:
+    """Raise what the agent's ``write`` reply reports: ``DiskFull`` (with the free space it saw), else a
+    ``TransportError`` naming the path."""
+    if reply["code"] == 0:
+        return
+    if reply["errno"] in DISK_FULL_ERRNOS:
+        raise disk_full(reply["path"], where, reply.get("free"), sum(len(data) for _, data in files))
+    raise TransportError(f"writing {reply['path']} on {alias} failed: {reply['message']}")
 
 
 def write_request(files: Sequence[tuple[str, bytes]], folders: Sequence[str], keep: Collection[str],

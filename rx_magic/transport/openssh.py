@@ -42,8 +42,8 @@ from typing import BinaryIO, Collection, Iterator, Sequence
 
 from ..errors import ConnectError, TransportError
 from ..model.local_dirs import cache_home
-from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
-from .command_agent import AGENT_SOURCE, END_WATCH_SCRIPT, AgentUnavailable, read_reply, write_request
+from .base import CommandResult, Transport
+from .command_agent import AGENT_SOURCE, END_WATCH_SCRIPT, AgentUnavailable, check_write_reply, read_reply, write_request
 from .end_watch import EndWatches
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
@@ -288,11 +288,7 @@ class OpenSSHTransport(Transport):
         reply = self._agent_request(write_request(files, folders, keep, rename))
         if reply is None:
             return super().write_files(files, folders=folders, keep=keep, rename=rename)
-        if reply["code"] != 0:
-            if reply["errno"] in DISK_FULL_ERRNOS:
-                raise disk_full(reply["path"], self.description, reply.get("free"),
-                                sum(len(data) for _, data in files))
-            raise TransportError(f"writing {reply['path']} on {self.alias} failed: {reply['message']}")
+        check_write_reply(reply, files, self.description, self.alias)
 
     def end_notice(self, pid: str, marker: str) -> int | None:
         """An ssh session of its own through the master runs ``END_WATCH_SCRIPT`` (see transport/end_watch.py)."""

@@ -52,8 +52,8 @@ import paramiko
 import paramiko.buffered_pipe
 
 from ..errors import ConfigError, ConnectError, TransportError
-from .base import DISK_FULL_ERRNOS, CommandResult, Transport, disk_full
-from .command_agent import END_WATCH_SCRIPT, AgentUnavailable, CommandAgent, read_reply, write_request
+from .base import CommandResult, Transport
+from .command_agent import END_WATCH_SCRIPT, AgentUnavailable, CommandAgent, check_write_reply, read_reply, write_request
 from .end_watch import EndWatches
 
 WINDOW_SIZE = 4 * 2**20
@@ -1007,11 +1007,7 @@ class SSHTransport(Transport):
         reply = self._agent_request(write_request(files, folders, keep, rename), what)
         if reply is None:
             return super().write_files(files, folders=folders, keep=keep, rename=rename)
-        if reply["code"] != 0:
-            if reply["errno"] in DISK_FULL_ERRNOS:
-                raise disk_full(reply["path"], self.description, reply.get("free"),
-                                sum(len(data) for _, data in files))
-            raise TransportError(f"writing {reply['path']} on {self.alias} failed: {reply['message']}")
+        check_write_reply(reply, files, self.description, self.alias)
 
     def end_notice(self, pid: str, marker: str) -> int | None:
         """A session of its own runs ``END_WATCH_SCRIPT`` (see transport/end_watch.py); not under the lock."""
