@@ -15,7 +15,6 @@ send to the scheduler. Standard library only, beside ``runner.py`` and ``layout.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -39,19 +38,8 @@ ENDINGS = {
 }
 
 
-def _write_json(path: str, data) -> None:
-    temporary = f"{path}.part"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        json.dump(data, file)
-    os.replace(temporary, path)
-
-
-def _read_json(path: str):
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
+_write_json = runner._write_json        # the runner's: a private temporary file renamed into place
+_read_json = runner._read_json          # the runner's: None for a file missing or half-written
 
 
 def _cores() -> int:
