@@ -4,6 +4,7 @@ Jobs a test leaves running are cancelled when it ends, by the scheduler's own
 cancel, which stops only that job's process (by its pid).
 """
 
+import signal
 import sys
 
 import pytest
@@ -73,6 +74,15 @@ def ip(_shell):
     yield shell
     shell.user_ns.clear()
     shell.user_ns.update(baseline)
+
+
+@pytest.fixture
+def sigint_interrupts():
+    """SIGINT raises KeyboardInterrupt here, as in a kernel running a cell (ipykernel installs that handler),
+    even when pytest was started with SIGINT ignored (a background job of a non-interactive shell, as in CI)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

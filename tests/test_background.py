@@ -106,7 +106,7 @@ def test_failed_background_job_applies_nothing_but_its_outputs_and_a_notice(ip, 
     assert not job.record.pulled
 
 
-def test_interrupted_blocking_cell_becomes_a_background_job(ip, capsys, tmp_path):
+def test_interrupted_blocking_cell_becomes_a_background_job(ip, capsys, tmp_path, sigint_interrupts):
     go = tmp_path / "go"
 
     def interrupt_once_the_cell_runs():
@@ -119,7 +119,9 @@ def test_interrupted_blocking_cell_becomes_a_background_job(ip, capsys, tmp_path
         result = ip.run_cell(cell("local", f"""
             import os, time
             print("started", flush=True)
-            while not os.path.exists({str(go)!r}):
+            for _ in range(6000):       # at most 2 minutes: a lost interrupt fails the test, never hangs it
+                if os.path.exists({str(go)!r}):
+                    break
                 time.sleep(0.02)
             answer = 42
         """))

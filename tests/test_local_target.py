@@ -502,7 +502,7 @@ def test_job_survives_the_kernel_that_submitted_it_being_killed(ip, capsys):
     assert newest_job().state is State.DONE
 
 
-def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys, tmp_path):
+def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys, tmp_path, sigint_interrupts):
     go = tmp_path / "go"
 
     def interrupt_once_the_cell_runs():
@@ -518,7 +518,9 @@ def test_interrupting_a_waiting_cell_stops_waiting_not_the_job(ip, capsys, tmp_p
         result = run_remote(ip, "local", f"""
             import os, time
             print("started", flush=True)
-            while not os.path.exists({str(go)!r}):
+            for _ in range(6000):       # at most 2 minutes: a lost interrupt fails the test, never hangs it
+                if os.path.exists({str(go)!r}):
+                    break
                 time.sleep(0.02)
             answer = 42
         """)
