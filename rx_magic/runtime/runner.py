@@ -124,6 +124,28 @@ def warm_lane(folder: str, spec: dict) -> None:
         _map_values.clear()
 
 
+def open_own_file(path: str, named: str, to_do: str):
+    """``path`` opened for reading only if it is a regular file of this user's that no one else may write (never a
+    symlink), else ``RunnerError`` saying so: the one rule for every file the runner trusts (blobs, shipped files).
+    ``named`` says what the file is ("the pushed value's blob ..."), ``to_do`` what was refused ("load the blob ...").
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise RunnerError(f"{named} cannot be opened: {exc.strerror} — run the cell again to send it") from exc
+    file = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        file.close()
+        raise RunnerError(
+            f"refusing to {to_do}: it is not a private file of yours (owner uid {info.st_uid}, "
+            f"mode {stat.filemode(info.st_mode)}), so someone else may have written it — "
+            f"remove it (rm {path}) and run the cell again")
+    return file
+
+
 def _without_dill(exc: BaseException) -> str | None:
     """What to do when loading or writing a value failed because dill is not installed here, else None."""
     if isinstance(exc, ImportError) and (exc.name or "").partition(".")[0] == "dill":
@@ -620,23 +642,11 @@ class CellProcess:
         one else's pickle runs here, and it cannot change between the check and the load.
         """
         import mmap
-        import stat
 
         path = self.paths.blob(digest)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise RunnerError(f"the pushed value's blob {path} cannot be opened: {exc.strerror} — "
-                              "run the cell again to send it") from exc
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-                raise RunnerError(
-                    f"refusing to load the blob {path}: it is not a private file of yours (owner uid {info.st_uid}, "
-                    f"mode {stat.filemode(info.st_mode)}), so someone else may have written it — "
-                    f"remove it (rm {path}) and run the cell again")
+        with open_own_file(path, f"the pushed value's blob {path}", f"load the blob {path}") as file:
             try:
-                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                     found = self.wire.frame_digest(mapped)
             except Exception as exc:    # empty, truncated, or not a frame at all
                 found = f"nothing ({type(exc).__name__}: {exc})"
@@ -752,20 +762,9 @@ class CellProcess:
         content hashes to its name (``sha256``), as a blob is loaded only then: a changed or truncated copy in the
         shared store fails the job naming it, instead of being read by the cell."""
         import hashlib
-        import stat
 
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise RunnerError(f"the shipped file {relative!r} ({path}) cannot be opened: {exc.strerror} — "
-                              "run the cell again to send it") from exc
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-                raise RunnerError(
-                    f"refusing to use the shipped file {relative!r} ({path}): it is not a private file of yours "
-                    f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}), so someone else may have "
-                    f"written it — remove it (rm {path}) and run the cell again")
+        shipped = f"the shipped file {relative!r} ({path})"
+        with open_own_file(path, shipped, f"use {shipped}") as file:
             found = hashlib.sha256()
             for piece in iter(lambda: file.read(4 * 2**20), b""):
                 found.update(piece)
