@@ -170,8 +170,21 @@ class AgentUnavailable(Exception):
     """The agent could not start, or stopped answering; fall back to exec."""
 
 
-class CommandAgent:
-    """Runs argv lists through one long-lived remote Python."""
+class AgentRequests:
+    """What every agent connection answers, given its ``request`` (one JSON request, one JSON reply)."""
+
+    def request(self, request: dict, timeout: float | None = 120) -> dict:
+        raise NotImplementedError
+
+    def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        request = {"argv": list(argv), "timeout": timeout,
+                   "input": base64.b64encode(input).decode("ascii") if input else None}
+        reply = self.request(request, timeout)
+        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
+
+
+class CommandAgent(AgentRequests):
+    """Runs argv lists through one long-lived remote Python over a paramiko session."""
 
     def __init__(self, transport: paramiko.Transport, python: str = "python3", setup: tuple[str, ...] = ()):
         self._lock = threading.Lock()
@@ -195,12 +208,6 @@ class CommandAgent:
             if line.startswith(b'{"ready"'):
                 return json.loads(line)["ready"]
         raise AgentUnavailable("the agent did not start")
-
-    def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
-        request = {"argv": list(argv), "timeout": timeout,
-                   "input": base64.b64encode(input).decode("ascii") if input else None}
-        reply = self.request(request, timeout)
-        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
 
     def request(self, request: dict, timeout: float | None = 120) -> dict:
         """One request (a command, or a ``read``/``write`` operation), one JSON reply: one round trip."""

@@ -26,7 +26,6 @@ shell, GNU ``find`` (``-printf``) and ``mv -T``, as every Linux cluster has.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -43,7 +42,8 @@ from typing import BinaryIO, Collection, Iterator, Sequence
 from ..errors import ConnectError, TransportError
 from ..model.local_dirs import cache_home
 from .base import CommandResult, Transport
-from .command_agent import AGENT_SOURCE, END_WATCH_SCRIPT, AgentUnavailable, check_write_reply, read_reply, write_request
+from .command_agent import (AGENT_SOURCE, END_WATCH_SCRIPT, AgentRequests, AgentUnavailable, check_write_reply,
+                            read_reply, write_request)
 from .end_watch import EndWatches
 
 CONTROL_PERSIST = "10m"     # how long a master this transport opened stays after its last command
@@ -437,7 +437,7 @@ class OpenSSHTransport(Transport):
         self._home = None
 
 
-class _AgentProcess:
+class _AgentProcess(AgentRequests):
     """The command agent's remote Python behind one ssh process: a JSON line per command, each way."""
 
     def __init__(self, argv: list[str]):
@@ -469,12 +469,6 @@ class _AgentProcess:
             self._buffer += piece
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
-
-    def run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
-        request = {"argv": list(argv), "timeout": timeout,
-                   "input": base64.b64encode(input).decode("ascii") if input else None}
-        reply = self.request(request, timeout)
-        return reply["code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"])
 
     def request(self, request: dict, timeout: float | None = 120) -> dict:
         """One request (a command, or a ``read``/``write`` operation), one JSON reply: one round trip."""
