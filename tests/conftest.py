@@ -156,6 +156,15 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def otp_sshd(tmp_path_factory):
+    """A loopback sshd that asks for the user's key and then a one-time code (tests/otp_sshd.py)."""
+    from otp_sshd import start_otp_server
+    server = start_otp_server(tmp_path_factory.mktemp("otp-sshd"))
+    yield server
+    server.remove()
+
+
 @pytest.fixture
 def ssh_home(sshd, tmp_path_factory, monkeypatch):
     """A fresh ``HOME`` with ``.ssh/config`` (``rxtest``, ``rxjump``) and ``known_hosts`` for the sshd; no ssh-agent."""

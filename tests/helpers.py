@@ -2,7 +2,10 @@
 
 import json
 import os
+import shlex
+import shutil
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -168,3 +171,20 @@ def cell_starting(notebook, start: str, nth: int = 0, unique: bool = False):
 
 def errors_of(cell):
     return [output for output in cell.outputs if output.output_type == "error"]
+
+
+def user_ssh_reads(config: Path, home: Path, monkeypatch) -> str:
+    """The user's ssh (transport = "openssh") reads ``config`` (ssh takes ~ from passwd, not HOME, so it would
+    not find the test's ``~/.ssh/config``) and keeps its sockets in a short private folder (a socket's path must
+    be short), which it returns. Skips when OpenSSH's client is missing."""
+    if shutil.which("ssh") is None:
+        pytest.skip("OpenSSH's client is needed")
+    bin_folder = home / "bin"
+    bin_folder.mkdir()
+    wrapper = bin_folder / "ssh"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {shlex.quote(str(config))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    runtime = tempfile.mkdtemp(prefix="rx-run-", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    return runtime

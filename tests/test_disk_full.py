@@ -6,15 +6,12 @@ The disk is a real 2 MiB tmpfs mounted for the test (root only: it skips, saying
 
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import cell, newest_job
+from helpers import cell, newest_job, user_ssh_reads
 
 import rx_magic
 from rx_magic.errors import DiskFull
@@ -77,26 +74,12 @@ def test_a_cell_whose_results_do_not_fit_fails_saying_so(ip, configure_targets, 
     assert [name for name in leftovers(small_disk) if name.endswith(".part")] == []
 
 
-def _user_ssh_reads(home, monkeypatch):
-    """The user's ssh (transport = "openssh") reads the test's ``~/.ssh/config`` (ssh takes ~ from passwd, not
-    HOME) and keeps its sockets in a short private folder."""
-    if shutil.which("ssh") is None:
-        pytest.skip("OpenSSH's client is needed")
-    bin_folder = home / "bin"
-    bin_folder.mkdir()
-    wrapper = bin_folder / "ssh"
-    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {shlex.quote(str(home / '.ssh' / 'config'))} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rx-run-", dir="/tmp"))
-
-
 @pytest.mark.parametrize("transport", ["paramiko", "openssh"])
 def test_pushing_more_than_a_remote_disk_holds_over_ssh_says_the_same(ip, ssh_target, ssh_home, small_disk,
                                                                       transport, monkeypatch):
     workdir = small_disk / "remote jobs"
     if transport == "openssh":
-        _user_ssh_reads(ssh_home, monkeypatch)
+        user_ssh_reads(ssh_home / ".ssh" / "config", ssh_home, monkeypatch)
     ssh_target(workdir=str(workdir), transport=transport)
     ip.user_ns["big"] = os.urandom(3 * 2**20)
     result = ip.run_cell(cell("ws", "size = len(big)"))

@@ -16,13 +16,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from helpers import newest_job, run_remote
-from otp_sshd import start_otp_server
+from helpers import newest_job, run_remote, user_ssh_reads
 
 from rx_magic.errors import ConnectError
 from rx_magic.model.states import State
@@ -30,30 +28,14 @@ from rx_magic.targets import get_target
 from rx_magic.transport.openssh import OpenSSHTransport
 
 
-@pytest.fixture(scope="module")
-def otp_sshd(tmp_path_factory):
-    server = start_otp_server(tmp_path_factory.mktemp("otp-sshd"))
-    yield server
-    server.remove()
-
-
 @pytest.fixture
 def openssh_target(otp_sshd, tmp_path_factory, monkeypatch, configure_targets, remote_workdir):
     """Target ``ws``: transport = "openssh" to ``rxtest``; ssh's sockets in a private, short runtime folder."""
-    if shutil.which("ssh") is None:
-        pytest.skip("OpenSSH's client is needed")
     home = tmp_path_factory.mktemp("home")
     config = otp_sshd.ssh_config(home)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    bin_folder = home / "bin"
-    bin_folder.mkdir()
-    wrapper = bin_folder / "ssh"
-    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {shlex.quote(str(config))} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
-    runtime = tempfile.mkdtemp(prefix="rx-run-", dir="/tmp")    # a socket's path must be short
-    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    runtime = user_ssh_reads(config, home, monkeypatch)
     configure_targets(ws={"host": "rxtest", "transport": "openssh", "python": sys.executable,
                           "workdir": str(remote_workdir)})
     transport = get_target("ws").transport

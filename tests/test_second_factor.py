@@ -17,19 +17,11 @@ from pathlib import Path
 
 import pytest
 from helpers import newest_job, run_remote, wait_for
-from otp_sshd import start_otp_server
 
 from rx_magic.errors import ConfigError, ConnectError
 from rx_magic.model.states import State
 from rx_magic.targets import TargetConfig, get_target, parse_target
 from rx_magic.transport.ssh import PARAMIKO_LOG
-
-
-@pytest.fixture(scope="module")
-def otp_sshd(tmp_path_factory):
-    server = start_otp_server(tmp_path_factory.mktemp("otp-sshd"))
-    yield server
-    server.remove()
 
 
 @pytest.fixture

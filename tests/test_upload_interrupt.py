@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_openssh_transport import logged_in, openssh_target, otp_sshd  # noqa: F401 (fixtures)
+from test_openssh_transport import logged_in, openssh_target  # noqa: F401 (fixtures)
 
 import rx_magic.targets
 from rx_magic.transport.ssh import WRITE_PIECE
