@@ -14,21 +14,12 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from serialization import best_time as best_of  # benchmarks/serialization.py's timer
 
 from rx_magic.flow.secrets import looks_secret
 from rx_magic.runtime import wire
-
-
-def best_of(function, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
