@@ -246,6 +246,21 @@ def test_a_local_job_sees_none_of_the_kernels_environment_but_what_the_target_se
     assert ip.user_ns["configured"] == "set by the target"
 
 
+def test_a_slurm_job_submitted_from_this_machine_sees_none_of_the_kernels_environment(ip, monkeypatch, tmp_path,
+                                                                                     slurm, configure_targets):
+    # sbatch exports the environment it is run in to the job (--export=ALL is Slurm's default), so this is
+    # about the environment rx_magic runs sbatch in, not the job script
+    monkeypatch.setenv("RX_TEST_SECRET_TOKEN", SENTINEL)
+    configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    result = run_remote(ip, "hpc", "import os\nseen = os.environ.get('RX_TEST_SECRET_TOKEN')\n"
+                                   "slurm_job = os.environ.get('SLURM_JOB_ID')\npath = os.environ.get('PATH')")
+    assert result.error_in_exec is None
+    assert ip.user_ns["seen"] is None
+    assert ip.user_ns["slurm_job"] == newest_job().record.scheduler_id
+    assert ip.user_ns["path"] == os.environ["PATH"]
+    assert_nowhere_in(tmp_path / "jobs", SENTINEL)
+
+
 # ----------------------------------------------------------------------------- shipped files are checked
 
 def test_a_shipped_file_that_no_longer_hashes_to_its_name_is_not_used(ip, ssh_target, remote_workdir):

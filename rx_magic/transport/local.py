@@ -22,7 +22,8 @@ class LocalTransport(Transport):
             timeout: float | None = 120, check: bool = True) -> CommandResult:
         argv = tuple(argv)
         try:
-            done = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+            done = subprocess.run(argv, input=input, capture_output=True, timeout=timeout,
+                                  env=command_environment())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise TransportError(f"could not run {argv[0]!r} on this machine: {exc}") from exc
         result = CommandResult(argv, done.returncode,
@@ -137,6 +138,21 @@ class LocalTransport(Transport):
 # should hear what it hears in the notebook (the differential suite's anatomy-figures notebook prints it)
 JOB_ENVIRONMENT = ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LD_LIBRARY_PATH", "LANG", "LANGUAGE", "TZ",
                    "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "MPLBACKEND")
+
+
+# What a command run here for a target (sbatch, qsub, the target's setup, a check) gets besides
+# ``JOB_ENVIRONMENT``: where the scheduler's own configuration is. sbatch exports its whole environment to the
+# job (``--export=ALL`` is Slurm's default), so a command run with the kernel's environment would hand the
+# kernel's tokens to every job of a `local` target with a scheduler, and Slurm would keep them in its spool.
+SCHEDULER_ENVIRONMENT = ("SLURM_CONF", "PBS_CONF_FILE", "PBS_SERVER")
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of a command run on this machine for a target: a job's (``job_environment``), the
+    scheduler's configuration (``SCHEDULER_ENVIRONMENT``) and the user's sbatch defaults (``SBATCH_*``)."""
+    return {**job_environment(),
+            **{name: value for name, value in os.environ.items()
+               if name in SCHEDULER_ENVIRONMENT or name.startswith("SBATCH_")}}
 
 
 def job_environment() -> dict[str, str]:
