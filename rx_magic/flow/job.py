@@ -23,10 +23,11 @@ from ..model.resources import format_walltime
 from ..model.states import Disappearance, State, decide_state, looks_gone
 from ..runtime.layout import JobPaths
 from ..targets.target import get_target
-from .logs import LogFollower, read_log
-from .arrays import ElementFailure, ElementsReadAhead, combine, failure_error, read_progress
+from .logs import OUTPUT_HEAD, OUTPUT_TAIL, LogFollower, read_log
+from .arrays import (READ_ELEMENTS_TOGETHER, ElementFailure, ElementsReadAhead, combine, failure_error,
+                     read_progress)
 from .hold_state import cancel_held, held_in, hold_of
-from .pull import (NOTEBOOK_LOG_LIMIT, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
+from .pull import (NOTEBOOK_LOG_LIMIT, READ_TOGETHER, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
                    remote_exception, write_notebook)
 from .registry import Registry, default_registry
 from .watch import observe, read_status
@@ -322,14 +323,28 @@ class Job:
             return ""
 
     def _array_log(self, stream: str, **bounds) -> str:
+        """Each element's log under a heading. The logs are read together, ``READ_ELEMENTS_TOGETHER`` elements to a
+        request (one round trip over SSH, not two per element); one longer than its head and tail is read on its
+        own, cut as ``logs.read_log`` cuts it."""
         spec = self._array_spec()
         name, labels = spec.get("name", "element"), spec.get("labels") or []
+        transport, where = self.target.transport, f"target {self.record.target!r}"
+        whole = bounds.get("head", OUTPUT_HEAD) + bounds.get("tail", OUTPUT_TAIL)     # read_log keeps it all
+        elements = [self.paths.element(index) for index in range(self.record.elements)]
+        paths = [each.stdout if stream == "stdout" else each.stderr for each in elements]
+        found: dict[str, bytes | None] = {}
+        for start in range(0, len(paths), READ_ELEMENTS_TOGETHER):
+            found.update(transport.read_files(paths[start:start + READ_ELEMENTS_TOGETHER],
+                                              limit=min(whole, READ_TOGETHER)))
         parts = []
-        for index in range(self.record.elements):
-            paths = self.paths.element(index)
-            path = paths.stdout if stream == "stdout" else paths.stderr
+        for index, path in enumerate(paths):
             try:
-                body = read_log(self.target.transport, path, stream, f"target {self.record.target!r}", **bounds)
+                if path not in found:       # too long to read with the others
+                    body = read_log(transport, path, stream, where, **bounds)
+                elif found[path] is None:
+                    continue
+                else:
+                    body = found[path].decode(errors="replace")
             except FileNotFoundError:
                 continue
             if body:
