@@ -19,6 +19,7 @@ import rx_magic
 import rx_magic.flow.watch
 import rx_magic.targets
 from rx_magic.errors import ArrayFailed
+from rx_magic.flow.registry import default_registry
 from rx_magic.model.states import State
 from rx_magic.targets.target import get_target
 
@@ -93,3 +94,79 @@ def test_a_map_over_a_ready_ssh_hold_runs_side_by_side_reports_its_failing_eleme
     assert alone and set(alone) == {job.paths.element(7).stdout}
     assert "── n=7 ──\n" in log and " of stdout cut here; the whole log is " in log
     assert "── n=8 ──\nelement 8 of the map\n" in log
+
+
+# ----------------------------------------------------------------------------- OpenPBS
+
+@pytest.fixture
+def pbs(tmp_path_factory, monkeypatch, configure_targets):
+    """Target ``pbs``: the suite's OpenPBS, reached as its user over a loopback sshd; the cluster is returned."""
+    from pbs import start_for_tests
+    cluster = start_for_tests(history=True)
+    try:
+        home = tmp_path_factory.mktemp("home")
+        cluster.server.ssh_config(home)
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
+                               "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
+                               "poll_interval": 3})
+        yield cluster
+    finally:
+        end_holds_on(cluster)
+        rx_magic.flow.watch.stop_monitors()
+        rx_magic.targets.close_all()
+        cluster.stop()
+
+
+def end_holds_on(cluster) -> None:
+    """qdel the batch job of every hold still open, and wait until PBS has finished it (its output copied back):
+    the next test's PBS start wants a free node, and removing the folders first makes the copy retry for 30 s."""
+    jobs = [hold.scheduler_id for hold in default_registry().holds() if hold.scheduler_id]
+    for scheduler_id in jobs:
+        cluster.as_user(f"qdel {scheduler_id}")
+    for scheduler_id in jobs:
+        wait_for(lambda: "job_state = F" in cluster.job_says(scheduler_id) or not cluster.job_says(scheduler_id),
+                 f"PBS to finish job {scheduler_id}", timeout=180)
+
+
+def test_a_map_over_a_ready_openpbs_hold_runs_in_its_job_side_by_side_and_reports_its_failing_element(ip, pbs):
+    hold = open_hold(ip, "pbs --ncpus 2 --walltime 10m --idle 5m")
+    ready(hold, timeout=180)
+    map_over_the_hold(ip, "pbs", hold, str(pbs.user_dir / "met"), 8)
+    # every element ran inside the hold's PBS job, none as a job of its own
+    assert set(ip.user_ns["where"]) - {None} == {(hold.id, hold.scheduler_id)}
+
+
+def test_an_openpbs_hold_whose_worker_is_killed_mid_cell_fails_the_cell_and_sends_the_waiting_one_to_pbs(
+        ip, pbs, capsys):
+    hold = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
+    ready(hold, timeout=180)
+    started = pbs.user_dir / "started"
+    ip.user_ns["started"] = str(started)
+    run_remote(ip, f"pbs --bg --hold {hold.id}", """
+        import os, time
+        with open(started, "w") as file:
+            file.write(str(os.getpid()))
+        time.sleep(600)
+    """)
+    running = newest_job()
+    wait_for(lambda: started.exists() and started.read_text(), "the first cell to start in the hold", timeout=120)
+    cell_pid = int(started.read_text())
+    # the hold's one core is taken: this cell waits in its queue
+    run_remote(ip, f"pbs --bg --hold {hold.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
+    waiting = newest_job()
+    assert waiting.record.scheduler_id.startswith("hold:")
+    capsys.readouterr()
+    os.kill(worker_pid(hold), signal.SIGKILL)   # PBS's MoM is this machine, and the test runs as root
+    assert running.wait(timeout=180) is State.FAILED
+    assert running.reason == "the hold was killed while the cell ran"
+    assert ended(hold, timeout=120).reason == "killed"
+    assert waiting.wait(timeout=240) is State.DONE
+    assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
+    assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
+    ip.run_cell("1")
+    assert ip.user_ns["later"] == waiting.record.scheduler_id
+    # the hold's batch job has ended, and the cell it was running with it
+    wait_for(lambda: process_is_gone(cell_pid), "the killed hold's cell process to end", timeout=120)
+    assert hold_state(hold).reason == "killed"
