@@ -105,6 +105,18 @@ def test_a_credential_named_key_or_attribute_holding_text_is_found():
         "its item ['GITHUB_TOKEN'] has a credential's name")
 
 
+def test_a_functions_code_carries_its_texts_but_not_a_tokens_placeholder():
+    namespace = {}
+    exec("def fetch():\n    return call('Bearer ' + " + repr("ghp_" + "x" * 36) + ")\n"
+         "def vocabulary():\n    token = '<unk>'\n    secret_word = 'apple'\n    return token\n"
+         "def tokenize(text):\n    \"Split on spaces; no password needed.\"\n    return text.split()\n",
+         namespace)
+    assert looks_secret("fetch", namespace["fetch"]) == "its code looks like a GitHub token"
+    assert looks_secret("vocabulary", namespace["vocabulary"]) == (
+        "its local variable secret_word has a credential's name")
+    assert looks_secret("tokenize", namespace["tokenize"]) is None
+
+
 def test_a_closure_and_a_notebook_class_carry_what_they_hold():
     def make_client(password):
         return lambda: password
@@ -215,9 +227,25 @@ def test_job_json_holds_the_lines_of_the_functions_used_and_no_other_line_of_the
     assert SENTINEL not in json.dumps(spec) and "unrelated line" not in json.dumps(spec)
 
 
-def test_a_line_of_a_used_function_that_holds_a_credential_is_not_sent(ip):
+def test_a_used_function_whose_code_holds_a_credential_is_held_back_until_pushed(ip, capsys):
+    # a literal travels in the function's pickled code object, whatever job.json's copy of its lines says
     ip.run_cell("def connect():\n    url = 'postgresql://u:" + "hunter2@h/db'\n    return 1 / 0\n", store_history=True)
-    run_remote(ip, "local", "connect()")
+    result = run_remote(ip, "local", "connect()")
+    assert isinstance(result.error_in_exec, NameError)
+    assert "held back 'connect' (its code looks like a URL with a password)" in capsys.readouterr().err
+    assert_nowhere_in(data_home() / "local-jobs", "hunter2")
+
+    ip.run_cell("def login():\n    password = " + repr(SENTINEL) + "\n    return len(password)\n", store_history=True)
+    result = run_remote(ip, "local", "n = login()")
+    assert isinstance(result.error_in_exec, NameError)
+    assert "held back 'login' (its local variable password has a credential's name)" in capsys.readouterr().err
+    assert_nowhere_in(data_home() / "local-jobs", SENTINEL)
+
+
+def test_a_pushed_functions_line_that_holds_a_credential_is_still_not_in_job_json(ip):
+    ip.run_cell("def connect():\n    url = 'postgresql://u:" + "hunter2@h/db'\n    return 1 / 0\n", store_history=True)
+    result = run_remote(ip, "local --push connect", "connect()")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
     spec = json.loads((Path(newest_job().paths.folder) / "job.json").read_text())
     [source] = spec["sources"].values()
     assert [line for line in source["lines"] if line.strip()] == ["def connect():\n", "    return 1 / 0\n"]

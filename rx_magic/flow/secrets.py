@@ -23,6 +23,7 @@ sign (``its attribute .api_key``, ``its item ['db']['url']``), never the value.
 from __future__ import annotations
 
 import dataclasses
+import dis
 import itertools
 import math
 import re
@@ -201,7 +202,7 @@ class _Scan:
                     return found
             return None
         if isinstance(value, types.FunctionType):     # a closure or lambda carries what it closed over
-            return self.named_items(_carried_by(value), where, depth)
+            return self.named_items(_carried_by(value), where, depth) or self.code(value.__code__, where)
         if isinstance(value, type):     # a notebook class travels with its class attributes
             if value.__module__ != "__main__":
                 return None
@@ -217,6 +218,21 @@ class _Scan:
             if isinstance(key, str) and CREDENTIAL_NAME.search(key) and _credential_text(key, item):
                 return _place((where, step)), "has a credential's name"
             found = self.value(item, (where, step), depth + 1)
+            if found:
+                return found
+        return None
+
+    def code(self, code: types.CodeType, where: tuple) -> tuple[str, str] | None:
+        """The texts a function's code holds: a literal travels in its pickled code object even when
+        ``job.json`` blanks its line. Two kinds: a text with a secret's shape anywhere in it or in a nested
+        function, and a text stored into a credential-named local (``token = "..."``)."""
+        for name, text in _code_texts(code):
+            self.items_left -= 1
+            if self.items_left <= 0:
+                return None
+            if name is not None and CREDENTIAL_NAME.search(name) and _credential_text(name, text):
+                return _place((where, ("local variable", name))), "has a credential's name"
+            found = self.text(text, (where, ("code", None)))
             if found:
                 return found
         return None
@@ -267,6 +283,27 @@ def _carried_by(function: types.FunctionType) -> list[tuple[str, object, str]]:
     return found
 
 
+def _code_texts(code: types.CodeType) -> list[tuple[str | None, str | bytes]]:
+    """The text constants of ``code`` and the code nested in it, each with the name it is stored into
+    straight away (``name = "text"``), if any."""
+    found, stack = [], [code]
+    while stack:
+        code = stack.pop()
+        stored = {}
+        instructions = list(dis.get_instructions(code))
+        for load, store in zip(instructions, instructions[1:]):
+            if load.opname == "LOAD_CONST" and store.opname in ("STORE_FAST", "STORE_NAME", "STORE_GLOBAL",
+                                                                "STORE_DEREF") \
+                    and isinstance(load.argval, (str, bytes)):
+                stored[id(load.argval)] = store.argval
+        for constant in code.co_consts:
+            if isinstance(constant, (str, bytes)):
+                found.append((stored.get(id(constant)), constant))
+            elif isinstance(constant, types.CodeType):
+                stack.append(constant)
+    return found
+
+
 def _attributes(value: object) -> list[tuple[str, object]]:
     """An object's own attributes: its ``__dict__``, or a slotted dataclass's fields; nothing it computes."""
     try:
@@ -301,7 +338,8 @@ def _place(where: tuple) -> str:
         return ""
     written = {"item": lambda key: f"[{_key_label(key)}]", "index": lambda index: f"[{index}]",
                "set": lambda _: "[...]", "attribute": lambda name: f".{name}",
-               "closure variable": lambda name: f" closure variable {name}", "default": lambda which: f" default {which}"}
+               "closure variable": lambda name: f" closure variable {name}", "default": lambda which: f" default {which}",
+               "local variable": lambda name: f" local variable {name}", "code": lambda _: " code"}
     text = "".join(written[kind](key) for kind, key in steps)
     if text.startswith(" "):
         return text.strip()
