@@ -2,12 +2,20 @@
 
 It survives the kernel (and, over SSH, the connection) dying. The runner's
 supervisor enforces walltime and memory, since no batch system does.
+
+On this machine, a target without setup lines starts the runner straight
+from the kernel (``start_now``) rather than through ``job.sh`` and the
+shells that detach it: the same program, folder, working folder, clean
+environment, umask and log, in a session of its own, with the runner's
+compiled code (``__pycache__``) instead of its source compiled anew.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import threading
 
 from ..errors import SchedulerError
 from ..model.states import SchedulerState, State
@@ -25,6 +33,10 @@ class DirectScheduler(Scheduler):
                 + render_body(script, pool=bool(script.elements)))
 
     def submit(self, transport: Transport, script: JobScript) -> str:
+        if isinstance(transport, LocalTransport) and not script.setup:
+            pid = start_now(script)
+            if pid is not None:
+                return pid
         job_sh, log = shlex.quote(script.job_sh), shlex.quote(script.scheduler_log)
         # umask 077: the log's redirection creates it, under the login shell's umask otherwise (022: world-readable)
         detach = (f"umask 077; if command -v setsid >/dev/null 2>&1; then setsid bash {job_sh} </dev/null >>{log} 2>&1 &"
@@ -92,3 +104,38 @@ class DirectScheduler(Scheduler):
             return
         # the runner's supervisor takes SIGTERM, stops the cell's process group and records the end
         transport.run(["kill", "-TERM", scheduler_id], check=False, timeout=30)
+
+
+#: What ``python -c`` runs for a job started by ``start_now``: ``runner.py``'s own ``main`` with the arguments job.sh
+#: gives it (``sys.argv`` as there), imported from its compiled code in the runtime's private ``__pycache__``, where
+#: running it as a script compiles its source anew, every job (11 ms). The module is taken out of ``sys.modules``
+#: so that a cell's ``import runner`` finds the notebook's own.
+BOOTSTRAP = ("import sys;del sys.argv[0];sys.path[0]=sys.argv[0].rpartition('/')[0];"
+             "b=sys.dont_write_bytecode;sys.dont_write_bytecode=False;import runner;sys.dont_write_bytecode=b;"
+             "del sys.modules['runner'];runner.exit_with(runner.main(sys.argv))")
+
+
+def start_now(script: JobScript) -> str | None:
+    """Start a job on this machine as its ``job.sh`` would, without the shells: ``python runner.py FOLDER`` (via
+    ``BOOTSTRAP``) in a new session, in the cell's folder, with a job's clean environment, umask 077, stdout and
+    stderr appended to the scheduler log. Returns its pid; None when the runner could not be started (Python
+    missing, the folder gone): ``job.sh`` then starts it, and records why it could not."""
+    cwd = script.cwd or script.folder
+    argv = [script.python, "-c", BOOTSTRAP, script.runner, script.folder]
+    if script.elements:
+        argv.append("--pool")
+    try:
+        log = os.open(script.scheduler_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        # PWD as the shell's cd leaves it; everything else as ``env -i`` gives job.sh
+        process = subprocess.Popen(argv, cwd=cwd, env={**job_environment(), "PWD": cwd}, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=log, start_new_session=True, umask=0o077)
+    except OSError:
+        return None
+    finally:
+        os.close(log)
+    # the job outlives the kernel in its own session; while the kernel lives, it is its parent, and reaps it
+    threading.Thread(target=process.wait, name=f"rx_magic job {process.pid}", daemon=True).start()
+    return str(process.pid)
