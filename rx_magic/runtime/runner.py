@@ -79,12 +79,13 @@ def _compiled_cell(code: str, first_line: int) -> tuple:
     """The cell's code object, and its last expression (node and code object) when it ends with one."""
     found = _compiled.get((code, first_line))
     if found is None:
-        import ast
-        tree = ast.parse(code, CELL_FILENAME)
-        ast.increment_lineno(tree, first_line - 1)
+        # the tree as compile() itself makes it, without the ast module (and what it imports) in every job; the
+        # blank lines before the cell number its lines as the notebook does
+        import _ast
+        tree = compile("\n" * (first_line - 1) + code, CELL_FILENAME, "exec", _ast.PyCF_ONLY_AST)
         last = last_code = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
             last_code = compile(last, CELL_FILENAME, "eval")
         found = (compile(tree, CELL_FILENAME, "exec"), last, last_code)
     return found
@@ -859,9 +860,9 @@ class CellProcess:
         pushed and so there already, updated if it changed) by name; anything else pickled, up to a limit."""
         if self.element is not None:        # a job array shows each element's result as rendered here
             return
-        import ast
+        import _ast
         import io
-        if isinstance(node, ast.Name) and (node.id in self.spec.get("pull", [])
+        if isinstance(node, _ast.Name) and (node.id in self.spec.get("pull", [])
                                            or node.id in self.spec.get("push", {})):
             shown = ("name", node.id)
         else:
