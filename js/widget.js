@@ -166,6 +166,7 @@ function renderJob({ model, el }) {
   let announced = "";
   let confirming = /** @type {number | undefined} */ (undefined);
   let logOpen = false;
+  let couldPull = model.get("can_pull");
 
   function syncClock() {
     const sent = model.get("server_now");
@@ -232,7 +233,13 @@ function renderJob({ model, el }) {
     notes.textContent = model.get("notes").join("\n");
     cancel.style.display = FINAL.has(state) ? "none" : "";
     if (FINAL.has(state) && confirming !== undefined) stopConfirming();
-    pull.style.display = model.get("can_pull") ? "" : "none";
+    const canPull = model.get("can_pull");
+    if (canPull && !couldPull) {     // offered again (the pull asked failed): the button works again
+      pull.disabled = false;
+      pull.textContent = "Pull results";
+    }
+    couldPull = canPull;
+    pull.style.display = canPull ? "" : "none";
     fullLog.textContent = model.get("log_text");
     fullLog.style.display = logOpen && model.get("log_text") ? "" : "none";
     log.textContent = logOpen ? "Hide log" : "Show full log";

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 import rx_magic
+from helpers import wait_for
 from rx_magic.model.record import JobRecord
 from rx_magic.model.resources import Resources
 from rx_magic.model.states import State
-from rx_magic.ui.widget import MIN_INTERVAL, JobWidget, _assets_dir, full_log, job_traits
+from rx_magic.ui.background import background_jobs
+from rx_magic.ui.widget import MIN_INTERVAL, JobWidget, _assets_dir, full_log, job_traits, job_widget_to_look_at
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,6 +136,22 @@ def test_a_button_that_fails_says_so_in_the_widget():
     view._on_message(view, {"action": "pull"}, [])
     view.flush()
     assert view.notes[-1] == "pull failed: no route to gadi"
+    assert (view.can_pull, view.arrival) == (True, "")     # the button is offered again
+
+
+def test_a_pull_whose_results_cannot_be_read_offers_the_button_again(ip):
+    job = rx_magic.submit("v = 1", "local")
+    job.wait(timeout=60)
+    Path(job.paths.outputs).write_bytes(b"not a pickle")     # what a damaged results file holds
+    view = job_widget_to_look_at(job)
+    view._on_message(view, {"action": "pull"}, [])
+    assert view.can_pull is False
+    wait_for(lambda: background_jobs(ip).staged, "the job's results to be fetched")
+    ip.run_cell("pass")
+    view.flush()
+    assert "v" not in ip.user_ns
+    assert view.notes[-1].startswith("pull failed: its results could not be fetched (")
+    assert (view.can_pull, view.arrival) == (True, "")
 
 
 # ----------------------------------------------------------------------------- throttling

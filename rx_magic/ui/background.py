@@ -133,7 +133,9 @@ class BackgroundJobs:
         job, widget, results = arrival.job, arrival.widget, arrival.results
         label = f"job {job.id} ({job.record.first_line[:40]})" if job.record.first_line else f"job {job.id}"
         if results is None:
-            if widget is not None:
+            if widget is not None and widget.on_pull is not None:   # asked with its button: offer it again
+                widget.pull_failed(f"its results could not be fetched ({arrival.problem})")
+            elif widget is not None:
                 widget.renew_display()
             return _notice(f"{label} ended {job.record.state}, but its results could not be fetched "
                            f"({arrival.problem}); `%rx attach {job.id}` tries again", error=True)

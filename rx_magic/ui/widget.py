@@ -252,7 +252,17 @@ class JobWidget(anywidget.AnyWidget):
             elif action == "log":
                 self.push(log_text=full_log(self.job))
         except Exception as exc:    # a button must never take the kernel down; say what went wrong
-            self.push(notes=[*self.notes, f"{action} failed: {exc}"])
+            if action == "pull":
+                self.pull_failed(str(exc))
+            else:
+                self.push(notes=[*self.notes, f"{action} failed: {exc}"])
+
+    def pull_failed(self, problem: str) -> None:
+        """A pull asked with the button did not bring the results: say why, and offer the button again."""
+        self.auto_pull = False
+        self.push(arrival="", notes=[*self.notes, f"pull failed: {problem}"])
+        self.flush()
+        self._update_can_pull()
 
     # ------------------------------------------------------------------ static views
 
