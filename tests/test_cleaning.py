@@ -8,6 +8,7 @@ real processes with registries of their own. Files are made old with
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from helpers import cell, newest_job, run_remote, wait_for
 
 import rx_magic
 from rx_magic.flow.cleaning import UPLOAD_GRACE
+from rx_magic.flow.registry import default_registry
 from rx_magic.model.local_dirs import cache_home, data_home
 from rx_magic.model.states import State
 
@@ -288,11 +290,42 @@ def test_an_ended_holds_folder_goes_once_older_than_asked_and_a_live_hold_of_ano
     assert not (holds / mine.id).exists()
     assert (holds / theirs / "ready.json").is_file()
     capsys.readouterr()
-    ip.run_line_magic("rx", "holds")            # the ended hold is still listed, with how it ended
-    assert "ended: the hold ended, idle" in capsys.readouterr().out
+    ip.run_line_magic("rx", "holds")            # its folder gone, the ended hold is no longer listed
+    assert mine.id not in capsys.readouterr().out
+    assert default_registry().holds() == []
 
     (holds / theirs / "release").touch()        # as `%rx release` in the other kernel does
     wait_for(lambda: (holds / theirs / "ended.json").exists(), "the other kernel's hold to end")
     said = clean(ip, capsys)
     assert said.startswith("removed 1 ended hold's folder, freeing "), said
     assert not (holds / theirs).exists()
+
+
+def test_a_holds_row_leaves_the_registry_with_its_folder_and_a_beating_holds_stays_whatever_the_registry_says(
+        ip, capsys, configure_targets, tmp_path):
+    configure_targets(shared={"workdir": str(tmp_path / "jobs"), "python": sys.executable})
+    holds, registry = tmp_path / "jobs" / ".rx" / "holds", default_registry()
+    alive = ip.run_line_magic("rx", "hold shared --idle 5m").seen.record
+    gone = ip.run_line_magic("rx", "hold shared --idle 2s").seen.record
+    wait_for(lambda: (holds / gone.id / "ended.json").exists(), "the idle hold to end")
+    ip.run_line_magic("rx", "holds")            # this kernel sees it end
+    assert registry.get_hold(gone.id).state == "ended"
+    shutil.rmtree(holds / gone.id)              # as another kernel's clean does
+    # a registry that concluded, long ago, that the live hold had ended (a look while its host was away)
+    registry.update_hold(alive.id, state="ended", reason="killed", ended_at=time.time() - OLD)
+    beat = holds / alive.id / "beat"
+    wait_for(lambda: beat.exists() and time.time() - beat.stat().st_mtime < 30, "the live hold's worker to beat")
+
+    said = clean(ip, capsys)
+    assert "kept 1 live hold" in said, said
+    assert (holds / alive.id / "ready.json").is_file()
+    assert [hold.id for hold in registry.holds()] == [alive.id]     # the hold without a folder left the registry
+    capsys.readouterr()
+    ip.run_line_magic("rx", "holds")
+    assert gone.id not in capsys.readouterr().out
+
+    (holds / alive.id / "release").touch()      # as `%rx release` does
+    wait_for(lambda: (holds / alive.id / "ended.json").exists(), "the live hold to end")
+    said = clean(ip, capsys)
+    assert said.startswith("removed 1 ended hold's folder, freeing "), said
+    assert registry.holds() == [] and not (holds / alive.id).exists()

@@ -21,7 +21,8 @@ is live:
   beating, whichever kernel opened it, stays, and so does an ended one whose
   waiting cells a notebook may still send on (for ``UPLOAD_GRACE``).
 
-Only what was removed from a target leaves the registry and the local cache.
+Only what was removed from a target leaves the registry and the local cache: a job's row once its folder is
+gone, a hold's row once its folder is gone and the hold had ended (a live hold's row never goes).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Tally:
     removed_inputs: int = 0
     removed_stale: int = 0          # .part files and staging folders of sessions that stopped
     removed_holds: int = 0          # folders of holds that ended
-    hold_endings: dict[str, str] = field(default_factory=dict)   # hold id -> why it ended, its folder removed
+    removed_hold_ids: list[str] = field(default_factory=list)   # their rows leave the registry
     live_holds: int = 0
     recent_holds: int = 0           # ended less than older_than ago, or still sending its waiting cells on
     freed: int = 0
@@ -89,6 +90,7 @@ class Tally:
     recent_inputs: int = 0
     uploads: int = 0
     listed: dict[str, set[str]] = field(default_factory=dict)    # workdir -> job folders present there
+    listed_holds: dict[str, set[str]] = field(default_factory=dict)   # workdir -> hold folders present there
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
@@ -144,9 +146,14 @@ def clean(older_than: float, timeout: float = VISIT_TIMEOUT) -> str:
         if listed is not None and record.id not in listed and record.state.is_final \
                 and (older_than <= 0 or now - ended >= older_than):
             gone.add(record.id)
-    for hold_id, reason in tally.hold_endings.items():     # its folder gone, the registry keeps how it ended
-        if hold_id in holds and holds[hold_id].state != "ended":
-            registry.update_hold(hold_id, state="ended", reason=reason, ended_at=time.time())
+    for hold in holds.values():     # an ended hold's folder another kernel's clean, or a person, removed already
+        listed = tally.listed_holds.get(hold.workdir)
+        if listed is not None and hold.id not in listed and hold.state == "ended" \
+                and (older_than <= 0 or now - (hold.ended_at or hold.created) >= older_than):
+            tally.removed_hold_ids.append(hold.id)
+    for hold_id in set(tally.removed_hold_ids):     # its folder gone: nothing of it is left to list or to use
+        if hold_id in holds:
+            registry.remove_hold(hold_id)
     for job_id in gone:
         if job_id in records:
             registry.remove(job_id)
@@ -242,7 +249,9 @@ class _Visit:
     def _holds(self, transport: Transport, shared: WorkdirPaths, now: float) -> None:
         """Remove the folders of holds that ended more than ``older_than`` ago; a live one stays, whoever opened it."""
         holds_dir = posixpath.join(shared.rx_dir, "holds")
-        for hold_id, mtime in sorted(transport.listdir_times(holds_dir).items()):
+        present = transport.listdir_times(holds_dir)
+        self.tally.listed_holds.setdefault(shared.workdir, set()).update(present)
+        for hold_id, mtime in sorted(present.items()):
             if not HOLD_ID_PATTERN.match(hold_id):
                 continue
             self._check_time()
@@ -264,16 +273,9 @@ class _Visit:
                                                                                           UPLOAD_GRACE):
                 self.tally.recent_holds += 1    # a notebook may still send its waiting cells on
             elif self.older_than <= 0 or now - ended >= self.older_than:
-                reason = "killed"
-                if "ended.json" in inside:
-                    try:
-                        reason = str(json.loads(transport.read_bytes(posixpath.join(folder, "ended.json")))
-                                     .get("reason") or "killed")
-                    except (FileNotFoundError, ValueError, AttributeError):
-                        pass
                 self._remove(transport, folder)
                 self.tally.removed_holds += 1
-                self.tally.hold_endings[hold_id] = reason
+                self.tally.removed_hold_ids.append(hold_id)
             else:
                 self.tally.recent_holds += 1
 

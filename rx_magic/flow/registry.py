@@ -163,6 +163,9 @@ class Registry:
                        [*changes.values(), hold_id])
             return replace(current, **changes)
 
+    def remove_hold(self, hold_id: str) -> None:
+        self._db.execute("DELETE FROM holds WHERE id = ?", [hold_id])
+
     def get_hold(self, hold_id: str) -> HoldRecord:
         return self._get_hold(self._db, hold_id)
 
