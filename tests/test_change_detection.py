@@ -185,3 +185,144 @@ def test_a_table_pushed_for_the_first_time_with_a_value_sharing_it_or_its_long_t
         assert refs[0].together == refs[1].together == ("d", "other")
         assert refs[2].together == ()
         assert refs[0].digest == wire.digest({"d": d, "other": other})[0]
+
+
+# --- big buffers: checked with a fast hash, hashed with sha256 again only where they changed -----------------
+
+LEAVES = 3      # an array over three of the digest's 4 MiB leaves: a change in the first or the last one
+
+
+def big_array() -> np.ndarray:
+    return np.arange((LEAVES * wire.LEAF_SIZE - 1000) // 8, dtype=np.float64)
+
+
+def _write_through_view(a):
+    view = a[10:20]
+    view[:] = -5.0
+
+
+def _write_through_memoryview(a):
+    memoryview(a)[len(a) - 3] = -7.0
+
+
+IN_PLACE = {
+    "a[0] = 1": lambda a: a.__setitem__(0, 1.0),
+    "a[-1] += 1": lambda a: a.__setitem__(-1, a[-1] + 1),
+    "a[:] = b": lambda a: a.__setitem__(slice(None), np.full(len(a), 2.5)),
+    "np.copyto": lambda a: np.copyto(a, a[::-1].copy()),
+    "a write through a view": _write_through_view,
+    "a write through memoryview(a)": _write_through_memoryview,
+}
+
+READ = "total, head, tail = float(arr.sum()), arr[:20].tolist(), arr[-5:].tolist()"
+
+
+def seen(arr: np.ndarray) -> tuple:
+    return float(arr.sum()), arr[:20].tolist(), arr[-5:].tolist()
+
+
+def pulled_read(job: rx_magic.Job) -> tuple:
+    namespace: dict = {}
+    job.pull(namespace)
+    return namespace["total"], namespace["head"], namespace["tail"]
+
+
+@pytest.fixture(params=["with xxhash", "without xxhash"])
+def fast_hash(request, monkeypatch):
+    """Each test runs with the fast check, and as if ``import xxhash`` had failed (every buffer hashed in full)."""
+    if request.param == "without xxhash":
+        monkeypatch.setattr(unchanged, "fast_digest", None)
+    elif unchanged.fast_digest is None:
+        pytest.skip("xxhash is not installed")
+    return request.param
+
+
+@pytest.mark.parametrize("change", list(IN_PLACE))
+def test_an_array_changed_in_place_is_sent_again_and_arrives_changed(change, fast_hash):
+    arr = big_array()
+    assert seen(arr) == pulled_read(run(READ, {"arr": arr}))
+    assert run(READ, {"arr": arr}).bytes_sent == 0          # unchanged: no blob written
+    IN_PLACE[change](arr)
+    job = run(READ, {"arr": arr})
+    assert job.bytes_sent >= arr.nbytes
+    assert pulled_read(job) == seen(arr)
+
+
+def test_a_fortran_ordered_array_and_a_view_changed_through_their_base_are_sent_again(fast_hash):
+    base = np.zeros((1500, 1000))
+    fortran = np.asfortranarray(np.arange(1500 * 1000, dtype=np.float64).reshape(1500, 1000))
+    view = base[500:]
+    values = {"fortran": fortran, "view": view}
+    code = "f, v = float(fortran[7, 3]), float(view[0, 0])"
+    run(code, values)
+    assert run(code, values).bytes_sent == 0
+    fortran[7, 3] = -1.0
+    base[500, 0] = 42.0
+    job = run(code, values)
+    assert job.bytes_sent >= fortran.nbytes + view.nbytes
+    assert (pulled(job, "f"), pulled(job, "v")) == (-1.0, 42.0)
+
+
+def test_a_new_array_in_the_place_of_a_freed_one_is_sent():
+    """A new array taking the id and the memory of one pushed before, with other contents: sent, as it is."""
+    code = "first = float(arr[0])"
+    arr = np.zeros(2 * 2**20 // 8)
+    run(code, {"arr": arr})
+    for attempt in range(1, 50):
+        before = (id(arr), arr.__array_interface__["data"][0])
+        plan_blobs({"arr": arr}, limit=None)        # pushed (planned) as it is now
+        del arr     # the allocator hands the freed object and memory back to the next one, most often
+        arr = np.empty(2 * 2**20 // 8)
+        arr.fill(float(attempt))
+        if (id(arr), arr.__array_interface__["data"][0]) == before:
+            break
+    else:
+        pytest.skip("the allocator did not give a freed array's id and memory back")
+    job = run(code, {"arr": arr})
+    assert job.bytes_sent >= arr.nbytes
+    assert pulled(job, "first") == float(attempt)
+
+
+def test_a_buffer_of_an_owner_without_weak_references_changed_in_place_is_sent_again(fast_hash):
+    """A bytearray allows no weak reference: its buffer is remembered by id, address and length, and what
+    decides is still its contents."""
+    memory = bytearray(6 * 2**20)
+    arr = np.frombuffer(memory, dtype=np.uint8)
+    code = "n = int(arr[-1])"
+    run(code, {"arr": arr})
+    assert run(code, {"arr": arr}).bytes_sent == 0
+    memory[-1] = 9
+    job = run(code, {"arr": arr})
+    assert job.bytes_sent >= arr.nbytes
+    assert pulled(job, "n") == 9
+
+
+class _CountingHashlib:
+    """wire's ``hashlib``, counting the bytes each leaf hash is given (leaves are hashed by ``new(name, data)``)."""
+
+    def __init__(self, real):
+        self.real, self.leaf_bytes = real, 0
+
+    def new(self, name, data=b""):
+        self.leaf_bytes += memoryview(data).nbytes
+        return self.real.new(name, data)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_an_unchanged_array_pushed_again_is_not_hashed_with_sha256_and_a_changed_leaf_alone_is(monkeypatch):
+    if unchanged.fast_digest is None:
+        pytest.skip("xxhash is not installed")
+    arr = big_array()
+    first = plan_blobs({"arr": arr}, limit=None)[0]
+    counting = _CountingHashlib(wire.hashlib)
+    monkeypatch.setattr(wire, "hashlib", counting)
+    again = plan_blobs({"arr": arr}, limit=None)[0]
+    assert again.digest == first.digest
+    assert counting.leaf_bytes < 2**12          # the digest of the leaves' digests, nothing of the array
+    arr[-1] += 1
+    counting.leaf_bytes = 0
+    changed = plan_blobs({"arr": arr}, limit=None)[0]
+    assert wire.LEAF_SIZE // 2 < counting.leaf_bytes < wire.LEAF_SIZE + 2**12   # the last leaf alone
+    assert changed.digest == wire.digest(arr)[0] != first.digest

@@ -12,7 +12,8 @@ sent, and keeps the pickles (``wire.Frame``, within ``KEEP_PICKLED``);
 :func:`write_blobs` then writes from them only the blobs the target lacks, so an
 unchanged value is never sent twice, and a value is not pickled twice to be sent.
 A big container of immutable contents pushed before and holding the very same
-objects is not pickled at all (:mod:`.unchanged`).
+objects is not pickled at all, and a big buffer pushed before is checked with a
+fast hash, not hashed again with sha256, when unchanged (:mod:`.unchanged`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
                 if groupable and seen is not None and unchanged.immutable(seen):
                     known = seen
                 frame = wire.prepare(value, withhold=withhold, memo=memo if groupable and known is None else None,
-                                     keep=min(KEEP_PICKLED, max(0, KEEP_PICKLED - kept)))
+                                     keep=min(KEEP_PICKLED, max(0, KEEP_PICKLED - kept)),
+                                     known_buffers=unchanged.buffers)
                 if seen is not None:
                     unchanged.remember(seen, frame.digest, frame.length)
         except Exception as exc:
@@ -137,7 +139,7 @@ def plan_blobs(values: dict[str, object], limit: int | None = 2 * 2**30,
             if ref.name in group and ref.frame is not None:
                 ref.frame.release()     # it travels inside the group's blob
         payload = {name: values[name] for name in group}
-        frame = wire.prepare(payload, withhold=withhold, keep=KEEP_PICKLED)
+        frame = wire.prepare(payload, withhold=withhold, keep=KEEP_PICKLED, known_buffers=unchanged.buffers)
         refs = [BlobRef(ref.name, frame.digest, frame.length, ref.type_name, group, frame) if ref.name in group
                 else ref for ref in refs]
     total = total_size(refs)
