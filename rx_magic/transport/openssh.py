@@ -516,19 +516,28 @@ class _StreamReader:
                 raise self.transport._failure(stderr)
             raise TransportError(f"{self.what} on {self.transport.alias} failed: {stderr.strip()}")
 
+    # a read of nothing (an empty out-of-band buffer) is not the end: waiting for ssh there, with its pipe
+    # full, waited forever
+
     def read(self, size: int | None = -1) -> bytes:
+        if size == 0:
+            return b""
         data = self.file.read(size)
         if size is None or size < 0 or not data:
             self._check_end()
         return data
 
     def readinto(self, buffer) -> int:
+        if not memoryview(buffer).nbytes:
+            return 0
         count = self.file.readinto(buffer)
         if not count:
             self._check_end()
         return count
 
-    def readline(self, size: int = -1) -> bytes:
+    def readline(self, size: int | None = -1) -> bytes:
+        if size == 0:
+            return b""
         line = self.file.readline(size)
         if not line:
             self._check_end()
