@@ -23,6 +23,10 @@ array (``install_packet_queue``). paramiko starts its own
 rekey after 512 MiB, and a channel the server closes during that rekey hangs
 the connection (paramiko #822): rekeying is left to the server instead,
 which OpenSSH does by its own RekeyLimit.
+
+paramiko's Python work per 32 KiB packet still leaves it behind ``scp`` on a fast link, so files of
+``handoff.HANDOFF_BYTES`` and more move through the user's own ``ssh`` where it can log in unasked,
+checking the host key against the same known_hosts files (transport/handoff.py).
 """
 
 from __future__ import annotations
@@ -52,9 +56,11 @@ import paramiko
 import paramiko.buffered_pipe
 
 from ..errors import ConfigError, ConnectError, TransportError
+from . import handoff
 from .base import CommandResult, Transport
 from .command_agent import END_WATCH_SCRIPT, AgentUnavailable, CommandAgent, check_write_reply, read_reply, write_request
 from .end_watch import EndWatches
+from .handoff import HandoffReader, HandoffUpload, SSHFailed, SwitchingWriter, ssh_argv, ssh_program
 
 WINDOW_SIZE = 4 * 2**20
 MAX_PACKET_SIZE = 256 * 2**10
@@ -795,6 +801,9 @@ class SSHTransport(Transport):
         self._lock = threading.RLock()
         self._home: str | None = None
         self._watches = EndWatches()
+        self._handoff: list[str] | None = None      # the ssh command for big transfers on this connection
+        self.handoff_off = ""                       # why big transfers stay with paramiko on this connection
+        self.handoffs = 0                           # transfers that went through the user's ssh (transport/handoff.py)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -907,6 +916,7 @@ class SSHTransport(Transport):
                 except Exception:
                     pass
             self._chain = []
+            self._handoff, self.handoff_off = None, ""     # decided again for the next connection
 
     @contextmanager
     def _translated(self, what: str):
@@ -1053,11 +1063,94 @@ class SSHTransport(Transport):
             return self.sftp.stat(path).st_size
 
     def open_read(self, path: str) -> BinaryIO:
+        """A file of ``HANDOFF_BYTES`` or more comes through the user's ssh where it can (transport/handoff.py)."""
         with self._translated(f"opening {path}"):
             file = self.sftp.open(path, "rb")
+            try:
+                size = file.stat().st_size
+                reader = self._handoff_read(path, size) if size >= handoff.HANDOFF_BYTES else None
+            except BaseException:
+                file.close()
+                raise
+            if reader is not None:
+                file.close()
+                return reader
             file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
-            file.prefetch(file.stat().st_size)
+            file.prefetch(size)
             return _PieceReader(file, lambda: self._translated(f"reading {path}"))
+
+    # -- big transfers through the user's ssh (transport/handoff.py) -------------------------------
+
+    def _handoff_command(self) -> list[str] | None:
+        """The ssh command that logs in as this connection did, or None where transfers stay with paramiko."""
+        with self._lock:
+            info = self.connect()
+            if self._handoff is None and not self.handoff_off:
+                host, program = info.host, ssh_program()
+                if program is None:
+                    self.handoff_off = "no ssh client on this machine"
+                elif host.proxy_jump:
+                    self.handoff_off = "the host is reached through a jump host"
+                elif not info.auth.startswith("publickey") or " and " in info.auth:
+                    self.handoff_off = f"its login needed answers ({info.auth}), which ssh cannot give unasked"
+                elif info.server_key is None:
+                    self.handoff_off = "no host key was seen"
+                else:
+                    files = list(host.identity_files)
+                    if not host.identities_only or not files:
+                        home = os.path.join(os.path.expanduser("~"), ".ssh")
+                        files += [os.path.join(home, name) for name in DEFAULT_KEYS]
+                    key_type = info.server_key.get_name()
+                    self._handoff = ssh_argv(
+                        program, hostname=host.hostname, port=host.port, user=host.user,
+                        identity_files=[path for path in dict.fromkeys(files) if os.path.isfile(path)],
+                        identities_only=host.identities_only, known_hosts_files=host.known_hosts_files,
+                        host_key_algorithms=_ALGORITHMS_OF_KEY_TYPE.get(key_type, (key_type,)),
+                        connect_timeout=self.connect_timeout)
+            return self._handoff
+
+    def _handoff_refused(self, failure: SSHFailed) -> None:
+        """ssh could not log in: paramiko keeps this connection's transfers, unless ssh refused the host key."""
+        if failure.host_key:
+            raise self._host_key_refusal(str(failure))
+        with self._lock:
+            self._handoff, self.handoff_off = None, f"ssh could not log in without asking: {failure}"
+
+    def _host_key_refusal(self, said: str) -> ConnectError:
+        """ssh refused the host's key: check the key the host offers now as connecting does, and say what it says."""
+        host = self.info.host
+        deadline = time.monotonic() + self.connect_timeout
+        try:
+            known = known_host_keys(host)
+            transport = _tuned_transport(_open_socket(host, deadline))
+            try:
+                prefer_known_key_types(transport, known)
+                _handshake(transport, deadline)
+                verify_host_key(transport, host, "strict", known)
+            finally:
+                transport.close()
+        except ConnectError as exc:
+            return exc
+        except (OSError, *_CONNECTION_ERRORS):
+            pass
+        return ConnectError(f"ssh refused the host key of {host.known_hosts_name} for a large transfer ({said}), "
+                            f"though it matches {', '.join(host.known_hosts_files)}. rx_magic never moves a file "
+                            f"past a refused host key: check the key with `{trust_command(host)}` in a terminal, "
+                            "then run the cell again")
+
+    def _handoff_read(self, path: str, size: int) -> HandoffReader | None:
+        argv = self._handoff_command()
+        if argv is None:
+            return None
+        reader = HandoffReader(argv, path, size, f"reading {path} on {self.alias}")
+        try:
+            reader.start(PROMPT_SECONDS)
+        except SSHFailed as failure:
+            self._handoff_refused(failure)
+            return None
+        self._count(3)          # a connection of its own, the command, its end
+        self.handoffs += 1
+        return reader
 
     @contextmanager
     def open_atomic(self, path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
@@ -1068,6 +1161,9 @@ class SSHTransport(Transport):
         SFTP session instead of closing the file (paramiko's close waits for every pipelined write to be
         acknowledged, and a request cut in half is never answered: that hung the kernel), and removes the
         partial file over a new session; the connection stays usable for the next cell.
+
+        Past ``handoff.HANDOFF_BYTES`` the user's ssh is started beside the SFTP session and, once logged
+        in, takes the rest of the bytes (appended to the same partial file; ``handoff.SwitchingWriter``).
         """
         folder, name = posixpath.split(path)
         temporary = posixpath.join(folder, f".{name}.{os.urandom(4).hex()}.part")
@@ -1079,10 +1175,27 @@ class SSHTransport(Transport):
                 file.set_pipelined(True)
                 file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE   # undocumented: see tests/test_private_internals.py
                 sftp.chmod(temporary, mode)
-                writer = _PipelinedWriter(file, f"upload of {path}")
+
+                def start_handoff() -> HandoffUpload | None:
+                    argv = self._handoff_command()
+                    try:
+                        return None if argv is None else HandoffUpload(argv, temporary)
+                    except SSHFailed as failure:
+                        self._handoff_refused(failure)
+                        return None
+
+                def settle() -> None:       # the SFTP part ends: the rest goes through ssh
+                    sent.finish()
+                    file.close()            # waits for every pipelined write to be acknowledged
+                    self._count(3)          # a connection of its own, the command, its end
+                    self.handoffs += 1
+
+                sent = _PipelinedWriter(file, f"upload of {path}")
+                writer = SwitchingWriter(sent, start_handoff, settle, self._handoff_refused)
                 yield writer
-                writer.finish()
-                file.close()            # waits for every pipelined write to be acknowledged
+                writer.finish(f"writing {path} on {self.alias}")
+                if not writer.switched:
+                    file.close()            # waits for every pipelined write to be acknowledged
                 size = sftp.stat(temporary).st_size
                 if size != writer.written:
                     raise TransportError(f"upload of {path} to {self.alias} arrived with {size} of "
@@ -1093,7 +1206,7 @@ class SSHTransport(Transport):
             try:
                 if writer is not None:
                     writer.stop()
-                if interrupted and sftp is not None:
+                if interrupted and sftp is not None and not (writer is not None and writer.switched):
                     self._abandon_sftp(sftp, file)      # no waiting for the acknowledgements of writes in flight
                 if writer is not None:
                     writer.join()
@@ -1106,7 +1219,7 @@ class SSHTransport(Transport):
                     self._remove_partial(sftp, temporary)
             except Exception:       # the cleanup's own failure never replaces what stopped the upload
                 pass
-            if isinstance(exc, Exception):      # a full disk shows as "Failure", or as a short upload
+            if isinstance(exc, Exception) and not isinstance(exc, ConnectError):   # a full disk: "Failure", or short
                 full = self._disk_full(path, folder, writer.written if writer is not None else 0)
                 if full is not None:
                     raise full from None
