@@ -806,17 +806,26 @@ def _leaf_digest(view: memoryview) -> bytes:
     return hashlib.new(HASH_NAME, view).digest()
 
 
+def _pieces_digest(pieces: list) -> bytes:
+    leaf = hashlib.new(HASH_NAME)
+    for piece in pieces:
+        leaf.update(piece)
+    return leaf.digest()
+
+
 class _SectionHash:
     """One section's part of the digest: its length and the hash of each ``LEAF_SIZE`` leaf.
 
-    Fed in pieces of any size, it gives the same answer as one piece; whole
-    leaves of a large piece are hashed on the thread pool, without copying.
+    Fed in pieces of any size, it gives the same answer as one piece; each whole leaf is hashed on the
+    thread pool, without copying, while more is fed (the pickler goes on while the leaves before hash);
+    the last, partial one at :meth:`finish`. A piece of something that may change (not ``bytes``) smaller
+    than a leaf is copied, as it is hashed later.
     """
 
     def __init__(self, data=None):
         self.nbytes = 0
         self._leaves: list = []             # digests (bytes) or futures of them, in order
-        self._leaf = hashlib.new(HASH_NAME)
+        self._pieces: list = []             # the pieces of the leaf being filled
         self._filled = 0
         if data is not None:
             self.update(data)
@@ -826,27 +835,24 @@ class _SectionHash:
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         self.nbytes += view.nbytes
-        if self._filled:
+        if type(data) is not bytes and view.nbytes < LEAF_SIZE:
+            view = memoryview(bytes(view))
+        while len(view):
             take = min(len(view), LEAF_SIZE - self._filled)
-            self._leaf.update(view[:take])
-            self._filled += take
+            if take == LEAF_SIZE:
+                self._leaves.append(_hash_pool().submit(_leaf_digest, view[:take]))
+            else:
+                self._pieces.append(view[:take])
+                self._filled += take
+                if self._filled == LEAF_SIZE:
+                    self._leaves.append(_hash_pool().submit(_pieces_digest, self._pieces))
+                    self._pieces, self._filled = [], 0
             view = view[take:]
-            if self._filled == LEAF_SIZE:
-                self._leaves.append(self._leaf.digest())
-                self._leaf, self._filled = hashlib.new(HASH_NAME), 0
-        if len(view) >= LEAF_SIZE:
-            pool = _hash_pool()
-            while len(view) >= LEAF_SIZE:
-                self._leaves.append(pool.submit(_leaf_digest, view[:LEAF_SIZE]))
-                view = view[LEAF_SIZE:]
-        if len(view):
-            self._leaf.update(view)
-            self._filled = len(view)
 
     def finish(self) -> bytes:
         if self._filled:
-            self._leaves.append(self._leaf.digest())
-            self._leaf, self._filled = hashlib.new(HASH_NAME), 0
+            self._leaves.append(_pieces_digest(self._pieces))
+            self._pieces, self._filled = [], 0
         leaves = [leaf if isinstance(leaf, bytes) else leaf.result() for leaf in self._leaves]
         self._leaves = leaves
         return _LENGTH.pack(self.nbytes) + b"".join(leaves)
