@@ -33,7 +33,8 @@ class DirectScheduler(Scheduler):
                 + render_body(script, pool=bool(script.elements)))
 
     def submit(self, transport: Transport, script: JobScript) -> str:
-        if isinstance(transport, LocalTransport) and not script.setup:
+        # a job's runner.py only: a hold's worker.py, and a cell sent on from a hold (no runner), go through job.sh
+        if isinstance(transport, LocalTransport) and not script.setup and script.runner.endswith("/runner.py"):
             pid = start_now(script)
             if pid is not None:
                 return pid
