@@ -17,7 +17,7 @@ import time
 from ..errors import RxError
 from ..model.record import JobRecord
 from ..model.states import Observation, SchedulerState, State, stopped_from_outside
-from ..runtime.layout import JobPaths
+from ..runtime.layout import HoldPaths, JobPaths
 from ..targets.config import DEFAULT_POLL_INTERVAL
 from ..targets.target import Target, get_target, open_target
 from .arrays import array_status, read_progress
@@ -142,6 +142,9 @@ def observe(target: Target, records: list[JobRecord], ask_scheduler: bool = True
 FIRST_GAP = 2.0         # seconds from the first scheduler query after a change to the second; each gap then doubles
 FOLDER_GAP = 0.5        # the folders of running jobs are read this often at first...
 FOLDER_SHARE = 60.0     # ...then every 1/60 of the quiet time: a job's end shows within 2% of the time it ran
+#: A --bg cell waiting in a hold's queue has its ticket looked for this often (a listing of the hold's ``queue/``,
+#: no scheduler command): the hold takes it when a core frees, and it is seen started then, not at the next query.
+HELD_WAIT = 0.2
 
 
 def scheduler_gap(quiet: float, ceiling: float = DEFAULT_POLL_INTERVAL) -> float:
@@ -230,6 +233,7 @@ class Monitor:
         self._target: Target | None = None
         self._failed = False
         self._retry_in = 0.0
+        self._held_due = float("-inf")     # when the tickets of cells waiting in holds are next looked for
         self._wake = threading.Event()
         self._stopping = threading.Event()     # the running thread's own; a new thread gets a new one
         self._thread: threading.Thread | None = None
@@ -299,11 +303,16 @@ class Monitor:
         looked_at = live if ask else [job for job in live if job.record.state is not State.QUEUED]
         if not ask and now < self.schedule.next_read():
             looked_at = []
-        if looked_at:
+        held_due = not ask and now >= self._held_due and any(_waits_in_hold(job) for job in live)
+        if looked_at or held_due:
             try:
                 target = self._current_target(fresh=ask or self._failed)
                 self.schedule.ceiling = target.config.poll_interval
-                seen = observe(target, [job.record for job in looked_at], ask)
+                if held_due:
+                    self._held_due = now + HELD_WAIT
+                    if _left_hold_queue(target, [job.record for job in live if _waits_in_hold(job)]):
+                        ask, looked_at = True, live     # taken (or taken back): the hold says how, at once
+                seen = observe(target, [job.record for job in looked_at], ask) if looked_at else {}
             except (RxError, OSError) as exc:
                 self._failed = True
                 self._retry_in = min(self.schedule.ceiling, max(FOLDER_GAP, self._retry_in * 2))
@@ -312,6 +321,7 @@ class Monitor:
                     _call(on_change, job)
                 return self._retry_in
             self._failed, self._retry_in = False, 0.0
+        if looked_at:
             self._settle(looked_at, seen, now)
             if ask:
                 self.schedule.asked(now)
@@ -334,7 +344,10 @@ class Monitor:
                     self._last_seen.pop(job.id, None)
                 _call(on_end, job)
         reading = any(job.record.state is not State.QUEUED and not job.record.state.is_final for job in live)
-        return max(0.0, self.schedule.next_look(reading) - self.clock())
+        due = self.schedule.next_look(reading)
+        if any(_waits_in_hold(job) for job in live):
+            due = min(due, self._held_due)
+        return max(0.0, due - self.clock())
 
     def _settle(self, jobs: list, seen: dict[str, Observation], now: float) -> None:
         """Take each job's observation; a job changing state starts the back-off over."""
@@ -361,6 +374,18 @@ class Monitor:
         if fresh or self._target is None or open_target(self.target_name) is not self._target:
             self._target = get_target(self.target_name)
         return self._target
+
+
+def _waits_in_hold(job) -> bool:
+    return job.record.state in (State.SUBMITTED, State.QUEUED) and bool(hold_of(job.record.scheduler_id))
+
+
+def _left_hold_queue(target: Target, records: list[JobRecord]) -> bool:
+    """Whether the ticket of some job waiting in a hold has left the hold's ``queue/`` (one listing per hold)."""
+    by_hold: dict[str, set[str]] = {}
+    for record in records:
+        by_hold.setdefault(HoldPaths(record.workdir, hold_of(record.scheduler_id)).queue_dir, set()).add(record.id)
+    return any(not waiting <= set(target.transport.listdir(queue)) for queue, waiting in by_hold.items())
 
 
 def _call(callback, job) -> None:
