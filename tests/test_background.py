@@ -19,6 +19,7 @@ import rx_magic
 from rx_magic.flow import watch as monitor
 from rx_magic.ui.background import background_jobs, close_background_jobs
 from rx_magic.model.states import State
+from rx_magic.runtime.layout import HoldPaths
 from rx_magic.targets import get_target
 
 
@@ -225,3 +226,56 @@ def test_cancel_button_of_the_jobs_table_cancels(ip):
     panel = _jobs_panel(magics, [], "")
     panel.table._on_message(panel.table, {"action": "cancel", "id": job.id}, [])
     assert job.wait(timeout=30) is State.CANCELLED
+
+
+class Clock:
+    """A monitor's clock the test moves: minutes of watching take a moment, whatever the machine's load."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_bg_cell_waiting_in_a_hold_is_seen_started_within_the_held_pace_not_the_backed_off_query(ip, tmp_path):
+    hold = ip.run_line_magic("rx", "hold local --ncpus 1 --idle 5m").seen.record
+    try:
+        wait_for(lambda: os.path.exists(HoldPaths(hold.workdir, hold.id).ready_json), "the hold to be ready",
+                 timeout=60)
+        ip.user_ns["folder"] = str(tmp_path)
+        # the first cell takes the hold's one core until it finds the file "go"
+        ip.run_cell(cell("local --bg", """
+            import os, time
+            while not os.path.exists(os.path.join(folder, "go")):
+                time.sleep(0.02)
+        """))
+        first = newest_job()
+        wait_for(lambda: first.state is State.RUNNING, "the first cell to start in the hold", timeout=60)
+        ip.run_cell(cell(f"local --bg --hold {hold.id}", """
+            import os, time
+            open(os.path.join(folder, "second started"), "w").close()
+            while not os.path.exists(os.path.join(folder, "end")):
+                time.sleep(0.02)
+        """))
+        monitor.stop_monitors()         # from here the test's own monitor watches the waiting cell, on its clock
+        second = newest_job()
+        clock = Clock()
+        watcher = monitor.Monitor("local", clock=clock, background=False)
+        watcher.watch(second)
+        while clock.now < 1000.0 + 600:     # ten quiet minutes: the scheduler is asked every 30 s by now
+            clock.now += max(watcher.poll(), 0.001)
+        assert second.record.state is State.QUEUED
+        assert watcher.schedule.next_query() - watcher.schedule.last_asked == 30
+        assert watcher.poll() <= monitor.HELD_WAIT      # the waiting cell is looked for at the held pace
+        (tmp_path / "go").touch()
+        wait_for(lambda: (tmp_path / "second started").exists(), "the hold to take the waiting cell", timeout=60)
+        clock.now += monitor.HELD_WAIT
+        watcher.poll()
+        assert second.record.state is State.RUNNING     # seen started at the next look, not 30 s later
+        (tmp_path / "end").touch()
+        assert second.wait(timeout=60) is State.DONE
+    finally:
+        (tmp_path / "go").touch()
+        (tmp_path / "end").touch()
+        ip.run_line_magic("rx", f"release {hold.id}")
