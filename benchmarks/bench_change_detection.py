@@ -15,6 +15,9 @@
    (what values share is found too), and the push again of the unchanged value (planning only, as the blob is
    there; goal <= 0.2 s for the dict, <= 0.05 s for the array), and the target's check after
    the cell (``wire.holds_same`` against the snapshot taken at load, else pickling it again).
+   For the array, the same first push and push again without ``xxhash`` (every buffer hashed
+   with sha256 each time, as before the fast check), and the push again after one element
+   changed (one 4 MiB leaf hashed with sha256 again).
 
 Prints figures; asserts nothing. Runs in temporary XDG folders.
 """
@@ -138,39 +141,19 @@ def pushing_again(runs: int) -> None:
     import numpy as np
 
     from rx_magic.flow import unchanged
-    from rx_magic.flow.blobs import plan_blobs, write_blobs
+    from rx_magic.flow.blobs import plan_blobs
     from rx_magic.runtime import wire
     print(f"4. pushing big values: first push and push again beside pickle.dumps, best of {runs}")
     values = {"dict of 10^6 tuples": ({i: (i, float(i)) for i in range(10**6)}, 0.2),
               "500 MB float64 array": (np.ones(500 * 10**6 // 8), 0.05)}
     for label, (value, goal) in values.items():
+        first, second, again, beside = _pushes(value, runs)
         dumps = best_of(lambda: pickle.dumps(value, protocol=5), runs)
         with tempfile.TemporaryDirectory() as folder:     # like for like: the push writes a file too
             def dump_to_file():
                 with open(os.path.join(folder, "plain.pickle"), "wb") as file:
                     pickle.dump(value, file, protocol=5)
             dump = best_of(dump_to_file, runs)
-        firsts = []
-        for _ in range(runs):
-            unchanged.forget_all()
-            with tempfile.TemporaryDirectory() as folder:
-                start = time.perf_counter()
-                write_blobs({"v": value}, plan_blobs({"v": value}, limit=None), _Folder(folder))
-                firsts.append(time.perf_counter() - start)
-        first = min(firsts)
-        beside = []         # with a second name: what the values share is found too
-        for _ in range(runs):
-            unchanged.forget_all()
-            start = time.perf_counter()
-            plan_blobs({"v": value, "n": 1}, limit=None)
-            beside.append(time.perf_counter() - start)
-        seconds = []
-        for _ in range(runs):
-            unchanged.forget_all()
-            plan_blobs({"v": value}, limit=None)
-            seconds.append(best_of(lambda: plan_blobs({"v": value}, limit=None), 1))
-        second = min(seconds)       # the first push again: its contents are looked at, once
-        again = best_of(lambda: plan_blobs({"v": value}, limit=None), runs)
         items = wire.snapshot(value)
         if items is not None:
             check = best_of(lambda: wire.holds_same(value, items) and wire.immutable_contents(items), runs)
@@ -180,11 +163,56 @@ def pushing_again(runs: int) -> None:
             how = "pickled and hashed again"
         print(f"   {label}:\n      pickle.dumps {dumps:.3f} s, pickle.dump into a file {dump:.3f} s; first push "
               f"(into a file) {first:.3f} s = {first / dumps:.2f}x pickle.dumps, {first / dump:.2f}x pickle.dump "
-              f"(goal <= 1.3x)\n      planned (not written) beside a second name {min(beside):.3f} s = "
-              f"{min(beside) / dumps:.2f}x pickle.dumps"
+              f"(goal <= 1.3x)\n      planned (not written) beside a second name {beside:.3f} s = "
+              f"{beside / dumps:.2f}x pickle.dumps"
               f"\n      pushed again unchanged: {second:.3f} s the first time, {again:.3f} s after "
               f"(goal <= {goal} s)\n      the target's check after the cell: {check:.3f} s ({how})")
+        if isinstance(value, np.ndarray):
+            fast, unchanged.fast_digest = unchanged.fast_digest, None
+            try:
+                first_sha, _, again_sha, _ = _pushes(value, runs)
+            finally:
+                unchanged.fast_digest = fast
+            unchanged.forget_all()
+            plan_blobs({"v": value}, limit=None)
+            changed = []
+            for _ in range(runs):
+                value[-1] += 1
+                start = time.perf_counter()
+                plan_blobs({"v": value}, limit=None)
+                changed.append(time.perf_counter() - start)
+            print(f"      without xxhash (sha256 each time): first push {first_sha:.3f} s = "
+                  f"{first_sha / dumps:.2f}x pickle.dumps, pushed again unchanged {again_sha:.3f} s"
+                  f"\n      pushed again after one element changed: {min(changed):.3f} s")
     unchanged.forget_all()
+
+
+def _pushes(value, runs: int) -> tuple[float, float, float, float]:
+    """Best of ``runs``: the first push (planned and written into an empty folder), the first push again,
+    later pushes again (planned only: the blob is there), and planning beside a second name."""
+    from rx_magic.flow import unchanged
+    from rx_magic.flow.blobs import plan_blobs, write_blobs
+    firsts = []
+    for _ in range(runs):
+        unchanged.forget_all()
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            write_blobs({"v": value}, plan_blobs({"v": value}, limit=None), _Folder(folder))
+            firsts.append(time.perf_counter() - start)
+    beside = []         # with a second name: what the values share is found too
+    for _ in range(runs):
+        unchanged.forget_all()
+        start = time.perf_counter()
+        plan_blobs({"v": value, "n": 1}, limit=None)
+        beside.append(time.perf_counter() - start)
+    seconds = []
+    for _ in range(runs):
+        unchanged.forget_all()
+        plan_blobs({"v": value}, limit=None)
+        seconds.append(best_of(lambda: plan_blobs({"v": value}, limit=None), 1))
+    # the first push again: a container's contents are looked at, once
+    again = best_of(lambda: plan_blobs({"v": value}, limit=None), runs)
+    return min(firsts), min(seconds), again, min(beside)
 
 
 def main() -> None:
