@@ -72,7 +72,7 @@ def test_a_big_upload_and_download_go_through_ssh_and_arrive_intact(ssh_target, 
     assert isinstance(transport, SSHTransport)
     target = folder / "big file with 'quotes' and spaces"
     sessions = sshd.log.read_text().count("Accepted publickey")
-    expected = upload_until_handed_off(transport, target)
+    expected = upload_until_handed_off(transport, target, extra_pieces=4)
     assert transport.handoffs == 1, transport.handoff_off
     assert hashlib.sha256(target.read_bytes()).hexdigest() == expected
     assert target.stat().st_mode & 0o777 == 0o600
@@ -80,7 +80,8 @@ def test_a_big_upload_and_download_go_through_ssh_and_arrive_intact(ssh_target, 
 
     with transport.open_read(str(target)) as file:
         assert isinstance(file, handoff.HandoffReader)
-        received = hashlib.sha256()
+        received = hashlib.sha256(file.read(255 * 1024))     # over SFTP, while ssh logs in
+        assert file.wait_for_ssh(120)       # the next window comes through ssh
         while piece := file.read(255 * 1024):
             received.update(piece)
     assert received.hexdigest() == expected
@@ -108,9 +109,12 @@ def test_a_host_key_ssh_refuses_fails_the_transfer_with_the_host_key_message(ssh
     assert not (folder / "refused").exists() and not parts(folder)
 
     big = folder / "to read"
-    big.write_bytes(os.urandom(2 * MiB))
-    with pytest.raises(ConnectError, match="has CHANGED"):
-        transport.open_read(str(big))
+    big.write_bytes(os.urandom(32 * MiB))
+    with transport.open_read(str(big)) as file:
+        assert not file.wait_for_ssh(120)
+        with pytest.raises(ConnectError, match="has CHANGED"):
+            file.read()
+    assert transport.handoffs == 0
     transport.close()
     with pytest.raises(ConnectError, match="has CHANGED"):     # and paramiko itself refuses it too
         transport.connect()

@@ -27,6 +27,7 @@ import select
 import shlex
 import shutil
 import subprocess
+from collections import deque
 from typing import Sequence
 
 from ..errors import TransportError
@@ -42,7 +43,8 @@ CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"     # as the paramiko
 # transfer already renamed into place leaves no new partial file behind. "R" once logged in.
 _APPEND = '[ -f "$1" ] && [ ! -L "$1" ] || exit 3; printf R; ' \
           'exec dd of="$1" bs=1M oflag=append conv=notrunc,nocreat status=none'
-_READ = '[ -f "$1" ] && [ -r "$1" ] || exit 3; printf R; exec cat -- "$1"'
+# the download goes on from the byte the reader names on ssh's stdin (how far SFTP got meanwhile)
+_READ_FROM = '[ -f "$1" ] && [ -r "$1" ] || exit 3; printf R; read -r offset && exec tail -c +"$((offset + 1))" -- "$1"'
 
 HOST_KEY_REFUSALS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                      "host key is known", "Host key for", "REVOKED HOST KEY")
@@ -106,25 +108,29 @@ class _Process:
     def __init__(self, argv: list[str], script: str, path: str, *, upload: bool):
         command = shlex.join(["sh", "-c", script, "rx", path])
         try:
-            self.process = subprocess.Popen([*argv, command], stdin=subprocess.PIPE if upload else subprocess.DEVNULL,
+            self.process = subprocess.Popen([*argv, command], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                                             start_new_session=True)
         except OSError as exc:
             raise SSHFailed(-1, f"cannot run ssh: {exc}") from exc
         _widen((self.process.stdin if upload else self.process.stdout).fileno())
         self.ready = False
+        self.failure: SSHFailed | None = None
 
     def wait_ready(self, timeout: float | None) -> bool:
         """True once the command runs on the host ("R" came); False if ``timeout`` passed first; else SSHFailed."""
         if self.ready:
             return True
+        if self.failure is not None:
+            raise self.failure
         if not select.select([self.process.stdout], [], [], timeout)[0]:
             return False
         if os.read(self.process.stdout.fileno(), 1) == b"R":
             self.ready = True
             return True
         self.kill()
-        raise SSHFailed(self.process.returncode, self._stderr())
+        self.failure = SSHFailed(self.process.returncode, self._stderr())
+        raise self.failure
 
     def _stderr(self) -> str:
         try:
@@ -188,58 +194,145 @@ class HandoffUpload(_Process):
         self.close_pipes()
 
 
-class HandoffReader(_Process):
-    """A remote file's bytes out of ``ssh ... cat``, checked to be ``size`` bytes and to end with ssh's success."""
+class HandoffReader:
+    """A remote file read through SFTP while ssh logs in, and through ssh from there on.
 
-    def __init__(self, argv: list[str], path: str, size: int, what: str):
-        super().__init__(argv, _READ, path, upload=False)
+    ``read_head(offset, length)`` gives the file's bytes from ``offset`` over SFTP, in pieces (pipelined
+    requests, ``WINDOW`` bytes at a time); before each window the reader looks, without waiting, whether
+    ssh has logged in, and once it has, tells it the byte to go on from and reads the rest out of
+    ``ssh ... tail``. So ssh's login, which ``scp`` waits for, costs no time here. The bytes are checked
+    to be ``size`` in all, and ssh to have ended well; ssh that could not log in goes to ``refused(failure)``
+    (which raises for a refused host key) and the rest of the file comes over SFTP.
+    """
+
+    WINDOW = 8 * 2**20
+
+    def __init__(self, argv: list[str], path: str, size: int, what: str, read_head, settle, close_head, refused):
         self.size, self.what = size, what
-        self.position = 0
-        self._file = None
+        self._read_head, self._settle, self._close_head, self._refused = read_head, settle, close_head, refused
+        self.position = 0               # bytes handed to the caller
+        self._held: deque = deque()     # fetched over SFTP, not yet handed out (memoryviews)
+        self._fetched = 0               # the file's bytes fetched over SFTP so far
+        self._stream = None             # ssh's output, once switched
+        self.switched = False
+        self._ssh: _Process | None = _Process(argv, _READ_FROM, path, upload=False)
 
-    def start(self, timeout: float) -> None:
-        """Wait for ssh to log in; ``SSHFailed`` when it could not, ``TransportError`` after ``timeout`` s."""
-        try:
-            if not self.wait_ready(timeout):
-                raise TransportError(f"{self.what}: ssh did not log in within {timeout:.0f} s")
-        except BaseException:
-            self.close()
-            raise
-        self._file = open(os.dup(self.process.stdout.fileno()), "rb", buffering=PIPE_BYTES)
+    # -- where the next bytes come from
 
-    def _check_end(self) -> None:
-        self.end(self.what)
+    def _refill(self) -> None:
+        """(Nothing held.) Switch to ssh if it has logged in; else fetch the next window over SFTP."""
+        if self._ssh is not None and self._fetched < self.size:
+            try:
+                ready = self._ssh.wait_ready(0)
+            except SSHFailed as failure:
+                self._ssh = None
+                self._refused(failure)
+                ready = False
+            if ready:
+                try:
+                    self._ssh.process.stdin.write(b"%d\n" % self.position)
+                    self._ssh.process.stdin.close()
+                except OSError:         # ssh ended just now: the rest over SFTP
+                    self._ssh.kill()
+                    self._ssh.close_pipes()
+                    self._ssh = None
+                else:
+                    self._stream = open(os.dup(self._ssh.process.stdout.fileno()), "rb", buffering=PIPE_BYTES)
+                    self.switched = True
+                    self._settle()
+                    return
+        length = min(self.WINDOW, self.size - self._fetched)
+        if length <= 0:
+            return
+        for piece in self._read_head(self._fetched, length):
+            if not piece:
+                break
+            self._held.append(memoryview(piece))
+            self._fetched += len(piece)
+
+    def _at_end(self) -> None:
+        """No more bytes came: the whole file, and (through ssh) ssh ended well?"""
+        if self._ssh is not None:
+            if self.switched:
+                self._ssh.end(self.what)
+            else:
+                self._ssh.kill()
+                self._ssh.close_pipes()
+            self._ssh = None
         if self.position != self.size:
-            raise TransportError(f"{self.what} through ssh ended after {self.position} of {self.size} bytes")
+            raise TransportError(f"{self.what} ended after {self.position} of {self.size} bytes")
 
-    # the end of the stream is the end of the file only once ssh ended well; a read of nothing is not the end
+    def wait_for_ssh(self, timeout: float) -> bool:
+        """Wait until ssh has logged in (the next window then comes through it); False if it did not.
 
-    def read(self, size: int | None = -1) -> bytes:
-        if size == 0:
-            return b""
-        data = self._file.read(size)
-        self.position += len(data)
-        if size is None or size < 0 or not data:
-            self._check_end()
-        return data
+        For tests and benchmarks that must see the switch whatever the machine's speed.
+        """
+        try:
+            return self._ssh is not None and self._ssh.wait_ready(timeout)
+        except SSHFailed:
+            return False        # the next read says what became of it
+
+    # -- reading
 
     def readinto(self, buffer) -> int:
-        if not memoryview(buffer).nbytes:
-            return 0
-        count = self._file.readinto(buffer)
-        self.position += count
-        if not count:
-            self._check_end()
-        return count
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view):
+            if self.switched:
+                count = self._stream.readinto(view[done:])
+                if not count:
+                    break
+            elif self._held:
+                piece = self._held[0]
+                count = min(len(piece), len(view) - done)
+                view[done:done + count] = piece[:count]
+                if count == len(piece):
+                    self._held.popleft()
+                else:
+                    self._held[0] = piece[count:]
+            else:
+                self._refill()
+                if not self._held and not self.switched:
+                    break
+                continue
+            done += count
+            self.position += count
+        if done == 0 and len(view):
+            self._at_end()
+        return done
 
-    def readline(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            pieces = []
+            while piece := self.read(PIPE_BYTES):
+                pieces.append(piece)
+            return b"".join(pieces)
         if size == 0:
             return b""
-        line = self._file.readline(size)
-        self.position += len(line)
-        if not line:
-            self._check_end()
-        return line
+        if not self.switched and not self._held:
+            self._refill()
+        if self.switched:
+            data = self._stream.read(size)
+            self.position += len(data)
+            if not data:
+                self._at_end()
+            return data
+        if self._held and len(self._held[0]) == size:        # one whole SFTP reply: no copy
+            piece = self._held.popleft()
+            self.position += size
+            return piece.obj if len(piece.obj) == size else bytes(piece)
+        buffer = bytearray(size)
+        count = self.readinto(buffer)
+        return bytes(buffer) if count == size else bytes(memoryview(buffer)[:count])
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = bytearray()
+        while (size is None or size < 0 or len(line) < size) and not line.endswith(b"\n"):
+            piece = self.read(1)
+            if not piece:
+                break
+            line += piece
+        return bytes(line)
 
     def tell(self) -> int:
         return self.position
@@ -257,10 +350,15 @@ class HandoffReader(_Process):
         return self.position
 
     def close(self) -> None:
-        self.kill()
-        if self._file is not None:
-            self._file.close()
-        self.close_pipes()
+        if self._ssh is not None:
+            self._ssh.kill()
+            self._ssh.close_pipes()
+            self._ssh = None
+        if self._stream is not None:
+            self._stream.close()
+        if not self.switched:
+            self._close_head()
+        self._held.clear()
 
     def __enter__(self):
         return self

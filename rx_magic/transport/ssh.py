@@ -1068,12 +1068,11 @@ class SSHTransport(Transport):
             file = self.sftp.open(path, "rb")
             try:
                 size = file.stat().st_size
-                reader = self._handoff_read(path, size) if size >= handoff.HANDOFF_BYTES else None
+                reader = self._handoff_read(path, file, size) if size >= handoff.HANDOFF_BYTES else None
             except BaseException:
                 file.close()
                 raise
             if reader is not None:
-                file.close()
                 return reader
             file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
             file.prefetch(size)
@@ -1138,19 +1137,38 @@ class SSHTransport(Transport):
                             f"past a refused host key: check the key with `{trust_command(host)}` in a terminal, "
                             "then run the cell again")
 
-    def _handoff_read(self, path: str, size: int) -> HandoffReader | None:
+    def _handoff_read(self, path: str, file: paramiko.SFTPFile, size: int) -> HandoffReader | None:
+        """The file read over SFTP while ssh logs in, and through ssh from then on (``handoff.HandoffReader``)."""
         argv = self._handoff_command()
         if argv is None:
             return None
-        reader = HandoffReader(argv, path, size, f"reading {path} on {self.alias}")
+        file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
+
+        def read_head(offset: int, length: int) -> list[bytes]:
+            # one pipelined request per SFTP reply; each reply handed over as it came (see _PieceReader)
+            chunks = [(at, min(SFTP_REQUEST_SIZE, offset + length - at))
+                      for at in range(offset, offset + length, SFTP_REQUEST_SIZE)]
+            with self._translated(f"reading {path}"):
+                return list(file.readv(chunks))
+
+        def close_head() -> None:
+            try:
+                with self._translated(f"reading {path}"):
+                    file.close()
+            except TransportError:
+                pass
+
+        def settle() -> None:       # the rest comes through ssh
+            close_head()
+            self._count(3)          # a connection of its own, the command, its end
+            self.handoffs += 1
+
         try:
-            reader.start(PROMPT_SECONDS)
+            return HandoffReader(argv, path, size, f"reading {path} on {self.alias}", read_head, settle, close_head,
+                                 self._handoff_refused)
         except SSHFailed as failure:
             self._handoff_refused(failure)
             return None
-        self._count(3)          # a connection of its own, the command, its end
-        self.handoffs += 1
-        return reader
 
     @contextmanager
     def open_atomic(self, path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
