@@ -18,7 +18,7 @@ there, and one that cannot be read on the other side is skipped alone.
 
 from __future__ import annotations
 
-import base64
+import binascii     # base64's own functions, without the base64 module: one less import in every job
 import pickle
 import sys
 import warnings
@@ -327,7 +327,7 @@ def encode(sections: dict) -> dict:
                 data = dill.dumps(value, PROTOCOL, recurse=True)
             except Exception:
                 continue
-        encoded[name] = base64.b64encode(data).decode("ascii")
+        encoded[name] = binascii.b2a_base64(data, newline=False).decode("ascii")
     return encoded
 
 
@@ -338,7 +338,7 @@ def decode(encoded: dict) -> dict:
         if name not in SECTIONS:
             continue
         try:
-            sections[name] = pickle.loads(base64.b64decode(text))
+            sections[name] = pickle.loads(binascii.a2b_base64(text))
         except Exception:
             continue
     return sections
