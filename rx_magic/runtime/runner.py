@@ -855,14 +855,19 @@ class CellProcess:
         pyplot.show = lambda *args, **kwargs: outputs.flush_figures()
 
     def _execute(self, namespace: dict) -> None:
-        import linecache
         code = self.spec["code"]
         first_line = self.spec.get("first_line", 1)
         lines = [f"{line}\n" for line in self.spec.get("header", [])][: first_line - 1]
         lines += [""] * (first_line - 1 - len(lines)) + code.splitlines(keepends=True)
-        linecache.cache[CELL_FILENAME] = (len("".join(lines)), None, lines, CELL_FILENAME)
-        for filename, source in (self.spec.get("sources") or {}).items():    # the notebook's functions
-            linecache.cache[filename] = (len("".join(source["lines"])), None, source["lines"], filename)
+        sources = {CELL_FILENAME: lines, **{filename: source["lines"]      # and the notebook's functions'
+                                            for filename, source in (self.spec.get("sources") or {}).items()}}
+
+        def show_sources(linecache) -> None:
+            for filename, found in sources.items():
+                linecache.cache[filename] = (len("".join(found)), None, found, filename)
+        # the cell's lines are there for whatever reads them (a traceback, a warning, inspect) once it imports
+        # linecache, which (with tokenize) a cell that fails and warns of nothing does without
+        process_state.when_imported("linecache", show_sources)
         body, last, last_code = _compiled_cell(code, first_line)
         exec(body, namespace)
         if last is not None:

@@ -1,0 +1,49 @@
+"""How a job on this machine is started: straight from the kernel, without job.sh's shells, when the target has no
+setup lines (``DirectScheduler.start_now``). Real processes; each test checks what a user would notice."""
+
+import os
+import signal
+from pathlib import Path
+
+from helpers import process_is_gone, wait_for
+
+import rx_magic
+from rx_magic.model.states import State
+
+
+def test_a_cells_module_named_runner_is_the_notebooks_own_not_rx_magics(ip):
+    (Path.cwd() / "runner.py").write_text("WHO = 'the notebook folder'\n")
+    job = rx_magic.submit("import runner\nwho = runner.WHO", "local")
+    assert job.wait(timeout=120) is State.DONE, job.reason
+    namespace = {}
+    job.pull(namespace)
+    assert namespace["who"] == "the notebook folder"
+
+
+def test_a_job_runs_in_the_notebooks_folder_with_its_pwd_and_in_a_session_of_its_own(ip):
+    job = rx_magic.submit("import os\nwhere = (os.getcwd(), os.environ.get('PWD'), os.getsid(0) == os.getpid())",
+                          "local")
+    assert job.wait(timeout=120) is State.DONE, job.reason
+    namespace = {}
+    job.pull(namespace)
+    cwd, pwd, _ = namespace["where"]
+    assert cwd == pwd == os.getcwd()
+    assert int(job.record.scheduler_id) != os.getpid()
+    assert os.getsid(0) != int(job.record.scheduler_id)     # not this kernel's session: the job outlives it
+
+
+def test_a_warning_in_the_cell_shows_the_cells_line(ip):
+    job = rx_magic.submit("import warnings\n\nwarnings.warn('look at this line')", "local")
+    assert job.wait(timeout=120) is State.DONE, job.reason
+    stderr = job.log("stderr")
+    assert "<remote cell>:3: UserWarning: look at this line" in stderr
+    assert "  warnings.warn('look at this line')" in stderr
+
+
+def test_the_cells_process_ends_when_its_supervisor_is_killed(ip):
+    job = rx_magic.submit("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)", "local")
+    wait_for(lambda: job.log().strip(), "the cell to start", timeout=120)
+    cell_pid, supervisor_pid = int(job.log().strip()), int(job.record.scheduler_id)
+    os.kill(supervisor_pid, signal.SIGKILL)      # nothing of the supervisor's runs to stop the cell
+    wait_for(lambda: process_is_gone(supervisor_pid), "the supervisor to be gone (reaped by the kernel)")
+    wait_for(lambda: process_is_gone(cell_pid), "the cell's process to end with its supervisor")
