@@ -136,7 +136,8 @@ class KnownBuffers:
 
     def __init__(self) -> None:
         self._entries: dict[tuple, tuple[weakref.ref | None, list]] = {}
-        self._lock = threading.Lock()
+        # reentrant: a collection while it is held may free an owner, whose weak reference's callback takes it
+        self._lock = threading.RLock()
 
     @property
     def fast(self):
@@ -160,9 +161,10 @@ class KnownBuffers:
             ref = weakref.ref(owner, lambda gone, key=key: self._drop(key, gone))
         except TypeError:       # no weak references to it (bytes): kept by id, type, address and length
             ref = None
+        entry = (ref, list(leaves))
         with self._lock:
             self._entries.pop(key, None)
-            self._entries[key] = (ref, list(leaves))
+            self._entries[key] = entry
             while len(self._entries) > MAX_BUFFERS:
                 del self._entries[next(iter(self._entries))]
 
