@@ -136,8 +136,6 @@ class _Folder:
 
 
 def pushing_again(runs: int) -> None:
-    import pickle
-
     import numpy as np
 
     from rx_magic.flow import unchanged
@@ -147,13 +145,7 @@ def pushing_again(runs: int) -> None:
     values = {"dict of 10^6 tuples": ({i: (i, float(i)) for i in range(10**6)}, 0.2),
               "500 MB float64 array": (np.ones(500 * 10**6 // 8), 0.05)}
     for label, (value, goal) in values.items():
-        first, second, again, beside = _pushes(value, runs)
-        dumps = best_of(lambda: pickle.dumps(value, protocol=5), runs)
-        with tempfile.TemporaryDirectory() as folder:     # like for like: the push writes a file too
-            def dump_to_file():
-                with open(os.path.join(folder, "plain.pickle"), "wb") as file:
-                    pickle.dump(value, file, protocol=5)
-            dump = best_of(dump_to_file, runs)
+        first, second, again, beside, dumps, dump = _pushes(value, runs)
         items = wire.snapshot(value)
         if items is not None:
             check = best_of(lambda: wire.holds_same(value, items) and wire.immutable_contents(items), runs)
@@ -170,7 +162,7 @@ def pushing_again(runs: int) -> None:
         if isinstance(value, np.ndarray):
             fast, unchanged.fast_digest = unchanged.fast_digest, None
             try:
-                first_sha, _, again_sha, _ = _pushes(value, runs)
+                first_sha, _, again_sha, _, dumps_sha, _ = _pushes(value, runs)
             finally:
                 unchanged.fast_digest = fast
             unchanged.forget_all()
@@ -182,23 +174,32 @@ def pushing_again(runs: int) -> None:
                 plan_blobs({"v": value}, limit=None)
                 changed.append(time.perf_counter() - start)
             print(f"      without xxhash (sha256 each time): first push {first_sha:.3f} s = "
-                  f"{first_sha / dumps:.2f}x pickle.dumps, pushed again unchanged {again_sha:.3f} s"
+                  f"{first_sha / dumps_sha:.2f}x pickle.dumps, pushed again unchanged {again_sha:.3f} s"
                   f"\n      pushed again after one element changed: {min(changed):.3f} s")
     unchanged.forget_all()
 
 
-def _pushes(value, runs: int) -> tuple[float, float, float, float]:
+def _pushes(value, runs: int) -> tuple[float, ...]:
     """Best of ``runs``: the first push (planned and written into an empty folder), the first push again,
-    later pushes again (planned only: the blob is there), and planning beside a second name."""
+    later pushes again (planned only: the blob is there), planning beside a second name, and, each run
+    right after a first push (a busy machine weighs on both alike), ``pickle.dumps`` and ``pickle.dump``
+    into a file."""
+    import pickle
+
     from rx_magic.flow import unchanged
     from rx_magic.flow.blobs import plan_blobs, write_blobs
-    firsts = []
+    firsts, dumps, dump = [], [], []
     for _ in range(runs):
         unchanged.forget_all()
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             write_blobs({"v": value}, plan_blobs({"v": value}, limit=None), _Folder(folder))
             firsts.append(time.perf_counter() - start)
+            dumps.append(best_of(lambda: pickle.dumps(value, protocol=5), 1))
+            with open(os.path.join(folder, "plain.pickle"), "wb") as file:     # like for like: a file too
+                start = time.perf_counter()
+                pickle.dump(value, file, protocol=5)
+                dump.append(time.perf_counter() - start)
     beside = []         # with a second name: what the values share is found too
     for _ in range(runs):
         unchanged.forget_all()
@@ -212,7 +213,7 @@ def _pushes(value, runs: int) -> tuple[float, float, float, float]:
         seconds.append(best_of(lambda: plan_blobs({"v": value}, limit=None), 1))
     # the first push again: a container's contents are looked at, once
     again = best_of(lambda: plan_blobs({"v": value}, limit=None), runs)
-    return min(firsts), min(seconds), again, min(beside)
+    return min(firsts), min(seconds), again, min(beside), min(dumps), min(dump)
 
 
 def main() -> None:
