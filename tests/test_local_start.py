@@ -47,3 +47,20 @@ def test_the_cells_process_ends_when_its_supervisor_is_killed(ip):
     os.kill(supervisor_pid, signal.SIGKILL)      # nothing of the supervisor's runs to stop the cell
     wait_for(lambda: process_is_gone(supervisor_pid), "the supervisor to be gone (reaped by the kernel)")
     wait_for(lambda: process_is_gone(cell_pid), "the cell's process to end with its supervisor")
+
+
+def test_a_cells_annotations_are_what_they_are_in_the_notebook_not_strings(ip):
+    # the runner's own ``from __future__ import annotations`` must not reach the cell
+    job = rx_magic.submit("def scale(x: int) -> float:\n    return x / 2\nhints = scale.__annotations__", "local")
+    assert job.wait(timeout=120) is State.DONE, job.reason
+    namespace = {}
+    job.pull(namespace)
+    assert namespace["hints"] == {"x": int, "return": float}
+
+
+def test_a_cell_ending_in_an_expression_shows_its_value_and_one_ending_in_a_statement_does_not(ip, capsys):
+    ip.user_ns["x"] = 20
+    result = ip.run_cell("%%remote local\ny = x + 1\ny * 2")
+    assert result.error_in_exec is None and result.result == 42 and ip.user_ns["y"] == 21
+    result = ip.run_cell("%%remote local\nz = x + 2")
+    assert result.error_in_exec is None and result.result is None and ip.user_ns["z"] == 22

@@ -75,19 +75,26 @@ _map_values: dict[str, object] = {}
 _compiled: dict[tuple[str, int], tuple] = {}
 
 
-def _compiled_cell(code: str, first_line: int) -> tuple:
-    """The cell's code object, and its last expression (node and code object) when it ends with one."""
+def _compiled_cell(code: str, first_line: int, last_expression: bool = True) -> tuple:
+    """The cell's code object, and its last expression (node and code object) when it ends with one.
+
+    Compiled as the notebook compiles it, without this file's ``from __future__`` imports (``dont_inherit``),
+    which would make the cell's annotations strings. With ``last_expression`` False (the notebook saw that the
+    cell does not end with an expression) it is compiled straight from its source, without a syntax tree.
+    """
     found = _compiled.get((code, first_line))
     if found is None:
-        # the tree as compile() itself makes it, without the ast module (and what it imports) in every job; the
-        # blank lines before the cell number its lines as the notebook does
+        source = "\n" * (first_line - 1) + code     # blank lines first number its lines as the notebook does
+        if not last_expression:
+            return compile(source, CELL_FILENAME, "exec", dont_inherit=True), None, None
+        # the tree as compile() itself makes it, without the ast module (and what it imports) in every job
         import _ast
-        tree = compile("\n" * (first_line - 1) + code, CELL_FILENAME, "exec", _ast.PyCF_ONLY_AST)
+        tree = compile(source, CELL_FILENAME, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
         last = last_code = None
         if tree.body and isinstance(tree.body[-1], _ast.Expr):
             last = _ast.Expression(tree.body.pop().value)
-            last_code = compile(last, CELL_FILENAME, "eval")
-        found = (compile(tree, CELL_FILENAME, "exec"), last, last_code)
+            last_code = compile(last, CELL_FILENAME, "eval", dont_inherit=True)
+        found = (compile(tree, CELL_FILENAME, "exec", dont_inherit=True), last, last_code)
     return found
 
 
@@ -868,7 +875,7 @@ class CellProcess:
         # the cell's lines are there for whatever reads them (a traceback, a warning, inspect) once it imports
         # linecache, which (with tokenize) a cell that fails and warns of nothing does without
         process_state.when_imported("linecache", show_sources)
-        body, last, last_code = _compiled_cell(code, first_line)
+        body, last, last_code = _compiled_cell(code, first_line, self.spec.get("last_expression", True))
         exec(body, namespace)
         if last is not None:
             value = eval(last_code, namespace)
