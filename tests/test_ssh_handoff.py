@@ -4,7 +4,7 @@ Against the real loopback sshd: a big upload and download go through an ssh proc
 ``handoffs`` counter, and ssh's own session in sshd's log) and arrive byte-identical, 0600; a host key ssh
 refuses fails the transfer with rx_magic's host-key message, never falling back to paramiko; a host whose
 login needs a second factor keeps to paramiko and still works; an interrupt during a handed-off upload
-removes the partial file. The threshold is lowered to 1 MiB so the tests move tens of MiB, not hundreds.
+removes the partial file. The thresholds are lowered to 1 MiB so the tests move tens of MiB, not hundreds.
 """
 
 import hashlib
@@ -32,6 +32,7 @@ LIMIT = 256 * MiB       # an upload that has not been handed off by then never w
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch):
     monkeypatch.setattr(handoff, "HANDOFF_BYTES", MiB)
+    monkeypatch.setattr(handoff, "READ_HANDOFF_BYTES", MiB)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 paramiko does Python work for every 32 KiB SSH packet (OpenSSH's sshd sends and takes no larger), so
 on a fast link it moves big files more slowly than ``scp``. Where ``ssh`` is installed, the SSH transport
-(transport/ssh.py) moves files of ``HANDOFF_BYTES`` and more through one ``ssh`` process per transfer,
+(transport/ssh.py) moves big files (``HANDOFF_BYTES``, ``READ_HANDOFF_BYTES``) through one ``ssh`` process each,
 started as paramiko connected -- the same host name, port, user and key files -- and checking the host
 key exactly as rx_magic does::
 
@@ -32,9 +32,15 @@ from typing import Sequence
 
 from ..errors import TransportError
 
-#: files at least this large are read through ssh; an upload starts ssh once it has sent this many bytes over
-#: SFTP, and sends the rest through it once ssh has logged in (measured: see benchmarks/bench_ssh.py)
+#: an upload starts ssh once it has sent this many bytes over SFTP, and sends the rest through it once ssh has
+#: logged in; files at least ``READ_HANDOFF_BYTES`` large are read through ssh the same way. Measured with
+#: ``benchmarks/bench_ssh.py --only fb`` on a loaded 2-core machine, server on loopback (its sshd competing for
+#: the same cores; ssh's login took 0.4-0.6 s there): uploads through ssh from 128 MiB on 0.75-1.3x of paramiko
+#: alone, 512 MiB 1.1-1.3x; downloads through ssh 0.7-0.85x of paramiko alone from 32 to 256 MiB, the same
+#: speed at 512 MiB (paramiko's reads, with their packet queue, keep up with ssh there; on a client with more
+#: cores than a loopback server leaves, ssh's would not be slowed by the server's work).
 HANDOFF_BYTES = 64 * 2**20
+READ_HANDOFF_BYTES = 512 * 2**20
 SSH_FAILED = 255            # ssh's own exit code when it could not connect or log in
 PIPE_BYTES = 2**20          # the pipes to and from ssh (Linux's default 64 KiB keeps ssh waiting on us)
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"     # as the paramiko transport asks, then ssh's own
@@ -237,7 +243,8 @@ class HandoffReader:
                     self._ssh.close_pipes()
                     self._ssh = None
                 else:
-                    self._stream = open(os.dup(self._ssh.process.stdout.fileno()), "rb", buffering=PIPE_BYTES)
+                    # unbuffered: each read takes what the pipe holds straight into its bytes, or the caller's buffer
+                    self._stream = open(os.dup(self._ssh.process.stdout.fileno()), "rb", buffering=0)
                     self.switched = True
                     self._settle()
                     return
@@ -312,7 +319,11 @@ class HandoffReader:
         if not self.switched and not self._held:
             self._refill()
         if self.switched:
-            data = self._stream.read(size)
+            pieces, left = [], size
+            while left and (piece := self._stream.read(left)):
+                pieces.append(piece)
+                left -= len(piece)
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             self.position += len(data)
             if not data:
                 self._at_end()

@@ -24,9 +24,9 @@ rekey after 512 MiB, and a channel the server closes during that rekey hangs
 the connection (paramiko #822): rekeying is left to the server instead,
 which OpenSSH does by its own RekeyLimit.
 
-paramiko's Python work per 32 KiB packet still leaves it behind ``scp`` on a fast link, so files of
-``handoff.HANDOFF_BYTES`` and more move through the user's own ``ssh`` where it can log in unasked,
-checking the host key against the same known_hosts files (transport/handoff.py).
+paramiko's Python work per 32 KiB packet still leaves it behind ``scp`` on a fast link, so big files
+(``handoff.HANDOFF_BYTES`` up, ``handoff.READ_HANDOFF_BYTES`` down) move through the user's own ``ssh``
+where it can log in unasked, checking the host key against the same known_hosts files (transport/handoff.py).
 """
 
 from __future__ import annotations
@@ -1063,12 +1063,12 @@ class SSHTransport(Transport):
             return self.sftp.stat(path).st_size
 
     def open_read(self, path: str) -> BinaryIO:
-        """A file of ``HANDOFF_BYTES`` or more comes through the user's ssh where it can (transport/handoff.py)."""
+        """A file of ``handoff.READ_HANDOFF_BYTES`` or more comes through the user's ssh where it can."""
         with self._translated(f"opening {path}"):
             file = self.sftp.open(path, "rb")
             try:
                 size = file.stat().st_size
-                reader = self._handoff_read(path, file, size) if size >= handoff.HANDOFF_BYTES else None
+                reader = self._handoff_read(path, file, size) if size >= handoff.READ_HANDOFF_BYTES else None
             except BaseException:
                 file.close()
                 raise
