@@ -21,7 +21,9 @@ b. throughput of a 512 MiB file up (``open_atomic``, 4 MiB writes) and down
    both ways, against both) of the medians of 5 interleaved runs (each run starting the order one
    step later, so no variant always follows an upload); the fastest runs and the
    client's CPU seconds per GB are shown too, since other work on a small
-   machine moves single runs by 2x;
+   machine moves single runs by 2x. Files this big go through the user's ssh
+   (transport/handoff.py; how many did is printed); the same upload and 255 KiB-read download
+   with the handoff off (paramiko alone) are timed in the same runs for reference;
 c. a 3 GiB transfer up and down, streamed from generated data, checked by
    size and sha256;
 d. a cell reading an unchanged 200 MB array, submitted twice: bytes sent the
@@ -33,7 +35,12 @@ e. pulling one 500 MB value -- a numpy array (out of band) and a ``bytes``
 
 Scratch files live in one temporary folder under /tmp, removed at the end.
 ``--quick`` shrinks the transfers (64 MiB, 256 MiB, 20 MB, 50 MB) to try the script;
-``--only bc`` runs only the parts named (here b and c).
+``--only bc`` runs only the parts named (here b and c); not in the default set:
+
+f. where the handoff to the user's ssh pays: uploads and downloads of 8 to 256 MiB with the handoff
+   off (paramiko alone) and with it at any size (thresholds 1 MiB), medians of 3 interleaved runs; the
+   thresholds ``handoff.HANDOFF_BYTES`` (up) and ``READ_HANDOFF_BYTES`` (down) are where ssh's own login
+   stops costing more than it saves.
 """
 
 from __future__ import annotations
@@ -176,6 +183,24 @@ class Bench:
                         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                         "-i", str(self.server.user_key), source, destination], check=True)
 
+    @staticmethod
+    def handoff_at(threshold):
+        """Set the sizes from which transfers go through the user's ssh (up, down); returns the settings replaced."""
+        from rx_magic.transport import handoff
+        old = handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES
+        both = threshold if isinstance(threshold, tuple) else (threshold, threshold)
+        handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES = both
+        return old
+
+    def paramiko_alone(self, action):
+        def run():
+            old = self.handoff_at(2**62)
+            try:
+                action()
+            finally:
+                self.handoff_at(old)
+        return run
+
     def up_ours(self, source: Path, destination: Path) -> None:
         with open(source, "rb") as file, self.transport.open_atomic(str(destination)) as remote:
             while piece := file.read(PIECE):
@@ -206,33 +231,37 @@ class Bench:
         uploaded, downloaded = self.remote / "payload", self.local / "payload.down"
         at = f"{self.server.user}@127.0.0.1:"
         from rx_magic.transport.ssh import SFTP_REQUEST_SIZE
-        keys = ("up ours", "up scp", "up scp gcm", "down ours", "down ours small", "down ours into",
-                "down ours into unwritten", "down scp", "down scp gcm")
+        keys = ("up ours", "up paramiko", "up scp", "up scp gcm", "down ours", "down ours small", "down paramiko",
+                "down ours into", "down ours into unwritten", "down scp", "down scp gcm")
         gcm = ("-c", "aes128-gcm@openssh.com")
         times = {key: [] for key in keys}
-        cpu = {key: [] for key in keys}         # client CPU seconds: this process, or scp and its ssh
+        cpu = {key: [] for key in keys}         # client CPU seconds: this process and its children (ssh, scp)
 
         def timed(key, action, made: Path):
-            clock = client_cpu("scp" in key)
+            clock = client_cpu(False) + client_cpu(True)
             started = time.perf_counter()
             action()
             times[key].append(time.perf_counter() - started)
-            cpu[key].append(client_cpu("scp" in key) - clock)
+            cpu[key].append(client_cpu(False) + client_cpu(True) - clock)
             assert made.stat().st_size == self.payload, (key, made.stat().st_size)
 
         ups = [("up ours", lambda: self.up_ours(source, uploaded)),
+               ("up paramiko", self.paramiko_alone(lambda: self.up_ours(source, uploaded))),
                ("up scp", lambda: self.scp(str(source), at + str(uploaded))),
                ("up scp gcm", lambda: self.scp(str(source), at + str(uploaded), *gcm))]
         downs = [("down ours", lambda: self.down_ours(uploaded, downloaded)),
                  ("down ours small", lambda: self.down_ours(uploaded, downloaded, SFTP_REQUEST_SIZE)),
+                 ("down paramiko",
+                  self.paramiko_alone(lambda: self.down_ours(uploaded, downloaded, SFTP_REQUEST_SIZE))),
                  ("down ours into", lambda: self.down_ours_into(uploaded, downloaded)),
                  ("down ours into unwritten", lambda: self.down_ours_into(uploaded, downloaded, write=False)),
                  ("down scp", lambda: self.scp(at + str(uploaded), str(downloaded))),
                  ("down scp gcm", lambda: self.scp(at + str(uploaded), str(downloaded), *gcm))]
         # interleaved, so a slow moment hits both sides; each run starts the order one step later, so no
         # variant always comes first after an upload (whose 512 MiB the kernel is still writing back)
+        handoffs = self.transport.handoffs
         for repeat in range(REPEATS):
-            for index, (key, action) in enumerate(ups[repeat % 3:] + ups[:repeat % 3]):
+            for index, (key, action) in enumerate(ups[repeat % len(ups):] + ups[:repeat % len(ups)]):
                 timed(key, action, uploaded)
                 if index < len(ups) - 1:
                     uploaded.unlink()
@@ -245,9 +274,13 @@ class Bench:
         best = {key: rate(self.payload, min(values)) for key, values in times.items()}
         per_gb = {key: statistics.median(values) / (self.payload / 1e9) for key, values in cpu.items()}
         size = f"{self.payload // MiB} MiB"
+        handoffs = self.transport.handoffs - handoffs
         for ours_key, label, goal in (("up ours", "upload (open_atomic, 4 MiB writes)", True),
+                                      ("up paramiko", "upload, paramiko alone (handoff off)", False),
                                       ("down ours small",
                                        f"download (open_read, {SFTP_REQUEST_SIZE // 1024} KiB reads)", True),
+                                      ("down paramiko", f"download, paramiko alone, {SFTP_REQUEST_SIZE // 1024} KiB "
+                                       "reads", False),
                                       ("down ours", "download (open_read, 4 MiB reads)", False),
                                       ("down ours into", "download (open_read, readinto a 4 MiB buffer)", False),
                                       ("down ours into unwritten",
@@ -266,8 +299,48 @@ class Bench:
                          f"{ours:.0f} / {theirs:.0f} MB/s = {ours / theirs:.2f}x", ">= 1.0x", ours / theirs >= 1.0)
                 self.row("b", "    client CPU per GB", f"{per_gb[ours_key]:.2f} / {per_gb[scp_key + ' gcm']:.2f} s",
                          "", None)
+        from rx_magic.transport import handoff
+        # ours, but for the two with the handoff off: one upload (ssh starts at HANDOFF_BYTES and needs its login's
+        # time to take over), four downloads (of files that big)
+        uploads = self.payload >= 2 * handoff.HANDOFF_BYTES
+        expected = REPEATS * (uploads + 4 * (self.payload >= handoff.READ_HANDOFF_BYTES))
+        self.row("b", "transfers of ours that went through the user's ssh", f"{handoffs} of {expected}",
+                 f"{expected}", handoffs == expected)
         self.throughput_detail = {key: [f"{rate(self.payload, t):.0f}" for t in values]
                                   for key, values in times.items()}
+
+    # -- (f) where the handoff pays ----------------------------------------------------------------
+
+    def handoff_threshold(self) -> None:
+        sizes = [8, 16, 32, 64, 128, 256]
+        source = self.local / "sized"
+        remote = self.remote / "sized"
+        back = self.local / "sized.down"
+        times: dict[tuple, list[float]] = {}
+        for size in sizes:
+            with open(source, "wb") as file:
+                for _ in range(size * MiB // PIECE):
+                    file.write(os.urandom(PIECE))
+            for repeat in range(3):
+                ways = [("paramiko", 2**62), ("ssh", MiB)]
+                for way, threshold in ways[repeat % 2:] + ways[:repeat % 2]:
+                    old = self.handoff_at(threshold)
+                    try:
+                        for direction, action in (("up", lambda: self.up_ours(source, remote)),
+                                                  ("down", lambda: self.down_ours(remote, back, 255 * 1024))):
+                            started = time.perf_counter()
+                            action()
+                            times.setdefault((size, direction, way), []).append(time.perf_counter() - started)
+                        back.unlink()
+                    finally:
+                        self.handoff_at(old)
+                remote.unlink()
+        source.unlink()
+        for size in sizes:
+            for direction in ("up", "down"):
+                alone, handed = (statistics.median(times[(size, direction, way)]) for way in ("paramiko", "ssh"))
+                self.row("f", f"{size} MiB {direction}: paramiko alone / through ssh, median of 3",
+                         f"{ms(alone)} / {ms(handed)} = {alone / handed:.2f}x", "", None)
 
     # -- (c) a transfer of several GiB -------------------------------------------------------------
 
@@ -276,6 +349,7 @@ class Bench:
         pieces = self.big // PIECE
         remote = self.remote / "big"
         digest = hashlib.sha256()
+        handoffs = self.transport.handoffs
         started = time.perf_counter()
         with self.transport.open_atomic(str(remote)) as file:
             for index in range(pieces):
@@ -292,6 +366,7 @@ class Bench:
                 received.update(piece)
                 count += len(piece)
         down = time.perf_counter() - started
+        handoffs = self.transport.handoffs - handoffs
         remote.unlink()
         intact = size == count == self.big and received.hexdigest() == digest.hexdigest()
         gib = f"{self.big / 2**30:g} GiB"
@@ -301,6 +376,7 @@ class Bench:
                  "completes", count == self.big)
         self.row("c", f"{gib} size and sha256 match", "yes" if intact else f"NO: {size}, {count} bytes",
                  "match", intact)
+        self.row("c", "of the two, went through the user's ssh", str(handoffs), "", None)
 
     # -- (d) rerun with unchanged data -------------------------------------------------------------
 
@@ -416,7 +492,8 @@ def main() -> None:
                                         ("b", "throughput against scp", bench.throughput),
                                         ("c", "large transfer", bench.big_transfer),
                                         ("d", "rerun with unchanged data", bench.rerun),
-                                        ("e", "peak memory of a large pull", bench.pull_memory)):
+                                        ("e", "peak memory of a large pull", bench.pull_memory),
+                                        ("f", "where the handoff to ssh pays", bench.handoff_threshold)):
                 if part in parts:
                     print(f"({part}) {title} ...", flush=True)
                     action()
