@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH's c
 
 MiB = 2**20
 PIECE = 4 * MiB
-LIMIT = 256 * MiB       # an upload that has not been handed off by then never will be: the test fails
+WAIT = 120              # seconds for ssh to log in, however loaded the machine
 
 
 @pytest.fixture(autouse=True)
@@ -46,22 +46,25 @@ def parts(folder):
 
 
 def upload_until_handed_off(transport, path, extra_pieces=3):
-    """Write distinct 4 MiB pieces until the upload went to ssh, then ``extra_pieces`` more; the sha256 written."""
+    """Write distinct pieces (256 KiB every 20 ms) until the upload went to ssh, then ``extra_pieces`` of 4 MiB;
+    the sha256 of what was written."""
     digest = hashlib.sha256()
     before = transport.handoffs
     base = bytearray(os.urandom(PIECE))
-    written = 0
+    deadline = time.monotonic() + WAIT
     with transport.open_atomic(str(path)) as file:
         index = 0
         while transport.handoffs == before or extra_pieces > 0:
-            assert written < LIMIT, f"{written} bytes sent and no handoff: {transport.handoff_off}"
+            assert time.monotonic() < deadline, f"no handoff within {WAIT} s: {transport.handoff_off}"
+            base[:8] = index.to_bytes(8, "little")
             if transport.handoffs > before:
                 extra_pieces -= 1
-            base[:8] = index.to_bytes(8, "little")
-            piece = bytes(base)
+                piece = bytes(base)
+            else:
+                piece = bytes(base[:PIECE // 16])
+                time.sleep(0.02)
             digest.update(piece)
             file.write(piece)
-            written += len(piece)
             index += 1
         file.write(b"and a tail that is not a whole piece")
         digest.update(b"and a tail that is not a whole piece")
@@ -121,9 +124,30 @@ def test_a_host_key_ssh_refuses_fails_the_transfer_with_the_host_key_message(ssh
         transport.connect()
 
 
-def test_a_host_asking_for_a_second_factor_keeps_to_paramiko_and_works(otp_sshd, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def password_sshd(tmp_path_factory):
+    """A loopback sshd that takes a password alone, no key (tests/otp_sshd.py's code, asked by keyboard-interactive)."""
+    import otp_sshd
+    if not otp_sshd.sshd_available():
+        pytest.skip("OpenSSH's server and ssh-keygen are needed")
+    if os.geteuid() != 0 or not otp_sshd.pam_exec_available():
+        pytest.skip("sshd with PAM needs root, and PAM's pam_exec.so")
+    server = otp_sshd.OTPServer(tmp_path_factory.mktemp("password-sshd"))
+    text = server.config.read_text()
+    server.config.write_text(text.replace("AuthenticationMethods publickey,keyboard-interactive",
+                                          "AuthenticationMethods keyboard-interactive"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.mark.parametrize("which", ["password alone", "key and one-time code"])
+def test_a_host_whose_login_needs_answers_keeps_to_paramiko_and_works(which, tmp_path, monkeypatch, request):
+    server = request.getfixturevalue("password_sshd" if which == "password alone" else "otp_sshd")
     home = tmp_path / "home"
-    otp_sshd.ssh_config(home)
+    server.ssh_config(home)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     folder = tmp_path / "remote"
@@ -132,7 +156,7 @@ def test_a_host_asking_for_a_second_factor_keeps_to_paramiko_and_works(otp_sshd,
 
     def prompt(text, echo):
         asked.append(text)
-        return otp_sshd.code
+        return server.code
 
     with SSHTransport("rxtest", prompt=prompt) as transport:
         transport.connect()
@@ -144,7 +168,8 @@ def test_a_host_asking_for_a_second_factor_keeps_to_paramiko_and_works(otp_sshd,
             assert file.read() == data
         assert transport.handoffs == 0
         assert "needed answers" in transport.handoff_off
-    assert len(asked) == 1          # ssh never tried to log in: nothing more was asked
+    assert len(asked) == 1          # one login, paramiko's: ssh never tried (a refused login counts on the host)
+    assert server.accepted_logins() >= 1
 
 
 def test_ssh_that_cannot_log_in_leaves_the_transfer_to_paramiko(ssh_target, ssh_home, folder, monkeypatch):
@@ -152,20 +177,31 @@ def test_ssh_that_cannot_log_in_leaves_the_transfer_to_paramiko(ssh_target, ssh_
     bin_folder = ssh_home / "bin"
     bin_folder.mkdir()
     wrapper = bin_folder / "ssh"
-    wrapper.write_text("#!/bin/sh\necho 'user@host: Permission denied (publickey,keyboard-interactive).' >&2\n"
-                       "exit 255\n")
+    tries = ssh_home / "ssh tries"
+    wrapper.write_text(f"#!/bin/sh\necho tried >> '{tries}'\n"
+                       "echo 'user@host: Permission denied (publickey,keyboard-interactive).' >&2\nexit 255\n")
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
     transport = rx_magic.targets.get_target("ws").transport
-    data = os.urandom(8 * MiB)
+    sent = bytearray()
+    deadline = time.monotonic() + 120
     with transport.open_atomic(str(folder / "up")) as file:
-        for start in range(0, len(data), MiB):
-            file.write(data[start:start + MiB])
+        while not transport.handoff_off:        # each write looks whether ssh got in; it ends refused
+            assert time.monotonic() < deadline, "ssh's refusal was never seen"
+            piece = os.urandom(MiB)
+            file.write(piece)
+            sent += piece
+            time.sleep(0.01)
+        file.write(b"the rest")
+        sent += b"the rest"
+    data = bytes(sent)
     assert (folder / "up").read_bytes() == data
     assert "Permission denied" in transport.handoff_off
     with transport.open_read(str(folder / "up")) as file:
         assert file.read() == data
+    transport.write_bytes(str(folder / "again"), data)
     assert transport.handoffs == 0
+    assert tries.read_text() == "tried\n"         # once per connection: later transfers do not try again
 
 
 UPLOADER = r"""
@@ -195,6 +231,8 @@ try:
     with transport.open_atomic(os.path.join(folder, "big")) as file:
         for _ in range(2**30 // len(piece)):
             file.write(piece)
+            if transport.handoffs == 0:
+                time.sleep(0.05)        # at most 80 MB/s until ssh has logged in, however long that takes
     sys.exit("1 GiB written and no KeyboardInterrupt: it was lost")
 except KeyboardInterrupt:
     pass
