@@ -9,6 +9,7 @@ from helpers import process_is_gone, wait_for
 
 import rx_magic
 from rx_magic.model.states import State
+from rx_magic.schedulers import DirectScheduler
 
 
 def test_a_cells_module_named_runner_is_the_notebooks_own_not_rx_magics(ip):
@@ -64,3 +65,22 @@ def test_a_cell_ending_in_an_expression_shows_its_value_and_one_ending_in_a_stat
     assert result.error_in_exec is None and result.result == 42 and ip.user_ns["y"] == 21
     result = ip.run_cell("%%remote local\nz = x + 2")
     assert result.error_in_exec is None and result.result is None and ip.user_ns["z"] == 22
+
+
+def test_a_jobs_end_notice_is_there_the_moment_it_is_submitted(ip, monkeypatch):
+    # the job's exec may still be under way when submit returns, its command line empty for a few ms: the notice
+    # must not depend on reading it, or a waiting cell learns of the end only at its next look
+    notices, submit = [], DirectScheduler.submit
+
+    def submit_and_look(self, transport, script):
+        pid = submit(self, transport, script)
+        notice = self.end_notice(transport, pid, script.folder)
+        notices.append(notice)
+        if notice is not None:
+            os.close(notice)
+        return pid
+    monkeypatch.setattr(DirectScheduler, "submit", submit_and_look)
+    jobs = [rx_magic.submit("import time\ntime.sleep(1)", "local") for _ in range(6)]
+    assert None not in notices
+    for job in jobs:
+        assert job.wait(timeout=120) is State.DONE, job.reason

@@ -88,9 +88,13 @@ class DirectScheduler(Scheduler):
             notice = os.pidfd_open(int(scheduler_id))
         except OSError:         # already gone, or not allowed
             return None
-        try:    # a pid is reused once its process ends: only ours mention the job folder
-            with open(f"/proc/{scheduler_id}/cmdline", "rb") as file:
-                ours = folder.encode() in file.read()
+        # a pid is reused once its process ends and is reaped: only ours mention the job folder. One this kernel
+        # started and has not reaped is the job's, even while its command line is still empty (exec under way)
+        ours = _children.get(scheduler_id) == folder
+        try:
+            if not ours:
+                with open(f"/proc/{scheduler_id}/cmdline", "rb") as file:
+                    ours = folder.encode() in file.read()
         except OSError:
             ours = False
         if not ours:
@@ -139,5 +143,19 @@ def start_now(script: JobScript) -> str | None:
         os.close(log)
     # the job outlives the kernel in its own session; while the kernel lives, it is its parent, and reaps it. A
     # bare thread: threading.Thread.start() waits for the thread to run, which on a busy machine took 3 ms a cell
-    _thread.start_new_thread(process.wait, ())
-    return str(process.pid)
+    pid = str(process.pid)
+    _children[pid] = script.folder
+    _thread.start_new_thread(_reap, (process, pid))
+    return pid
+
+
+#: The jobs this kernel started (``start_now``) and has not yet reaped, pid -> job folder: until its parent reaps
+#: it, a pid is not given to another process.
+_children: dict[str, str] = {}
+
+
+def _reap(process: subprocess.Popen, pid: str) -> None:
+    try:
+        process.wait()
+    finally:
+        _children.pop(pid, None)
