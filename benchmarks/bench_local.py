@@ -1,6 +1,6 @@
 """How fast is the `local` target? Prints its figures; asserts nothing.
 
-    python benchmarks/bench_local.py [--quick]
+    python benchmarks/bench_local.py [--quick] [--trivial]
 
 1. median time from running a trivial ``%%remote local`` cell to its result
    being in the namespace, beside a bare ``python -c pass`` timed in the same
@@ -11,6 +11,8 @@
 4. serialization against plain pickle (benchmarks/serialization.py).
 
 Everything runs in temporary XDG folders, so your own jobs are not touched.
+``--trivial`` stops after the first figure. The machine's load average is printed
+beside it: other work on the machine weighs on the figures.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def peak_memory(root: str) -> tuple[int, int, int, int]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as root:
         ip = shell_in(root)
         trivial_cell(ip, 1)     # the runtime is installed once
@@ -116,11 +119,14 @@ def main() -> None:
             bare += bare_python(1)
         median, floor = statistics.median(trivial), statistics.median(bare)
         print("rx_magic local target benchmark")
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus\n")
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {load[0]:.2f} {load[1]:.2f} "
+              f"{load[2]:.2f} at the start, {os.getloadavg()[0]:.2f} after the trivial cells\n")
         print(f"trivial %%remote local cell, submit to value in namespace: median {median * 1000:.0f} ms "
               f"(min {min(trivial) * 1000:.0f}, max {max(trivial) * 1000:.0f}, n={len(trivial)})")
         print(f"bare `python -c pass` in the same run: median {floor * 1000:.0f} ms; the cell takes "
               f"{median / floor:.1f}x it  goal <= 3x")
+        if "--trivial" in sys.argv:
+            return
         (first, first_bytes), (second, second_bytes) = big_array_cell(ip, root)
         print(f"cell reading a 500 MB array, first run:  {first:6.2f} s, {first_bytes / 1e6:7.1f} MB written")
         print(f"cell reading a 500 MB array, second run: {second:6.2f} s, {second_bytes / 1e6:7.1f} MB written"
