@@ -84,3 +84,18 @@ def test_a_jobs_end_notice_is_there_the_moment_it_is_submitted(ip, monkeypatch):
     assert None not in notices
     for job in jobs:
         assert job.wait(timeout=120) is State.DONE, job.reason
+
+
+def test_a_setting_changed_between_cells_reaches_each_cell_as_it_is_then(ip):
+    import matplotlib
+    default = matplotlib.rcParamsDefault["lines.linewidth"]
+    try:
+        for width in (default, 3.5, 2.25, default):
+            matplotlib.rcParams["lines.linewidth"] = width
+            job = rx_magic.submit("import matplotlib\nseen = matplotlib.rcParams['lines.linewidth']", "local")
+            assert job.wait(timeout=120) is State.DONE, job.reason
+            namespace = {}
+            job.pull(namespace)
+            assert namespace["seen"] == width
+    finally:
+        matplotlib.rcParams["lines.linewidth"] = default

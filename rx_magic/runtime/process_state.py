@@ -31,6 +31,7 @@ KERNEL_MAGICS = frozenset({"matplotlib", "pylab", "load_ext", "reload_ext", "unl
                            "pprint", "xmode", "colors", "autoreload", "aimport", "env"})
 
 _MISSING = object()
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 def _same(a, b) -> bool:
@@ -84,6 +85,9 @@ class _Options:
 
     module = ""
 
+    def __init__(self):
+        self._verdicts: dict[str, tuple] = {}    # key -> (value, default, whether they differ): see ``outgoing``
+
     def read(self, module) -> dict:
         raise NotImplementedError
 
@@ -101,9 +105,24 @@ class _Options:
                 pass
 
     def outgoing(self, values: dict):
-        module = sys.modules[self.module]
-        defaults = self.defaults(module)
-        return {key: value for key, value in values.items() if not _same(defaults.get(key, _MISSING), value)}
+        defaults = self.defaults(sys.modules[self.module])
+        # every cell sends the settings that differ from the defaults, and comparing all ~350 of matplotlib's took
+        # 0.6 ms of each cell's planning. A comparison of two values that cannot change in place holds while both
+        # are the very same objects; any thread may fill this, as each entry checks itself
+        known = self._verdicts
+        sent = {}
+        for key, value in values.items():
+            default = defaults.get(key, _MISSING)
+            seen = known.get(key)
+            if seen is not None and seen[0] is value and seen[1] is default:
+                differs = seen[2]
+            else:
+                differs = not _same(default, value)
+                if type(value) in _IMMUTABLE and type(default) in _IMMUTABLE:
+                    known[key] = (value, default, differs)
+            if differs:
+                sent[key] = value
+        return sent
 
     @staticmethod
     def changes(before: dict, after: dict):
