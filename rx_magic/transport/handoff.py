@@ -43,7 +43,10 @@ HANDOFF_BYTES = 64 * 2**20
 READ_HANDOFF_BYTES = 512 * 2**20
 SSH_FAILED = 255            # ssh's own exit code when it could not connect or log in
 PIPE_BYTES = 2**20          # the pipes to and from ssh (Linux's default 64 KiB keeps ssh waiting on us)
-CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"     # as the paramiko transport asks, then ssh's own
+# AES-GCM first, as the paramiko transport asks, then OpenSSH's other defaults (a list, not "^...": older OpenSSH
+# takes no "^", and ssh that refused its options would leave every transfer to paramiko)
+CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+           "aes128-ctr,aes192-ctr,aes256-ctr")
 
 # the upload goes on at the end of the partial file the SFTP session made (0600), never creating one: a
 # transfer already renamed into place leaves no new partial file behind. "R" once logged in.
