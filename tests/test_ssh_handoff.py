@@ -45,14 +45,14 @@ def parts(folder):
     return [name for name in os.listdir(folder) if name.endswith(".part")]
 
 
-def upload_until_handed_off(transport, path, extra_pieces=3):
+def upload_until_handed_off(transport, path, extra_pieces=3, mode=0o600):
     """Write distinct pieces (256 KiB every 20 ms) until the upload went to ssh, then ``extra_pieces`` of 4 MiB;
     the sha256 of what was written."""
     digest = hashlib.sha256()
     before = transport.handoffs
     base = bytearray(os.urandom(PIECE))
     deadline = time.monotonic() + WAIT
-    with transport.open_atomic(str(path)) as file:
+    with transport.open_atomic(str(path), mode) as file:
         index = 0
         while transport.handoffs == before or extra_pieces > 0:
             assert time.monotonic() < deadline, f"no handoff within {WAIT} s: {transport.handoff_off}"
@@ -93,11 +93,18 @@ def test_a_big_upload_and_download_go_through_ssh_and_arrive_intact(ssh_target, 
     # each went through a login of its own: ssh's, beside paramiko's one connection
     assert sshd.log.read_text().count("Accepted publickey") >= sessions + 2
 
+    # read-only, as --files ships files: the handoff's ssh reopens the partial file, still writable until the end
+    shipped = folder / "shipped"
+    expected = upload_until_handed_off(transport, shipped, mode=0o400)
+    assert transport.handoffs == 3
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == expected
+    assert shipped.stat().st_mode & 0o777 == 0o400
+
     small = folder / "small"
     small.write_bytes(b"x" * 1000)
     with transport.open_read(str(small)) as file:       # under the threshold: paramiko
         assert file.read() == b"x" * 1000
-    assert transport.handoffs == 2
+    assert transport.handoffs == 3
 
 
 def test_a_host_key_ssh_refuses_fails_the_transfer_with_the_host_key_message(ssh_target, ssh_home, folder, sshd):

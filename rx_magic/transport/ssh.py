@@ -1192,7 +1192,8 @@ class SSHTransport(Transport):
                 file = sftp.open(temporary, "wb", bufsize=0)
                 file.set_pipelined(True)
                 file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE   # undocumented: see tests/test_private_internals.py
-                sftp.chmod(temporary, mode)
+                # writable by its owner until the end (the handoff's ssh opens it again by name), 0400 at the end
+                sftp.chmod(temporary, mode | stat.S_IWUSR)
 
                 def start_handoff() -> HandoffUpload | None:
                     argv = self._handoff_command()
@@ -1218,6 +1219,8 @@ class SSHTransport(Transport):
                 if size != writer.written:
                     raise TransportError(f"upload of {path} to {self.alias} arrived with {size} of "
                                          f"{writer.written} bytes")
+                if not mode & stat.S_IWUSR:
+                    sftp.chmod(temporary, mode)
                 sftp.posix_rename(temporary, path)
         except BaseException as exc:
             interrupted = not isinstance(exc, Exception)
