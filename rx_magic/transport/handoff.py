@@ -42,6 +42,7 @@ from ..errors import TransportError
 HANDOFF_BYTES = 64 * 2**20
 READ_HANDOFF_BYTES = 512 * 2**20
 SSH_FAILED = 255            # ssh's own exit code when it could not connect or log in
+NOT_THERE = 3               # the scripts' exit code when the file is not there to append to or read
 PIPE_BYTES = 2**20          # the pipes to and from ssh (Linux's default 64 KiB keeps ssh waiting on us)
 # AES-GCM first, as the paramiko transport asks, then OpenSSH's other defaults (a list, not "^...": older OpenSSH
 # takes no "^", and ssh that refused its options would leave every transfer to paramiko)
@@ -50,10 +51,11 @@ CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@open
 
 # the upload goes on at the end of the partial file the SFTP session made (0600), never creating one: a
 # transfer already renamed into place leaves no new partial file behind. "R" once logged in.
-_APPEND = '[ -f "$1" ] && [ ! -L "$1" ] || exit 3; printf R; ' \
+_APPEND = f'[ -f "$1" ] && [ ! -L "$1" ] || exit {NOT_THERE}; printf R; ' \
           'exec dd of="$1" bs=1M oflag=append conv=notrunc,nocreat status=none'
 # the download goes on from the byte the reader names on ssh's stdin (how far SFTP got meanwhile)
-_READ_FROM = '[ -f "$1" ] && [ -r "$1" ] || exit 3; printf R; read -r offset && exec tail -c +"$((offset + 1))" -- "$1"'
+_READ_FROM = f'[ -f "$1" ] && [ -r "$1" ] || exit {NOT_THERE}; printf R; ' \
+             'read -r offset && exec tail -c +"$((offset + 1))" -- "$1"'
 
 HOST_KEY_REFUSALS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                      "host key is known", "Host key for", "REVOKED HOST KEY")
@@ -109,6 +111,11 @@ class SSHFailed(Exception):
     @property
     def host_key(self) -> bool:
         return self.code == SSH_FAILED and refused_host_key(self.stderr)
+
+    @property
+    def this_file_only(self) -> bool:
+        """ssh logged in, but the file was not there for it (another transfer may go through ssh)."""
+        return self.code == NOT_THERE
 
 
 class _Process:

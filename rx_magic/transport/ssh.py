@@ -1112,6 +1112,8 @@ class SSHTransport(Transport):
         """ssh could not log in: paramiko keeps this connection's transfers, unless ssh refused the host key."""
         if failure.host_key:
             raise self._host_key_refusal(str(failure))
+        if failure.this_file_only:
+            return
         with self._lock:
             self._handoff, self.handoff_off = None, f"ssh could not log in without asking: {failure}"
 
