@@ -1,9 +1,14 @@
 """A --map's elements pulled together: what the notebook reads of each element's results comes in a few
 requests (one round trip each over SSH), not one request per element. Through the loopback sshd (real
-OpenSSH, tests/sshd.py): the transport's own read_files is counted, not replaced."""
+OpenSSH, tests/sshd.py): the transport's own read_files is counted, not replaced. And a --map in a local hold:
+its elements run in the lanes' own processes (a real worker), each still with its own output and folder."""
 
-from helpers import run_remote
+import os
 
+from helpers import newest_job, run_remote, wait_for
+
+from rx_magic.errors import ArrayFailed
+from rx_magic.flow.holds import list_holds
 from rx_magic.targets.target import get_target
 
 
@@ -27,3 +32,41 @@ def test_a_map_over_ssh_pulls_its_elements_results_in_a_request_per_fifty_elemen
     assert ip.user_ns["square"] == [n * n for n in range(60)]
     assert len(asked) == 2      # elements 0-49, then 50-59: every element's results, each pulled once
     assert sum(1 for paths in asked for path in paths if path.endswith("outputs.dill")) == 60
+
+
+def test_a_map_in_a_local_hold_runs_its_elements_in_the_lanes_and_an_element_that_ends_its_lane_fails_alone(ip):
+    """Each core's lane runs its elements in its own process, one after another (as a process pool's workers do):
+    each element still gets its own output, working folder and values, and one that ends the lane's process
+    (os._exit here; a crash alike) fails with how it ended while a new lane runs the elements left."""
+    hold = ip.run_line_magic("rx", "hold local --ncpus 2 --idle 5m").seen.record
+
+    def is_ready():
+        seen = next(seen for seen in list_holds() if seen.record.id == hold.id)
+        assert seen.state != "ended", seen.record.reason
+        return seen.state == "ready"
+    wait_for(is_ready, "the hold to be ready", timeout=60)
+    try:
+        result = run_remote(ip, "local --map n=range(12)", """
+            import os
+            pid, where = os.getpid(), os.getcwd()
+            print(f"element {n} says hello")
+            os.chdir("/")           # its own affair: the lane's next element starts in the cell's folder again
+            if n == 4:
+                os._exit(7)
+            if n == 6:
+                raise ValueError("six")
+        """)
+        failed = result.error_in_exec
+        assert isinstance(failed, ArrayFailed), failed
+        assert {failure.index for failure in failed.failures} == {4, 6}
+        reasons = {failure.index: failure.reason for failure in failed.failures}
+        assert "exit code 7" in reasons[4] and "ValueError: six" in reasons[6]
+        pids = [pid for index, pid in enumerate(ip.user_ns["pid"]) if index not in (4, 6)]
+        assert None not in pids
+        assert len(set(pids)) <= 3      # two lanes, and the one that took over from the lane element 4 ended
+        assert set(ip.user_ns["where"]) - {None} == {os.getcwd()}
+        log = newest_job().log()
+        for index in range(12):
+            assert log.count(f"element {index} says hello") == 1
+    finally:
+        ip.run_line_magic("rx", f"release {hold.id}")

@@ -17,7 +17,9 @@ hold was running when it died fails with the hold's reason.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import stat
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from ..model.jobspec import JobSpecError, read_spec
 from ..model.record import HoldRecord, JobRecord
 from ..model.resources import Resources
 from ..model.states import Disappearance, SchedulerState, State
-from ..runtime.layout import JOB_ID_PATTERN, HoldPaths, JobPaths
+from ..runtime.layout import JOB_ID_PATTERN, HoldPaths, JobPaths, check_job_id
 from ..schedulers import JobScript
 from ..targets.target import Target
 from .registry import Registry, default_registry
@@ -258,10 +260,82 @@ def _send_to_scheduler(target: Target, job: JobRecord, seen: HoldLook, registry:
         return SchedulerState(State.FAILED, f"{seen.said} before it ran the cell, and sending the cell to the "
                                             f"{target.scheduler.name} scheduler failed: {exc}")
     transport.remove_tree(claimed)
+    remove_end_notice(target, seen.record.workdir, seen.record.id, job.id)
     registry.update(job.id, scheduler_id=scheduler_id)
     print(f"rx_magic: {seen.said} before job {job.id} started: sent it to the {target.scheduler.name} scheduler "
           f"(job {scheduler_id})", file=sys.stderr, flush=True)
     return SchedulerState(State.SUBMITTED)
+
+
+# ---------------------------------------------------------------------------- waking, on this machine
+
+#: The folder of a hold whose FIFOs say when a job sent to it has ended: ``ends/{job_id}``, made by the notebook
+#: that sends the job, named in its ticket, written once by the worker when the job has ended.
+END_NOTICES = "ends"
+
+
+def make_end_notice(target: Target, paths: HoldPaths, job_id: str) -> str | None:
+    """On this machine, a FIFO in the hold's private folder a waiting cell blocks on until the worker says the
+    job has ended (one byte, then it closes it): its name in the hold folder, for the ticket; None elsewhere (over
+    SSH a held cell is looked at every ``HELD_POLL`` seconds instead) or when it cannot be made."""
+    if not target.is_local:
+        return None
+    relative = posixpath.join(END_NOTICES, check_job_id(job_id))
+    try:
+        os.makedirs(posixpath.join(paths.folder, END_NOTICES), mode=0o700, exist_ok=True)
+        os.mkfifo(posixpath.join(paths.folder, relative), 0o600)
+    except OSError:     # no FIFOs on this filesystem: the cell is looked at on its timer
+        return None
+    return relative
+
+
+def open_end_notice(target: Target, record: JobRecord) -> int | None:
+    """A descriptor that turns readable when the worker says the held job ``record`` ended (on this machine, while
+    its FIFO is there; a FIFO of anyone else's, or anything else by that name, is not used); None otherwise."""
+    hold_id = hold_of(record.scheduler_id)
+    if not hold_id or not target.is_local:
+        return None
+    path = posixpath.join(HoldPaths(record.workdir, hold_id).folder, END_NOTICES, check_job_id(record.id))
+    return _open_fifo(path, os.O_RDONLY)
+
+
+def wake_worker(target: Target, paths: HoldPaths, ready: dict) -> None:
+    """Tell a worker on this machine that a ticket is waiting, through the FIFO it named in ``ready.json``
+    (``wake``), so it takes it at once instead of at its next look; a worker elsewhere finds it on its own."""
+    name = ready.get("wake")
+    if not target.is_local or not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+        return
+    fd = _open_fifo(posixpath.join(paths.folder, name), os.O_WRONLY)
+    if fd is not None:
+        try:
+            os.write(fd, b"w")
+        except OSError:     # full of wake-ups not yet read: it is awake already
+            pass
+        finally:
+            os.close(fd)
+
+
+def _open_fifo(path: str, flags: int) -> int | None:
+    """``path`` opened without blocking if it is a FIFO of this user's that no one else may write, else None
+    (for writing, also None when nobody has it open for reading: no worker here is listening)."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_end_notice(target: Target, workdir: str, hold_id: str, job_id: str) -> None:
+    """The FIFO of a job that will not end in the hold (its ticket was taken back)."""
+    if target.is_local:
+        try:
+            os.remove(posixpath.join(HoldPaths(workdir, hold_id).folder, END_NOTICES, check_job_id(job_id)))
+        except OSError:
+            pass
 
 
 def cancel_held(target: Target, record: JobRecord) -> None:
@@ -271,6 +345,7 @@ def cancel_held(target: Target, record: JobRecord) -> None:
     try:
         transport.rename(hold_paths.queued(record.id), hold_paths.ticket_staging(record.id))
         transport.remove_tree(hold_paths.ticket_staging(record.id))
+        remove_end_notice(target, record.workdir, hold_of(record.scheduler_id) or "", record.id)
         return
     except (FileNotFoundError, OSError, RxError):
         pass

@@ -22,7 +22,7 @@ from ..runtime import runtime_snapshot
 from ..runtime.layout import HoldPaths, new_hold_id
 from ..schedulers import JobScript, gadi
 from ..targets.target import Target, get_target
-from .hold_state import HoldLook, held_id, look
+from .hold_state import HoldLook, held_id, look, make_end_notice, wake_worker
 from .registry import Registry, default_registry, this_session
 from .submit import Plan, check_workdir, install_runtime
 
@@ -195,7 +195,7 @@ def route(plan: Plan, hold: str | None = None, no_hold: bool = False, *, dry_run
         seen = look(target, record, ask_scheduler=False, tickets=True, registry=registry)
         why = _no_room(seen, plan.resources, need_cores, bool(plan.array), waiting=hold is not None)
         if why is None:
-            plan.dispatch = lambda plan, seen=seen: queue_to_hold(plan, seen.record)
+            plan.dispatch = lambda plan, seen=seen: queue_to_hold(plan, seen.record, seen.ready)
             if dry_run:
                 plan.warnings.append(f"runs in hold {record.id} ({_where(seen)}), not as a new "
                                      f"{target.scheduler.name} job")
@@ -248,15 +248,23 @@ def _no_room(seen: HoldLook, asked: Resources, need_cores: int, array: bool, wai
     return None
 
 
-def queue_to_hold(plan: Plan, record: HoldRecord) -> str:
-    """Drop the ticket of ``plan``'s written job folder in the hold's queue (atomically, by rename)."""
+def queue_to_hold(plan: Plan, record: HoldRecord, ready: dict | None = None) -> str:
+    """Drop the ticket of ``plan``'s written job folder in the hold's queue (atomically, by rename).
+
+    On this machine the ticket names a FIFO the worker writes when the job has ended (the waiting cell blocks on
+    it), and the worker is woken through the FIFO its ``ready`` names: no look on either side waits for a timer.
+    """
     paths = HoldPaths(record.workdir, record.id)
     transport = plan.target.transport
     ticket = {"ncpus": plan.resources.ncpus or 1, "mem": plan.resources.mem, "cwd": plan.script.cwd or None,
               "elements": plan.array.size if plan.array else 0, "queued": time.time()}
+    notice = make_end_notice(plan.target, paths, plan.job_id)
+    if notice:
+        ticket["end_notice"] = notice
     staging = paths.ticket_staging(plan.job_id)
     transport.write_bytes(staging, json.dumps(ticket).encode())
     transport.rename(staging, paths.queued(plan.job_id))
+    wake_worker(plan.target, paths, ready or {})
     return held_id(record.id, plan.job_id)
 
 

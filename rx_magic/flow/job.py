@@ -26,7 +26,7 @@ from ..targets.target import get_target
 from .logs import OUTPUT_HEAD, OUTPUT_TAIL, LogFollower, read_log
 from .arrays import (READ_ELEMENTS_TOGETHER, ElementFailure, ElementsReadAhead, combine, failure_error,
                      read_progress)
-from .hold_state import cancel_held, held_in, hold_of
+from .hold_state import cancel_held, held_in, hold_of, open_end_notice
 from .pull import (NOTEBOOK_LOG_LIMIT, READ_TOGETHER, ReadFirst, apply_values, fetch_cell_effects, fetch_results,
                    remote_exception, write_notebook)
 from .registry import Registry, default_registry
@@ -141,8 +141,8 @@ class Job:
         started = time.monotonic()
         streams = _Echo(self) if echo else None
         if hold_of(self.record.scheduler_id):
-            # a hold's worker sends no end notice, and a held cell is meant to be quick: its end is seen within
-            # HELD_POLL seconds, not the second a job with a scheduler is looked at (a 1.6 s map took 2 s)
+            # a held cell is meant to be quick: where no end notice comes (over SSH, a worker on another node), its
+            # end is seen within HELD_POLL seconds, not the second a job with a scheduler is looked at
             poll_interval = min(poll_interval, HELD_POLL)
         nap, last_asked, outage = 0.005, time.monotonic(), None
         with _EndNotice(self) as notice:
@@ -171,6 +171,8 @@ class Job:
             if each_round is not None:
                 each_round()
             if state.is_final or (timeout is not None and now - started > timeout):
+                if state.is_final:
+                    notice.settle()
                 if streams:
                     streams.pump(final=state.is_final)
                 return state
@@ -381,14 +383,19 @@ HELD_POLL = 0.2
 
 class _EndNotice:
     """Sleeps between two looks at a job, waking at once when its process ends where the scheduler can tell
-    (``Scheduler.end_notice``: a pidfd for a direct job on this machine); elsewhere it just sleeps."""
+    (``Scheduler.end_notice``: a pidfd for a direct job on this machine), or a hold's worker on this machine says
+    the job sent to it ended (``hold_state.open_end_notice``); elsewhere it just sleeps."""
 
     def __init__(self, job: Job):
-        self.fd = None
+        self.fd, self.held = None, False
         if not job.record.state.is_final and job.record.scheduler_id:
             try:
-                self.fd = job.target.scheduler.end_notice(job.target.transport, job.record.scheduler_id,
-                                                          job.paths.folder)
+                if hold_of(job.record.scheduler_id):
+                    self.fd = open_end_notice(job.target, job.record)
+                    self.held = self.fd is not None
+                else:
+                    self.fd = job.target.scheduler.end_notice(job.target.transport, job.record.scheduler_id,
+                                                              job.paths.folder)
             except Exception:   # an unreachable or unknown target: wait by looking, as everywhere else
                 self.fd = None
 
@@ -401,6 +408,13 @@ class _EndNotice:
             return False
         self.close()            # readable for good now: later naps are plain sleeps
         return True
+
+    def settle(self) -> None:
+        """The job has ended by its files: a hold's worker here says, a moment later, that it is done with it too
+        (its ticket gone, its cores free for the next cell); wait for that, ``HELD_POLL`` seconds at most."""
+        if self.held and self.fd is not None:
+            select.select([self.fd], [], [], HELD_POLL)
+        self.close()
 
     def close(self) -> None:
         if self.fd is not None:

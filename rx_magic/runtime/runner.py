@@ -132,6 +132,62 @@ def warm_lane(folder: str, spec: dict) -> None:
         _map_values.clear()
 
 
+def needs_supervisor(spec: dict) -> bool:
+    """Whether a cell in a hold needs a supervisor watching a process of its own: only to enforce its walltime or
+    memory limit. Without one, a hold's worker runs the cell in the child it forks (and records its ending), and a
+    lane runs a --map's elements in its own process, one after another, as a process pool's workers do."""
+    limits = spec.get("limits") or {}
+    return bool(limits.get("walltime") or limits.get("mem"))
+
+
+def run_element_in_lane(folder: str, spec: dict, element: int) -> int:
+    """Run element ``element`` of a --map in this process (a hold's lane, after ``warm_lane``), writing what the
+    notebook reads of a forked element -- its output, results, ``status.json`` and end marker; its outputs and
+    process state only when it has some -- with no process of its own; return its exit code.
+
+    The element gets its own namespace, values, streams and working folder, and the lane's streams, folder,
+    ``sys.path``, environment, signal handlers and warning filters are put back afterwards; a module it imports
+    stays imported for the lane's next element. An element that ends the process (a crash, ``os._exit``) leaves
+    its ending to the worker (``Supervisor.record``), which starts another lane."""
+    import warnings
+    supervisor = Supervisor(folder, spec, element)
+    saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
+    saved = (os.getcwd(), sys.path[:], sys.meta_path[:], sys.modules.get("__main__"), sys.stdin, sys.stdout,
+             sys.stderr, dict(os.environ), warnings.filters[:])
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    handlers = [signal.getsignal(signum) for signum in stop_signals]
+    code = RUNNER_ERROR
+    try:
+        code = CellProcess(folder, spec, element)._in_lane()
+    except Exception:   # the runner's own failure, not the cell's: said in the element's stderr, its reason's tail
+        import traceback
+        traceback.print_exc()
+    finally:
+        for signum, handler in zip(stop_signals, handlers):
+            signal.signal(signum, handler)      # a cell's own handler must not keep the lane from being stopped
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        for fd, copy in zip((0, 1, 2), saved_fds):
+            os.dup2(copy, fd)
+            os.close(copy)
+        cwd, sys.path[:], sys.meta_path[:], main, sys.stdin, sys.stdout, sys.stderr, environ, filters = saved
+        if main is not None:
+            sys.modules["__main__"] = main
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        warnings.filters[:] = filters
+        getattr(warnings, "_filters_mutated", lambda: None)()    # the module's cache of what a filter said
+        os.chdir(cwd)
+    peak = __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss
+    # status.json holds the exit code: no file of its own, as no scheduler's script looks for it here
+    peak *= 1 if sys.platform == "darwin" else 1024
+    return supervisor.record((code & 0xFF) << 8, None, peak, exit_file=False)
+
+
 def die_with_parent() -> None:
     """This process gets SIGKILL when its parent ends, even by SIGKILL (Linux's ``PR_SET_PDEATHSIG``).
 
@@ -286,10 +342,16 @@ class Supervisor:
         killed_for, peak, status = self.watch(pid)
         usage = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)
         peak = max(peak, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        return self.record(status, killed_for, peak)
+
+    def record(self, status: int, killed_for: str | None = None, peak: int = 0, exit_file: bool = True) -> int:
+        """Write the ending of a cell process that ended with wait status ``status``: its ``status.json``, exit code
+        (``exit_file``: in a file of its own too) and, for an element, its end marker; return the exit code."""
         state, reason, exit_code = self.outcome(status, killed_for)
         self.write_status(state, reason=reason, exit_code=exit_code, peak_memory=peak)
-        with open(self.paths.exit_code, "w") as file:
-            file.write(f"{exit_code}\n")
+        if exit_file:
+            with open(os.open(self.paths.exit_code, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(f"{exit_code}\n")
         if self.element is not None:
             os.close(os.open(self.paths.end_marker, os.O_WRONLY | os.O_CREAT, 0o600))
         return exit_code
@@ -555,11 +617,17 @@ class CellProcess:
         self.element = element
         self.paths = _paths(folder, element)
         self.outputs = Outputs()
+        self.in_lane = False    # an element run in a hold's lane writes only the files the notebook reads
 
     def run(self) -> int:
         os.setpgid(0, 0)
         self._die_with_supervisor()
         self._redirect_streams()
+        return self.run_cell()
+
+    def run_cell(self) -> int:
+        """Load the values, run the cell and write what it produced, in this process as it is (its streams the
+        job's already); the cell process's exit code."""
         try:
             namespace = self.prepare()
         except RunnerError as exc:
@@ -607,6 +675,12 @@ class CellProcess:
         except OSError:     # still full: the supervisor reads the reason from stderr.log's tail
             pass
         return RUNNER_ERROR
+
+    def _in_lane(self) -> int:
+        """``run`` in a hold's lane, which stays: the element's streams, without a process group of its own."""
+        self.in_lane = True
+        self._redirect_streams()
+        return self.run_cell()
 
     @staticmethod
     def _die_with_supervisor() -> None:
@@ -855,7 +929,8 @@ class CellProcess:
         try:
             self._execute(namespace)
         finally:
-            _write_json(self.paths.process_state, process_state.encode(tracker.changes()))
+            if not self.in_lane:    # an element's are not brought back
+                _write_json(self.paths.process_state, process_state.encode(tracker.changes()))
 
     def _show_as_outputs(self, pyplot) -> None:
         outputs = self.outputs
@@ -942,7 +1017,8 @@ class CellProcess:
         _write_json(self.paths.error, error)
 
     def write_display(self) -> None:
-        _write_json(self.paths.display, self.outputs.items)
+        if self.outputs.items or not self.in_lane:     # no file says no outputs as well as an empty one
+            _write_json(self.paths.display, self.outputs.items)
 
     def write_pulled(self, namespace: dict) -> None:
         """The pulled values, and the pushed ones the cell changed in place, each in its own pickle frame.

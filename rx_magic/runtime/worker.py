@@ -3,9 +3,17 @@
 It watches ``{workdir}/.rx/holds/{hold_id}/`` (``layout.HoldPaths``) on the shared filesystem: no port,
 nothing listening. The notebook drops a ticket ``queue/{job_id}`` for a job folder it has written; the
 worker claims it by renaming it to ``taken/{job_id}`` (atomic: taken once, whoever else looks) and runs the
-folder with the runner's own ``Supervisor`` in a forked child -- the same files a fresh job writes
-(``status.json``, logs, results), so the notebook watches and pulls it as any job. Cells run side by side
-up to the hold's cores and memory; the elements of a ``--map`` spread over its cores.
+folder in a child -- the same files a fresh job writes (``status.json``, logs, results), so the notebook
+watches and pulls it as any job. A cell with a walltime or memory limit runs under the runner's own
+``Supervisor``; any other is the child's own work, and the worker writes its ending as a supervisor would.
+The child is forked ahead of time (a *spare*, waiting on a pipe), so a cell starts without a fork. Cells run
+side by side up to the hold's cores and memory; the elements of a ``--map`` spread over its cores, each
+core's *lane* running them one after another in its own process.
+
+On one machine nothing waits for a timer: the notebook writes a byte to the worker's FIFO ``wake`` (named in
+``ready.json``) when it drops a ticket, and the worker writes one to the FIFO the ticket names (``end_notice``)
+when that job has ended, which the waiting cell blocks on. Elsewhere (a notebook over SSH, a worker on another
+node) neither is opened, and each side looks on its own.
 
 It ends, writing ``ended.json`` with the reason, when asked (``release``: running cells finish first), when
 idle for its ``idle`` seconds, at its walltime, or when stopped by a signal (the batch system's at walltime,
@@ -15,11 +23,14 @@ send to the scheduler. Standard library only, beside ``runner.py`` and ``layout.
 
 from __future__ import annotations
 
+import json
+import mmap
 import os
 import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
 
@@ -27,8 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import layout  # noqa: E402 - the hold folder's and job folders' file names
 import runner  # noqa: E402 - the Supervisor that runs one job folder
 
-POLL = 0.02             # seconds between two looks at queue/ when nothing happens
+POLL = 0.02             # seconds between two looks at queue/ when nothing happens (and no one woke it)
+WAKE = "wake"           # the FIFO in the hold folder a notebook on this machine writes to when it drops a ticket
 BEAT_EVERY = 2.0        # seconds between two heartbeats (the notebook sees beat's content change)
+NO_ELEMENT = struct.pack("q", -1)     # what a lane's ``current`` holds between elements
+SPARE_AFTER = 0.05      # seconds after the last start before a spare child is forked (not while a cell starts)
 STOP_GRACE = 8.0        # seconds running cells get to record their end once the hold is stopped
 ENDINGS = {
     "released": "the hold was released",
@@ -56,12 +70,50 @@ def _die_with_parent() -> None:
             pass
 
 
+def _with_limits(spec: dict) -> dict:
+    """The job's spec with the limits the runner enforces in a hold: the batch system enforces a fresh job's; in a
+    hold the cell's own walltime and memory are the runner's to enforce."""
+    limits, asked = dict(spec.get("limits") or {}), spec.get("resources") or {}
+    for name in ("walltime", "mem"):
+        if not limits.get(name) and asked.get(name):
+            limits[name] = asked[name]
+    return {**spec, "limits": limits}
+
+
+def _signal(pid: int, unit: Unit, signum: int) -> None:
+    """Signal a unit: a cell the child runs itself with its process group (its own, as the supervisor gives it)."""
+    try:
+        if unit.direct:
+            try:
+                os.killpg(pid, signum)
+                return
+            except ProcessLookupError:
+                pass    # not yet in its own group
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 class Unit:
     """One thing running on the worker's cores: a job, or a *lane* of a ``--map`` job (a child that runs its
-    elements one after another, claiming each by creating its folder, so no element runs twice)."""
+    elements one after another, claiming each by creating its folder, so no element runs twice; in its own
+    process when the cell has no walltime or memory limit, ``runner.run_element_in_lane``). A lane says which
+    element it runs in ``current``, memory it shares with the worker: if the lane dies, that element fails with
+    how it died, and another lane takes the elements left."""
 
-    def __init__(self, job_id: str, ncpus: int, mem: int, lane: bool = False):
+    def __init__(self, job_id: str, ncpus: int, mem: int, lane: bool = False, end_notice: str | None = None):
         self.job_id, self.ncpus, self.mem, self.lane = job_id, ncpus, mem, lane
+        self.end_notice = end_notice    # the ticket's FIFO, relative to the hold folder, to write once it ended
+        self.current = None             # a lane's: 8 shared bytes, the element it runs (-1: none)
+        self.direct = False             # a cell run by the child itself, its ending recorded by the worker
+        self.started = time.time()
+        self.peak = 0                   # the child's peak resident memory, in bytes, once it ended
+        self.status: int | None = None  # its wait status, once it ended
+
+    def message(self) -> bytes:
+        """What a spare child needs to run the unit."""
+        return json.dumps({"job_id": self.job_id, "ncpus": self.ncpus, "mem": self.mem,
+                           "end_notice": self.end_notice, "direct": self.direct}).encode()
 
 
 class Worker:
@@ -85,6 +137,9 @@ class Worker:
         self.stopped: list[Unit] = []           # ended when the worker was stopped: they end with its reason
         self.signalled: int | None = None
         self.releasing = False
+        self.wake: list[int] = []               # the wake FIFO: the end it is read from, and one held open for writing
+        self.spare: tuple[int, int] | None = None   # a child forked ahead, waiting for a cell: its pid, its pipe
+        self.last_start = 0.0
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -93,13 +148,14 @@ class Worker:
         os.makedirs(self.paths.queue_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.paths.taken_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.paths.cancel_dir, mode=0o700, exist_ok=True)
-        for name in ("ctypes", "mmap", "resource", "types", "dill", "wire"):
+        for name in ("ctypes", "mmap", "resource", "types", "dill", "wire", "process_state"):
             try:    # warm: every cell forked from here finds these imported
                 __import__(name)
             except ImportError:
                 pass    # the cell's runner names what is missing
         self._beat()
-        _write_json(self.paths.ready_json, {
+        self._open_wake()
+        _write_json(self.paths.ready_json, {"wake": WAKE if self.wake else None,
             "host": socket.gethostname(), "cores": self.cores, "mem": self.mem or None, "pid": os.getpid(),
             "started": self.started, "walltime": self.walltime or None, "idle": self.idle,
             "python": "%d.%d.%d" % sys.version_info[:3]})
@@ -125,6 +181,8 @@ class Worker:
                 return self.end("idle")
             if time.monotonic() - self.last_beat >= BEAT_EVERY:
                 self._beat()
+            if self.spare is None and not self.releasing and time.monotonic() - self.last_start >= SPARE_AFTER:
+                self._fork_spare()
             self._nap()
 
     def _on_signal(self, signum, _frame) -> None:
@@ -132,14 +190,59 @@ class Worker:
 
     def _nap(self) -> None:
         """Wait ``POLL`` seconds, or less when a running child ends (its pidfd, Linux): a --map's next
-        element starts the moment a core frees."""
-        fds = [fd for fd in self.ends.values() if fd is not None]
+        element starts the moment a core frees; or when a notebook here wakes it (a ticket is waiting)."""
+        fds = [fd for fd in self.ends.values() if fd is not None] + self.wake[:1]
         if not fds:
             time.sleep(POLL)
             return
         try:
-            select.select(fds, [], [], POLL)
+            ready, _, _ = select.select(fds, [], [], POLL)
         except InterruptedError:
+            return
+        if self.wake and self.wake[0] in ready:
+            try:
+                while os.read(self.wake[0], 512):
+                    pass
+            except OSError:     # emptied (EAGAIN)
+                pass
+
+    def _open_wake(self) -> None:
+        """Make the wake FIFO (private, in the hold's private folder) and hold it open both ways (never at end
+        of file); without it the worker still finds tickets by looking every ``POLL`` seconds."""
+        path = os.path.join(self.paths.folder, WAKE)
+        try:
+            if os.path.lexists(path):
+                os.remove(path)
+            os.mkfifo(path, 0o600)
+            reading = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.wake = [reading, os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)]
+        except (OSError, AttributeError):
+            self.wake = []
+
+    def _notify(self, unit: Unit) -> None:
+        """Write a byte to the FIFO the unit's ticket named (a notebook on this machine blocks on it), and remove
+        it; only a FIFO of this user's in the hold folder, and only when someone has it open (else nothing)."""
+        if not unit.end_notice:
+            return
+        path = os.path.normpath(os.path.join(self.paths.folder, unit.end_notice))
+        if not path.startswith(self.paths.folder + os.sep):
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:     # no one waits on it here (ENXIO), or it is gone
+            fd = None
+        if fd is not None:
+            try:
+                info = os.fstat(fd)
+                if stat.S_ISFIFO(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+                    os.write(fd, b"e")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        try:
+            os.remove(path)
+        except OSError:
             pass
 
     def _beat(self) -> None:
@@ -175,10 +278,7 @@ class Worker:
             self.cancelled.add(job_id)
             for pid, unit in list(self.running.items()):
                 if unit.job_id == job_id:
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+                    _signal(pid, unit, signal.SIGTERM)
             for unit in [unit for unit in self.pending if unit.job_id == job_id]:
                 self.pending.remove(unit)
                 self._ended(unit, 0, reason="cancelled")
@@ -204,6 +304,7 @@ class Worker:
                 return      # a --map's elements go first, in order
             ticket = _read_json(os.path.join(self.paths.queue_dir, job_id)) or {}
             ncpus, mem = max(1, int(ticket.get("ncpus") or 1)), int(ticket.get("mem") or 0)
+            notice = ticket.get("end_notice") if isinstance(ticket.get("end_notice"), str) else None
             elements = int(ticket.get("elements") or 0)
             if not self._fits(ncpus, 0 if elements else mem):
                 return      # first come, first served: a later small cell does not overtake it
@@ -214,31 +315,112 @@ class Worker:
             if elements:
                 lanes = max(1, min(elements, self.cores // ncpus))
                 self.maps[job_id] = lanes
-                self.pending.extend(Unit(job_id, ncpus, mem, lane=True) for _ in range(lanes))
+                self.pending.extend(Unit(job_id, ncpus, mem, lane=True, end_notice=notice) for _ in range(lanes))
                 return self._start([])
-            self._fork(Unit(job_id, ncpus, mem))
+            self._fork(Unit(job_id, ncpus, mem, end_notice=notice))
 
     def _fork(self, unit: Unit) -> None:
         job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
-        ticket = _read_json(self.paths.taken(unit.job_id)) or {}
-        pid = os.fork()
-        if pid == 0:
-            code = 3    # the runner's own code for "the runner failed"
-            try:
-                code = self._child(job_paths, ticket, unit)
-            finally:
-                os._exit(code)
+        self.last_start = time.monotonic()
+        if unit.lane:
+            unit.current = mmap.mmap(-1, 8)
+            unit.current[:] = NO_ELEMENT
+        else:   # a cell with no walltime or memory of its own to enforce needs no supervisor: the worker is one
+            spec = _read_json(job_paths.job_json) or {}
+            unit.direct = spec.get("format") == layout.SPEC_FORMAT and not runner.needs_supervisor(_with_limits(spec))
+        pid = self._hand_to_spare(unit) if not unit.lane else None
+        if pid is None:
+            ticket = _read_json(self.paths.taken(unit.job_id)) or {}
+            pid = os.fork()
+            if pid == 0:
+                code = 3    # the runner's own code for "the runner failed"
+                try:
+                    code = self._child(job_paths, ticket, unit)
+                finally:
+                    os._exit(code)
+        unit.started = time.time()
         self.running[pid] = unit
         try:
             self.ends[pid] = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
         except OSError:
             self.ends[pid] = None
 
-    def _child(self, job_paths: layout.JobPaths, ticket: dict, unit: Unit) -> int:
-        """In the forked child: what ``job.sh`` does for a fresh job, then the runner's supervisor."""
+    def _fork_spare(self) -> None:
+        """Fork a child ahead of time that waits for a cell (``_spare``): the next cell starts without a fork,
+        which costs a loaded machine several milliseconds with the runtime's modules imported."""
+        reading, writing = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                os.close(writing)
+                code = self._spare(reading)
+            finally:
+                os._exit(code)
+        os.close(reading)
+        self.spare = (pid, writing)
+
+    def _spare(self, reading: int) -> int:
+        """In the spare child: wait for the unit to run (``Unit.message``), then run it; nothing: end."""
+        self._detach()
+        message = b""
+        while True:
+            piece = os.read(reading, 65536)
+            if not piece:
+                break
+            message += piece
+        os.close(reading)
+        if not message:
+            return 0    # not needed: the worker ends
+        said = json.loads(message)
+        unit = Unit(said["job_id"], said["ncpus"], said["mem"], end_notice=said["end_notice"])
+        unit.direct = bool(said["direct"])
+        ticket = _read_json(self.paths.taken(unit.job_id)) or {}
+        return self._child(layout.JobPaths(self.paths.workdir, unit.job_id), ticket, unit)
+
+    def _hand_to_spare(self, unit: Unit) -> int | None:
+        """Give the unit to the spare child; its pid, or None when there is none (or it died)."""
+        if self.spare is None:
+            return None
+        pid, writing = self.spare
+        self.spare = None
+        try:
+            os.write(writing, unit.message())
+        except OSError:
+            return None     # it died: reaped as a child that runs nothing
+        finally:
+            os.close(writing)
+        return pid
+
+    def _end_spare(self) -> None:
+        if self.spare is not None:
+            pid, writing = self.spare
+            self.spare = None
+            os.close(writing)       # it reads the end of the pipe, and exits
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    def _detach(self) -> None:
+        """In a child: the default signal actions, death with the worker, none of the worker's descriptors."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, signal.SIG_DFL)
         _die_with_parent()
+        for fd in [*self.wake, *(fd for fd in self.ends.values() if fd is not None)]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.wake, self.ends = [], {}
+        if self.spare is not None:
+            os.close(self.spare[1])
+            self.spare = None
+
+    def _child(self, job_paths: layout.JobPaths, ticket: dict, unit: Unit) -> int:
+        """In the forked child: what ``job.sh`` does for a fresh job, then the runner's supervisor, or the cell
+        itself (``unit.direct``: the worker records its ending)."""
+        self._detach()
         os.umask(0o077)
         log = os.open(job_paths.scheduler_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -259,19 +441,25 @@ class Worker:
         if spec is None or spec.get("format") != layout.SPEC_FORMAT:
             print(f"rx_magic worker: cannot read {job_paths.job_json} in format {layout.SPEC_FORMAT}", file=sys.stderr)
             return 2
-        # the batch system enforces a fresh job's limits; in a hold the runner enforces the cell's own
-        limits, asked = dict(spec.get("limits") or {}), spec.get("resources") or {}
-        for name in ("walltime", "mem"):
-            if not limits.get(name) and asked.get(name):
-                limits[name] = asked[name]
-        spec["limits"] = limits
+        spec = _with_limits(spec)
+        if unit.direct:
+            runner.Supervisor(job_paths.folder, spec).write_status("running")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            return runner.CellProcess(job_paths.folder, spec).run()
         if not unit.lane:
             return runner.Supervisor(job_paths.folder, spec).run()
         runner.warm_lane(job_paths.folder, spec)
+        here = not runner.needs_supervisor(spec)
         for index in range(int(spec["map"]["size"])):
+            unit.current[:] = struct.pack("q", index)
             try:    # claims the element: the kernel reads a folder there as "started"
                 os.mkdir(job_paths.element(index).folder, 0o700)
             except FileExistsError:
+                unit.current[:] = NO_ELEMENT
+                continue
+            if here:
+                runner.run_element_in_lane(job_paths.folder, spec, index)
+                unit.current[:] = NO_ELEMENT
                 continue
             supervisor = runner.Supervisor(job_paths.folder, spec, index)
             supervisor.run()
@@ -282,17 +470,21 @@ class Worker:
         return 0
 
     def _reap(self) -> None:
-        while self.running:
+        while self.running or self.spare:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self._closed(pid)
+            if self.spare is not None and pid == self.spare[0]:
+                os.close(self.spare[1])     # it died waiting: another is forked
+                self.spare = None
             unit = self.running.pop(pid, None)
             if unit is None:
                 continue
+            unit.status, unit.peak = status, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
             if self.signalled is None and self._stopped_from_outside(unit, status):
                 # a batch system stopping the job signals every process in it: the worker's own signal
                 # follows at once, and then the cell ends with the hold's reason, not "terminated by signal"
@@ -302,7 +494,27 @@ class Worker:
             if self.signalled is not None:
                 self.stopped.append(unit)
                 continue
+            if unit.lane and status and unit.job_id not in self.cancelled:
+                self._lane_died(unit, status)
             self._ended(unit, status)
+
+    def _lane_died(self, unit: Unit, status: int) -> None:
+        """A lane ended before its elements did (the element it ran in its process crashed, or ended it): that
+        element fails saying how, as a forked element's supervisor would say it, and a new lane takes the rest."""
+        index = struct.unpack("q", unit.current[:])[0] if unit.current is not None else -1
+        job_paths = layout.JobPaths(self.paths.workdir, unit.job_id)
+        if index < 0 or os.path.exists(job_paths.element(index).end_marker):
+            return      # it died between elements: the elements left go to the lanes still running, or end failed
+        spec = _read_json(job_paths.job_json) or {}
+        if spec.get("map"):
+            supervisor = runner.Supervisor(job_paths.folder, spec, index)
+            try:
+                supervisor.started = os.stat(job_paths.element(index).folder).st_mtime
+            except OSError:
+                pass
+            supervisor.record(status)
+        self.maps[unit.job_id] = self.maps.get(unit.job_id, 0) + 1
+        self.pending.append(Unit(unit.job_id, unit.ncpus, unit.mem, lane=True, end_notice=unit.end_notice))
 
     def _stopped_from_outside(self, unit: Unit, status: int) -> bool:
         """Whether the unit was stopped by a signal the worker did not send (a cancel's)."""
@@ -341,12 +553,22 @@ class Worker:
             with open(os.open(job_paths.exit_code, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
                 file.write(f"{1 if failed else 0}\n")
         else:
+            if unit.direct and unit.status is not None:    # what its supervisor would have written
+                found = (_read_json(job_paths.status_json) or {}).get("state")
+                if found not in layout.FINAL_STATES:
+                    spec = _with_limits(_read_json(job_paths.job_json) or {})
+                    supervisor = runner.Supervisor(job_paths.folder, spec)
+                    supervisor.started = unit.started
+                    stopped = reason and os.WIFSIGNALED(unit.status)    # then the reason says why (below)
+                    supervisor.record(unit.status, f"signal:{os.WTERMSIG(unit.status)}" if stopped else None,
+                                      unit.peak)
             self._record_end(job_paths, status, reason)
             self.cancelled.discard(unit.job_id)
         try:
             os.remove(self.paths.taken(unit.job_id))
         except OSError:
             pass
+        self._notify(unit)
 
     @staticmethod
     def _record_end(paths: layout.JobPaths, status: int, reason: str | None, element: bool = False) -> None:
@@ -371,11 +593,9 @@ class Worker:
     def end(self, reason: str) -> int:
         """Stop what still runs (its cells fail with the reason), record why the hold ended, and exit."""
         said = f"{ENDINGS[reason]} while the cell ran"
-        for pid in list(self.running):
-            try:
-                os.kill(pid, signal.SIGTERM)    # the supervisor stops its cell and records the end
-            except ProcessLookupError:
-                pass
+        self._end_spare()
+        for pid, unit in list(self.running.items()):
+            _signal(pid, unit, signal.SIGTERM)  # the supervisor stops its cell and records the end
         deadline = time.monotonic() + STOP_GRACE
         stopped: dict[int, Unit] = {}
         while self.running and time.monotonic() < deadline:
@@ -387,13 +607,14 @@ class Worker:
                 self._closed(pid)
                 unit = self.running.pop(pid, None)
                 if unit is not None:
+                    unit.status = _status
                     stopped[pid] = unit
             else:
                 time.sleep(0.05)
         for pid, unit in list(self.running.items()):
+            _signal(pid, unit, signal.SIGKILL)
             try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                unit.status = os.waitpid(pid, 0)[1]
             except OSError:
                 pass
             self._closed(pid)
@@ -402,6 +623,12 @@ class Worker:
         for unit in [*self.stopped, *stopped.values(), *self.pending]:
             self._ended(unit, 0, reason=said)
         self.pending.clear()
+        for fd in self.wake:
+            os.close(fd)
+        try:
+            os.remove(os.path.join(self.paths.folder, WAKE))
+        except OSError:
+            pass
         _write_json(self.paths.ended_json, {"reason": reason, "said": ENDINGS[reason], "ended": time.time(),
                                                    "started": self.started, "host": socket.gethostname()})
         return 0
