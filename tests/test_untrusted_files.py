@@ -158,6 +158,45 @@ def test_blob_matching_its_name_is_used(ip, workdir):
     assert ip.user_ns["y"] == 6
 
 
+@pytest.mark.parametrize("planted", [False, True], ids=["one-byte-changed", "planted-pickle"])
+def test_a_verified_blob_changed_with_its_mtime_set_back_is_still_refused(ip, workdir, tmp_path, planted):
+    """A big blob is hashed once and stamped (device, inode, size, mtime, ctime); changed afterwards in place,
+    same size, its mtime set back with os.utime, it no longer matches its stamp (its ctime moved, and no one
+    can set that back) and is hashed again, and refused."""
+    marker = tmp_path / "unpickled"
+    value = bytearray(range(256)) * (6 * 2**20 // 256)      # bigger than a stamp's minimum
+    digest, _ = wire.digest(value)
+    ip.user_ns["x"] = value
+    assert run_remote(ip, "mine", "y = len(x)").error_in_exec is None
+    blob = workdir / ".rx" / "blobs" / f"{digest}.dill"
+    stamp = workdir / ".rx" / "verified" / digest
+    assert stamp.exists() and (stamp.stat().st_mode & 0o777) == 0o600
+    assert run_remote(ip, "mine", "y = len(x) + 1").error_in_exec is None      # loaded on its stamp
+    assert ip.user_ns["y"] == len(value) + 1
+
+    before = blob.stat()
+    data = bytearray(blob.read_bytes())
+    if planted:
+        bad = wire.dumps(Planted(marker))
+        data[:len(bad)] = bad
+    else:
+        data[len(data) // 2] ^= 1       # the value would load, one byte off
+    with open(blob, "r+b") as file:     # in place: same file, same inode
+        file.write(data)
+    while blob.stat().st_ctime_ns == before.st_ctime_ns:     # a coarse clock: until the change shows
+        os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = blob.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+    result = run_remote(ip, "mine", "y = len(x) + 2")
+    assert result.error_in_exec is not None
+    message = str(result.error_in_exec)
+    assert f"refusing to load the blob {blob}: its content does not hash to its name" in message
+    assert not marker.exists()
+    assert ip.user_ns["y"] == len(value) + 1
+
+
 def test_modified_runner_in_an_existing_runtime_folder_is_not_run(ip, workdir, tmp_path):
     marker = tmp_path / "ran"
     runtime = private_dir(workdir / ".rx" / f"runtime-{runtime_version()}")

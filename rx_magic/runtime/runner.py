@@ -213,6 +213,16 @@ def die_with_parent() -> None:
             pass
 
 
+#: A blob this big or bigger is stamped once verified, and its buffers are told unchanged by what the cell wrote
+#: (``CellProcess.load_blob``, ``changed_in_place``); a smaller one is hashed in less time than a stamp takes.
+VERIFIED_STAMP_MIN = 4 * 2**20
+
+
+def _file_identity(info) -> list[int]:
+    """What tells a file's bytes from any other's without reading them (see ``CellProcess._stamp_path``)."""
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
 def open_own_file(path: str, named: str, to_do: str):
     """``path`` opened for reading only if it is a regular file of this user's that no one else may write (never a
     symlink), else ``RunnerError`` saying so: the one rule for every file the runner trusts (blobs, shipped files).
@@ -742,23 +752,91 @@ class CellProcess:
         """The value in the blob named ``digest``, unpickled only once its bytes are shown to hash to that name.
 
         The file must be a regular file of this user's, writable by no one else (never a symlink), so no
-        one else's pickle runs here, and it cannot change between the check and the load.
+        one else's pickle runs here, and it cannot change between the check and the load. A blob of at least
+        ``VERIFIED_STAMP_MIN`` bytes that passed the check gets a stamp (``_stamp_verified``), and is not
+        hashed again while the file is the very one stamped (``_verified_sections``).
         """
         import mmap
 
         path = self.paths.blob(digest)
         with open_own_file(path, f"the pushed value's blob {path}", f"load the blob {path}") as file:
+            before = os.fstat(file.fileno())
+            sections = self._verified_sections(digest, before)
+            if sections is None:
+                try:
+                    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                        sections = self.wire.frame_sections(mapped)
+                    found = self.wire.digest_of_sections(sections)
+                except Exception as exc:    # empty, truncated, or not a frame at all
+                    found = f"nothing ({type(exc).__name__}: {exc})"
+                if found != digest:
+                    raise RunnerError(
+                        f"refusing to load the blob {path}: its content does not hash to its name (it hashes to "
+                        f"{found}), so rx_magic did not write it for this value; it was not unpickled — "
+                        f"remove it (rm {path}) and run the cell again")
+                self._stamp_verified(digest, before, os.fstat(file.fileno()), sections)
+            mapped_buffers: list = []
+            value = self.wire.load(file, mapped=mapped_buffers)
+            if mapped_buffers:      # to tell afterwards what the cell wrote into them (``changed_in_place``)
+                loaded = vars(self).setdefault("loaded_frames", {})     # digest -> (sections, buffers, fd, identity)
+                loaded[digest] = (sections, mapped_buffers, os.dup(file.fileno()), _file_identity(before))
+            return value
+
+    # Why a stamp may stand for the check: the blob is opened through ``open_own_file`` every time, so it is a
+    # regular file (not a symlink) owned by this user and writable by no one else; no other user (root aside)
+    # can write its bytes, create it, or make it writable to themselves. Its stamp says which file passed the
+    # check -- (device, inode, size, mtime, ctime), as fstat of the open file gave them before and after the
+    # hash -- and is itself a private file of this user's in the private ``.rx`` folder, opened the same way.
+    # Any write to the file, a truncation, a chmod or chown, a new link, and os.utime setting its mtime back,
+    # each set its ctime to the time of the change, which no one but root can set back; a file made anew in
+    # its place (even on a reused inode number) gets a ctime of its own making. So a file whose fstat matches
+    # its stamp exactly holds the bytes that hashed to its name, and no file that does not hash to its name is
+    # unpickled. (A change by this user's own processes within one tick of the file system's clock, a few ms,
+    # could keep the ctime: rx_magic never writes a blob in place, it renames a new file into place.) The
+    # stamp also holds the digests of the file's leaves, checked against its name, for ``changed_in_place``.
+    def _stamp_path(self, digest: str) -> str:
+        return os.path.join(os.path.dirname(os.path.dirname(self.paths.blob(digest))), "verified", digest)
+
+    def _verified_sections(self, digest: str, info) -> list | None:
+        """The blob's section digests from its stamp, if the stamp is for this very file (else None: hash it)."""
+        if info.st_size < VERIFIED_STAMP_MIN:
+            return None
+        stamp = self._stamp_path(digest)
+        try:
+            with open_own_file(stamp, f"the stamp {stamp}", f"use the stamp {stamp}") as file:
+                found = json.loads(file.read())
+            sections = [bytes.fromhex(section) for section in found["sections"]]
+            if (found["format"] == 1 and found["digest"] == digest and found["file"] == _file_identity(info)
+                    and self.wire.digest_of_sections(sections) == digest):
+                return sections
+        except (RunnerError, OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _stamp_verified(self, digest: str, before, after, sections: list) -> None:
+        """Stamp a blob that just passed the check, if it did not change while it was hashed; best effort."""
+        if before.st_size < VERIFIED_STAMP_MIN or _file_identity(before) != _file_identity(after):
+            return
+        import stat
+
+        stamp = self._stamp_path(digest)
+        folder = os.path.dirname(stamp)
+        part = f"{stamp}.{os.getpid()}.part"
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+                return
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump({"format": 1, "digest": digest, "file": _file_identity(before),
+                           "sections": [section.hex() for section in sections]}, file)
+            os.replace(part, stamp)
+        except OSError:
             try:
-                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    found = self.wire.frame_digest(mapped)
-            except Exception as exc:    # empty, truncated, or not a frame at all
-                found = f"nothing ({type(exc).__name__}: {exc})"
-            if found != digest:
-                raise RunnerError(
-                    f"refusing to load the blob {path}: its content does not hash to its name (it hashes to "
-                    f"{found}), so rx_magic did not write it for this value; it was not unpickled — "
-                    f"remove it (rm {path}) and run the cell again")
-            return self.wire.load(file)
+                os.remove(part)
+            except OSError:
+                pass
 
     def load_pushed(self, namespace: dict) -> None:
         """Load the pushed values into ``namespace``; values that share objects arrive in one blob, still sharing.
@@ -800,7 +878,8 @@ class CellProcess:
         A blob is pickled again and compared with the digest it arrived as; values that cannot
         change (numbers, strings, tuples of them) were left out by the notebook. A big container of
         immutable contents that still holds the very objects it arrived with is unchanged without
-        pickling it (``wire.holds_same``, ``wire.immutable_contents``).
+        pickling it (``wire.holds_same``, ``wire.immutable_contents``). Of a blob's memory-mapped buffers
+        only the leaves the cell wrote into are hashed again (``wire.digest_since_load``).
         """
         kept, changed, verdicts = {}, [], {}
         for name in self.spec.get("pull_if_changed", []):
@@ -817,12 +896,20 @@ class CellProcess:
                 verdicts[id(arrived)] = False
             if id(arrived) not in verdicts:
                 try:
-                    verdicts[id(arrived)] = self.wire.digest(arrived)[0] != digest
+                    verdicts[id(arrived)] = self._digest_now(digest, arrived) != digest
                 except Exception:
                     verdicts[id(arrived)] = True    # no longer pickles: written, so that it is named
             if verdicts[id(arrived)]:
                 changed.append(name)
         return kept, changed
+
+    def _digest_now(self, digest: str, arrived) -> str:
+        """The digest of what arrived in the blob ``digest``, as it is now."""
+        sections, mapped, fd, identity = getattr(self, "loaded_frames", {}).get(digest, (None, None, None, None))
+        if (sections is not None and sum(view.nbytes for view in mapped) >= VERIFIED_STAMP_MIN
+                and _file_identity(os.fstat(fd)) == identity):   # the file under the mapping did not change
+            return self.wire.digest_since_load(arrived, sections, mapped)
+        return self.wire.digest(arrived)[0]
 
     def rebound(self, namespace: dict) -> list[str]:
         """Names bound anew other than by the cell's own assignments (a notebook function's ``global x``)."""

@@ -882,11 +882,17 @@ class _BufferHash:
     sha256 at a tenth of it. Without ``fast`` each leaf gets its sha256 alone, as always.
     """
 
-    def __init__(self, view: memoryview, fast=None, known=()):
+    def __init__(self, view: memoryview, fast=None, known=(), unwritten: list | None = None):
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         self.nbytes = view.nbytes
         starts = range(0, view.nbytes, LEAF_SIZE)
+        if unwritten is not None:   # each leaf's sha256 digest if it still holds the bytes it did, else None
+            pool = _hash_pool()
+            self._leaves = [(sha, None) if sha is not None
+                            else pool.submit(_leaf_digests, view[start:start + LEAF_SIZE], None, None)
+                            for start, sha in zip(starts, unwritten)]
+            return
         known = list(known)[:len(starts)] if fast is not None else []
         known += [None] * (len(starts) - len(known))
         if len(starts) == 1:        # one leaf: not worth a trip to the pool
@@ -911,7 +917,125 @@ def _hash_buffer(index: int, view: memoryview) -> _BufferHash:
 
 
 def _root_digest(sections: list[_SectionHash]) -> str:
-    return hashlib.new(HASH_NAME, DIGEST_DOMAIN + b"".join(section.finish() for section in sections)).hexdigest()
+    return digest_of_sections([section.finish() for section in sections])
+
+
+# ----------------------------------------------------------------------------- what a loaded frame still holds
+
+# A buffer loaded from a file is a private copy-on-write mapping of it (:func:`_map_buffers`). A page of it this
+# process never wrote is the file's page, or not in memory at all; a page it wrote became a private anonymous
+# page, in memory or in swap. Linux's /proc/self/pagemap tells them apart: one 64-bit entry per page, bit 63
+# "present", bit 62 "swapped", bit 61 "file page or shared anonymous" (since Linux 3.5; before, those bits held
+# the page shift, and every page in memory looks written: more is hashed, never less). The three live in the
+# entry's most significant byte; _WRITTEN maps that byte to 1 for a page this process wrote.
+PAGEMAP = "/proc/self/pagemap"
+_WRITTEN = bytes(1 if flags & 0x40 or (flags & 0xA0) == 0x80 else 0 for flags in range(256))
+_FLAGS_BYTE = 7 if sys.byteorder == "little" else 0
+_pagemap_fd: int | None = None
+_pagemap_pid = None
+
+
+def _open_pagemap() -> int:
+    return os.open(PAGEMAP, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+def _address(view: memoryview) -> int | None:
+    """Where ``view``'s bytes start in this process's memory; None for a read-only buffer (ctypes needs a writable one)."""
+    if not view.nbytes:
+        return None
+    try:
+        import ctypes
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (ImportError, TypeError, ValueError, BufferError):
+        return None
+
+
+def _written_flags(fd: int, address: int, nbytes: int) -> bytes:
+    """One byte per page of ``nbytes`` at ``address``: 1 where this process wrote the page (see _WRITTEN)."""
+    page = mmap.PAGESIZE
+    first, last = address // page, (address + nbytes - 1) // page
+    entries = os.pread(fd, (last - first + 1) * 8, first * 8)
+    if len(entries) != (last - first + 1) * 8:
+        raise OSError(f"{PAGEMAP} gave {len(entries)} bytes for {last - first + 1} pages")
+    return entries[_FLAGS_BYTE::8].translate(_WRITTEN)
+
+
+def _pagemap() -> int | None:
+    """This process's pagemap, open, once it is shown to tell a written page (None where it cannot be read).
+
+    The check writes one page of a private anonymous mapping and wants to see it written: a pagemap that reads
+    but reports nothing (a kernel or sandbox that emulates the file with zeros) is not trusted.
+    """
+    global _pagemap_fd, _pagemap_pid
+    if _pagemap_pid == os.getpid():
+        return _pagemap_fd
+    _pagemap_fd, _pagemap_pid = None, os.getpid()   # a forked child opens its own: the file is per process
+    fd = None
+    try:
+        fd = _open_pagemap()
+        with mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE) as probe:
+            probe[0] = 1
+            view = memoryview(probe)
+            try:
+                address = _address(view)
+                if address is not None and _written_flags(fd, address, 1) == b"\1":
+                    _pagemap_fd, fd = fd, None
+            finally:
+                view.release()
+    except (OSError, ValueError, AttributeError):     # no pagemap, no MAP_PRIVATE or os.pread (not Linux)
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return _pagemap_fd
+
+
+def _unwritten_leaves(fd: int, address: int, nbytes: int, section: bytes) -> list | None:
+    """The sha256 digest of each leaf of the loaded buffer of ``nbytes`` at ``address`` that still holds what it
+    held when loaded, None for a leaf with a written page; None for all where pagemap cannot tell. ``section``
+    is the buffer's part of the frame's digest (:func:`frame_sections`)."""
+    if _LENGTH.unpack_from(section)[0] != nbytes or len(section) != 8 + 32 * -(-nbytes // LEAF_SIZE):
+        return None
+    try:
+        flags = _written_flags(fd, address, nbytes)
+    except OSError:
+        return None
+    page, first = mmap.PAGESIZE, address // mmap.PAGESIZE
+    found = []
+    for number, start in enumerate(range(0, nbytes, LEAF_SIZE)):
+        end = min(start + LEAF_SIZE, nbytes)
+        pages = flags[(address + start) // page - first:(address + end - 1) // page - first + 1]
+        found.append(None if 1 in pages else section[8 + 32 * number:8 + 32 * (number + 1)])
+    return found
+
+
+def digest_since_load(obj: object, sections: list[bytes], mapped: list[memoryview]) -> str:
+    """:func:`digest` of ``obj``, which was loaded from a frame whose parts are ``sections`` (:func:`frame_sections`)
+    with its buffers ``mapped`` (``load(file, mapped=...)``), hashing only what may have changed since.
+
+    ``obj`` is pickled again (its pickle stream: shapes, dtypes, columns, everything but the big buffers) and
+    hashed. Of an out-of-band buffer that is still one of the mapped buffers (same memory, same length), only
+    the leaves with a page this process wrote (``/proc/self/pagemap``) are hashed again; the others keep their
+    digests from the load-time check. Anything else -- a new buffer, a read-only one, no readable pagemap -- is
+    hashed whole, as :func:`digest` does. The caller makes sure the file under the mapping did not change.
+    """
+    pickle_hash = _SectionHash()
+    sink = _Sink(None, pickle_hash)
+    buffers = _pickle(obj, sink)
+    fd = _pagemap() if buffers and mapped else None
+    where = {}
+    if fd is not None:
+        for view, section in zip(mapped, sections[3:]):
+            address = _address(view)
+            if address is not None:
+                where[address, view.nbytes] = section
+
+    def hash_buffer(index: int, view: memoryview) -> _BufferHash:
+        section = where.get((_address(view), view.nbytes)) if where else None
+        unwritten = None if section is None else _unwritten_leaves(fd, _address(view), view.nbytes, section)
+        return _BufferHash(view, unwritten=unwritten)
+
+    return _write_rest(sink, buffers, None, pickle_hash, hash_buffer=hash_buffer)[0]
 
 
 # ----------------------------------------------------------------------------- unchanged without pickling
@@ -1213,8 +1337,10 @@ def prepare(obj: object, *, withhold: frozenset = frozenset(), memo: list | None
     return Frame(sink, kept, buffers, pickle_hash, digest, length, hashes, fast)
 
 
-def frame_digest(data) -> str:
-    """The digest of one frame's bytes (as :func:`dump` wrote them): what a blob's name says of its file."""
+def frame_sections(data) -> list[bytes]:
+    """Each section's part of the digest of one frame's bytes, in order: header, pickle stream, buffer
+    lengths, then each buffer; each is ``u64 length || sha256(leaf 0) || sha256(leaf 1) || ...``.
+    :func:`digest_of_sections` of them is the frame's digest; :func:`digest_since_load` reuses a buffer's."""
     view = memoryview(data).cast("B")
     magic, pickle_length, count, frame_length = _HEADER.unpack_from(view)
     if magic != MAGIC:
@@ -1227,7 +1353,18 @@ def frame_digest(data) -> str:
         raise pickle.UnpicklingError("truncated or corrupt rx_magic wire frame")
     sections = [view[:_HEADER.size], view[_HEADER.size:table_start], table]
     sections += [view[offset:offset + length] for offset, length in zip(offsets, lengths)]
-    return _root_digest([_SectionHash(section) for section in sections])
+    hashes = [_SectionHash(section) for section in sections]     # all leaves on the pool before waiting
+    return [section.finish() for section in hashes]
+
+
+def digest_of_sections(sections: list[bytes]) -> str:
+    """The digest of a frame from its sections' parts (:func:`frame_sections`)."""
+    return hashlib.new(HASH_NAME, DIGEST_DOMAIN + b"".join(sections)).hexdigest()
+
+
+def frame_digest(data) -> str:
+    """The digest of one frame's bytes (as :func:`dump` wrote them): what a blob's name says of its file."""
+    return digest_of_sections(frame_sections(data))
 
 
 def dumps(obj: object) -> bytes:
@@ -1385,13 +1522,15 @@ def _tell(file) -> int | None:
         return None
 
 
-def load(file, in_place: InPlace | None = None) -> object:
+def load(file, in_place: InPlace | None = None, mapped: list | None = None) -> object:
     """Read the next frame written by :func:`dump` from ``file``, leaving ``file`` just after it.
 
     Raises ``EOFError`` when no frame is left. From a regular file the large
     buffers are memory-mapped copy-on-write; from any other file object they
     are read into memory. Needs dill importable if the value used it.
     ``in_place`` resolves a frame written with ``tokens`` (see :class:`InPlace`).
+    ``mapped`` (a list) gets the memory-mapped buffers appended, in the frame's order (see
+    :func:`digest_since_load`); nothing when they were read instead.
     """
     fd = _regular_file_fd(file)
     start = _tell(file)
@@ -1421,6 +1560,8 @@ def load(file, in_place: InPlace | None = None) -> object:
     if fd is not None and start is not None and count:
         buffers = _map_buffers(fd, start, offsets, lengths, frame_length)
         file.seek(start + frame_length)
+        if mapped is not None:
+            mapped.extend(buffers)
     else:
         buffers = []
         for offset, length in zip(offsets, lengths):
