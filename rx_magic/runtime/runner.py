@@ -778,8 +778,8 @@ class CellProcess:
             mapped_buffers: list = []
             value = self.wire.load(file, mapped=mapped_buffers)
             if mapped_buffers:      # to tell afterwards what the cell wrote into them (``changed_in_place``)
-                loaded = vars(self).setdefault("loaded_frames", {})     # digest -> (sections, buffers, fd, identity)
-                loaded[digest] = (sections, mapped_buffers, os.dup(file.fileno()), _file_identity(before))
+                loaded = vars(self).setdefault("loaded_frames", {})     # digest -> (sections, buffers, path, identity)
+                loaded[digest] = (sections, mapped_buffers, path, _file_identity(before))
             return value
 
     # Why a stamp may stand for the check: the blob is opened through ``open_own_file`` every time, so it is a
@@ -905,10 +905,14 @@ class CellProcess:
 
     def _digest_now(self, digest: str, arrived) -> str:
         """The digest of what arrived in the blob ``digest``, as it is now."""
-        sections, mapped, fd, identity = getattr(self, "loaded_frames", {}).get(digest, (None, None, None, None))
-        if (sections is not None and sum(view.nbytes for view in mapped) >= VERIFIED_STAMP_MIN
-                and _file_identity(os.fstat(fd)) == identity):   # the file under the mapping did not change
-            return self.wire.digest_since_load(arrived, sections, mapped)
+        sections, mapped, path, identity = getattr(self, "loaded_frames", {}).get(digest, (None, None, None, None))
+        if sections is not None and sum(view.nbytes for view in mapped) >= VERIFIED_STAMP_MIN:
+            try:    # the file under the mapping did not change (a file renamed into its place: another inode)
+                unchanged_file = _file_identity(os.stat(path, follow_symlinks=False)) == identity
+            except OSError:
+                unchanged_file = False
+            if unchanged_file:
+                return self.wire.digest_since_load(arrived, sections, mapped)
         return self.wire.digest(arrived)[0]
 
     def rebound(self, namespace: dict) -> list[str]:
