@@ -51,7 +51,9 @@ CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@open
 
 # the upload goes on at the end of the partial file the SFTP session made (0600), never creating one: a
 # transfer already renamed into place leaves no new partial file behind. "R" once logged in.
-_APPEND = f'[ -f "$1" ] && [ ! -L "$1" ] || exit {NOT_THERE}; printf R; ' \
+# (a host whose dd lacks GNU's nocreat says so before "R", exit 4: its uploads stay with SFTP)
+_APPEND = 'dd if=/dev/null of=/dev/null oflag=append conv=notrunc,nocreat status=none 2>/dev/null || exit 4; ' \
+          f'[ -f "$1" ] && [ ! -L "$1" ] || exit {NOT_THERE}; printf R; ' \
           'exec dd of="$1" bs=1M oflag=append conv=notrunc,nocreat status=none'
 # the download goes on from the byte the reader names on ssh's stdin (how far SFTP got meanwhile)
 _READ_FROM = f'[ -f "$1" ] && [ -r "$1" ] || exit {NOT_THERE}; printf R; ' \
