@@ -7,7 +7,7 @@ import os
 
 from helpers import newest_job, run_remote, wait_for
 
-from rx_magic.errors import ArrayFailed
+from rx_magic.errors import ArrayFailed, JobFailed
 from rx_magic.flow.holds import list_holds
 from rx_magic.targets.target import get_target
 
@@ -68,5 +68,26 @@ def test_a_map_in_a_local_hold_runs_its_elements_in_the_lanes_and_an_element_tha
         log = newest_job().log()
         for index in range(12):
             assert log.count(f"element {index} says hello") == 1
+    finally:
+        ip.run_line_magic("rx", f"release {hold.id}")
+
+
+def test_a_cell_with_its_own_walltime_in_a_local_hold_is_stopped_at_it_and_the_hold_goes_on(ip):
+    """A held cell with no limit of its own runs in the worker's child with no supervisor; one with --walltime still
+    gets the runner's supervisor, which stops it there."""
+    hold = ip.run_line_magic("rx", "hold local --ncpus 1 --idle 5m").seen.record
+
+    def is_ready():
+        seen = next(seen for seen in list_holds() if seen.record.id == hold.id)
+        assert seen.state != "ended", seen.record.reason
+        return seen.state == "ready"
+    wait_for(is_ready, "the hold to be ready", timeout=60)
+    try:
+        result = run_remote(ip, "local --walltime 2s", "import time\ntime.sleep(30)")     # unstopped: it ends well
+        assert isinstance(result.error_in_exec, JobFailed), result.error_in_exec
+        assert "walltime exceeded (0:00:02)" in str(result.error_in_exec)
+        assert newest_job().record.scheduler_id.startswith(f"hold:{hold.id}:")
+        result = run_remote(ip, "local", "import os\nin_hold = os.environ.get('RX_MAGIC_HOLD')")
+        assert result.error_in_exec is None and ip.user_ns["in_hold"] == hold.id
     finally:
         ip.run_line_magic("rx", f"release {hold.id}")

@@ -146,6 +146,8 @@ class Job:
             poll_interval = min(poll_interval, HELD_POLL)
         nap, last_asked, outage = 0.005, time.monotonic(), None
         with _EndNotice(self) as notice:
+            if notice.held:     # a hold's worker here says when the cell has ended: no need to look often meanwhile
+                nap = HELD_POLL / 4
             return self._wait(timeout, started, streams, nap, last_asked, outage, notice, poll_interval, each_round)
 
     def _wait(self, timeout, started, streams, nap, last_asked, outage, notice, poll_interval, each_round):
