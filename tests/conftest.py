@@ -74,6 +74,11 @@ def ip(_shell):
     yield shell
     shell.user_ns.clear()
     shell.user_ns.update(baseline)
+    # a --bg job a test left behind belongs to that test's folders: its results must not land in the next test
+    from rx_magic.ui.background import background_jobs
+    left = background_jobs(shell)
+    for job_id in left.job_ids:
+        left.forget(job_id)
 
 
 @pytest.fixture

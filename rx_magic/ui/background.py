@@ -153,7 +153,10 @@ class BackgroundJobs:
         replay_outputs(results.outputs, results.result, show=display)
         if applied is not None:      # done, or a job array some of whose elements are
             names, warnings = applied
-            job.record = default_registry().update(job.id, pulled=True)
+            try:
+                job.record = default_registry().update(job.id, pulled=True)
+            except KeyError:    # its row was removed meanwhile (%rx clean): the values are in all the same
+                pass
             if widget is not None:
                 widget.show_results(names, warnings, arrival="pulled into the notebook")
                 widget.renew_display()
