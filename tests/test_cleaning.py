@@ -143,11 +143,16 @@ def test_unused_inputs_and_partial_uploads_are_kept_for_an_hour_and_removed_afte
         folder.mkdir()
         (folder / "cell.py").write_text("y = 1\n")
     make_old(*old, old_staging)
+    verified = rx / "verified"       # the runner's stamps of checked blobs: one for each blob, one for none
+    verified.mkdir()
+    for digest in ("a" * 64, "d" * 64, "f" * 64):
+        (verified / digest).write_text("{}")
 
     said = clean(ip, capsys)
 
     assert all(path.exists() for path in fresh) and fresh_staging.is_dir()
     assert not any(path.exists() for path in old) and not old_staging.exists()
+    assert sorted(path.name for path in verified.iterdir()) == ["a" * 64]   # a stamp goes with its blob
     assert said.startswith("removed 0 job folders, 2 stored inputs and 2 abandoned uploads, freeing ")
     assert "2 uploads in progress" in said
     assert "2 unused inputs less than 1h old" in said

@@ -47,6 +47,7 @@ from ..runtime.layout import (
     STAGING_PREFIX,
     JobPaths,
     WorkdirPaths,
+    blob_name,
     element_entry,
 )
 from ..targets.config import TargetConfig, load_configs
@@ -245,6 +246,18 @@ class _Visit:
                 else:
                     self._remove(transport, path)
                     tally.removed_inputs += 1
+        self._stamps(transport, shared)
+
+    def _stamps(self, transport: Transport, shared: WorkdirPaths) -> None:
+        """Remove the runner's stamps (``.rx/verified``) of blobs that are gone: a stamp only names its blob."""
+        stamps = transport.listdir_times(shared.verified_dir)
+        if not stamps:
+            return
+        blobs = transport.listdir_times(shared.blobs_dir)
+        for name in sorted(stamps):
+            self._check_time()
+            if blob_name(name) not in blobs:      # its blob was removed (now, or by another kernel's clean)
+                self._remove(transport, shared.verified(name))
 
     def _holds(self, transport: Transport, shared: WorkdirPaths, now: float) -> None:
         """Remove the folders of holds that ended more than ``older_than`` ago; a live one stays, whoever opened it."""

@@ -73,6 +73,14 @@ class WorkdirPaths:
     def blob(self, digest: str) -> str:
         return posixpath.join(self.blobs_dir, blob_name(digest))
 
+    @property
+    def verified_dir(self) -> str:
+        """Stamps of big blobs the runner has checked, so that it need not hash them again (``runner.Cell``)."""
+        return posixpath.join(self.rx_dir, "verified")
+
+    def verified(self, digest: str) -> str:
+        return posixpath.join(self.verified_dir, digest)
+
     def staging_folder(self, job_id: str) -> str:
         """Where a job folder is written before it is renamed into place."""
         return posixpath.join(self.rx_dir, f"{STAGING_PREFIX}{job_id}")

@@ -795,7 +795,7 @@ class CellProcess:
     # could keep the ctime: rx_magic never writes a blob in place, it renames a new file into place.) The
     # stamp also holds the digests of the file's leaves, checked against its name, for ``changed_in_place``.
     def _stamp_path(self, digest: str) -> str:
-        return os.path.join(os.path.dirname(os.path.dirname(self.paths.blob(digest))), "verified", digest)
+        return self.paths.verified(digest)
 
     def _verified_sections(self, digest: str, info) -> list | None:
         """The blob's section digests from its stamp, if the stamp is for this very file (else None: hash it)."""
