@@ -497,7 +497,9 @@ def test_a_cell_running_when_a_slurm_hold_reaches_its_walltime_fails_with_that_r
     assert ended(hold, timeout=60).reason == "walltime"
 
 
-def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_factory, monkeypatch, configure_targets):
+@pytest.fixture
+def pbs(tmp_path_factory, monkeypatch, configure_targets):
+    """Target ``pbs``: the suite's OpenPBS, reached as its user over a loopback sshd; the cluster is returned."""
     from pbs import start_for_tests
     cluster = start_for_tests(history=True)
     try:
@@ -508,74 +510,78 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, tmp_path_fact
         configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
                                "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
                                "poll_interval": 3})
-        hold = open_hold(ip, "pbs --ncpus 2 --walltime 10m --idle 5m")
-        seen = ready(hold, timeout=180)
-        assert seen.ready["host"]
-        result = run_remote(ip, "pbs", """
-            import os
-            in_hold = os.environ.get("RX_MAGIC_HOLD")
-            pbs_job = os.environ.get("PBS_JOBID")
-            user = os.environ.get("USER") or os.environ.get("LOGNAME")
-        """)
-        assert result.error_in_exec is None
-        assert ip.user_ns["in_hold"] == hold.id
-        assert ip.user_ns["pbs_job"] == hold.scheduler_id    # inside the hold's batch job, no new one
-        assert newest_job().record.scheduler_id.startswith("hold:")
-        two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "pbs", cluster.user_dir / "go", timeout=180)
+        yield cluster
     finally:
+        end_holds_on(cluster)
         rx_magic.flow.watch.stop_monitors()
         rx_magic.targets.close_all()
         cluster.stop()
+
+
+def end_holds_on(cluster) -> None:
+    """qdel the batch job of every hold still open, and wait until PBS has finished it (its output copied back):
+    the next test's PBS start wants a free node, and removing the folders first makes the copy retry for 30 s."""
+    jobs = [hold.scheduler_id for hold in default_registry().holds() if hold.scheduler_id]
+    for scheduler_id in jobs:
+        cluster.as_user(f"qdel {scheduler_id}")
+    for scheduler_id in jobs:
+        wait_for(lambda job=scheduler_id: "job_state = F" in cluster.job_says(job) or not cluster.job_says(job),
+                 f"PBS to finish job {scheduler_id}", timeout=180)
+
+
+def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, pbs):
+    cluster = pbs
+    hold = open_hold(ip, "pbs --ncpus 2 --walltime 10m --idle 5m")
+    seen = ready(hold, timeout=180)
+    assert seen.ready["host"]
+    result = run_remote(ip, "pbs", """
+        import os
+        in_hold = os.environ.get("RX_MAGIC_HOLD")
+        pbs_job = os.environ.get("PBS_JOBID")
+        user = os.environ.get("USER") or os.environ.get("LOGNAME")
+    """)
+    assert result.error_in_exec is None
+    assert ip.user_ns["in_hold"] == hold.id
+    assert ip.user_ns["pbs_job"] == hold.scheduler_id    # inside the hold's batch job, no new one
+    assert newest_job().record.scheduler_id.startswith("hold:")
+    two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "pbs", cluster.user_dir / "go", timeout=180)
 
 
 def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_running_cell_with_that_reason(
-        ip, tmp_path_factory, monkeypatch, configure_targets, capsys):
-    from pbs import start_for_tests
-    cluster = start_for_tests(history=True)
-    try:
-        home = tmp_path_factory.mktemp("home")
-        cluster.server.ssh_config(home)
-        monkeypatch.setenv("HOME", str(home))
-        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-        configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
-                               "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
-                               "poll_interval": 3})
-        idle = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 2s")
-        assert ended(idle, timeout=180).reason == "idle"
-        # qdel, as a user or an administrator would, while a cell runs: PBS sends the job SIGTERM (exit 271),
-        # then SIGKILL after the queue's kill_delay
-        deleted = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
-        ready(deleted, timeout=180)
-        run_remote(ip, f"pbs --bg --hold {deleted.id}", "import time\ntime.sleep(600)")
-        running = newest_job()
-        wait_for(lambda: running.state is State.RUNNING, "the cell to start in the hold", timeout=120)
-        # the hold's one core is taken: this cell waits in its queue, and goes to PBS once the hold is gone
-        run_remote(ip, f"pbs --bg --hold {deleted.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
-        waiting = newest_job()
-        assert waiting.record.scheduler_id.startswith("hold:")
-        capsys.readouterr()
-        done = cluster.as_user(f"qdel {deleted.scheduler_id}")
-        assert done.returncode == 0, done.stderr
-        assert running.wait(timeout=180) is State.FAILED
-        assert running.reason == "the hold was killed while the cell ran"
-        assert ended(deleted, timeout=120).reason == "killed"
-        assert waiting.wait(timeout=240) is State.DONE
-        assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
-        assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
-        ip.run_cell("1")
-        assert ip.user_ns["later"] == waiting.record.scheduler_id
-        # the shortest walltime worth asking: the cell still running then fails with the hold's walltime
-        short = open_hold(ip, "pbs --ncpus 1 --walltime 1m --idle 5m")
-        ready(short, timeout=180)
-        run_remote(ip, f"pbs --bg --hold {short.id}", "import time\ntime.sleep(600)")
-        cut = newest_job()
-        assert cut.wait(timeout=300) is State.FAILED
-        assert cut.reason == "the hold reached its walltime while the cell ran"
-        assert ended(short, timeout=120).reason == "walltime"
-    finally:
-        rx_magic.flow.watch.stop_monitors()
-        rx_magic.targets.close_all()
-        cluster.stop()
+        ip, pbs, capsys):
+    cluster = pbs
+    idle = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 2s")
+    assert ended(idle, timeout=180).reason == "idle"
+    # qdel, as a user or an administrator would, while a cell runs: PBS sends the job SIGTERM (exit 271),
+    # then SIGKILL after the queue's kill_delay
+    deleted = open_hold(ip, "pbs --ncpus 1 --walltime 10m --idle 5m")
+    ready(deleted, timeout=180)
+    run_remote(ip, f"pbs --bg --hold {deleted.id}", "import time\ntime.sleep(600)")
+    running = newest_job()
+    wait_for(lambda: running.state is State.RUNNING, "the cell to start in the hold", timeout=120)
+    # the hold's one core is taken: this cell waits in its queue, and goes to PBS once the hold is gone
+    run_remote(ip, f"pbs --bg --hold {deleted.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
+    waiting = newest_job()
+    assert waiting.record.scheduler_id.startswith("hold:")
+    capsys.readouterr()
+    done = cluster.as_user(f"qdel {deleted.scheduler_id}")
+    assert done.returncode == 0, done.stderr
+    assert running.wait(timeout=180) is State.FAILED
+    assert running.reason == "the hold was killed while the cell ran"
+    assert ended(deleted, timeout=120).reason == "killed"
+    assert waiting.wait(timeout=240) is State.DONE
+    assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
+    assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
+    ip.run_cell("1")
+    assert ip.user_ns["later"] == waiting.record.scheduler_id
+    # the shortest walltime worth asking: the cell still running then fails with the hold's walltime
+    short = open_hold(ip, "pbs --ncpus 1 --walltime 1m --idle 5m")
+    ready(short, timeout=180)
+    run_remote(ip, f"pbs --bg --hold {short.id}", "import time\ntime.sleep(600)")
+    cut = newest_job()
+    assert cut.wait(timeout=300) is State.FAILED
+    assert cut.reason == "the hold reached its walltime while the cell ran"
+    assert ended(short, timeout=120).reason == "walltime"
 
 
 # ----------------------------------------------------------------------------- cost on a site that charges

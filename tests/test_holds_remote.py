@@ -11,15 +11,18 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
 from helpers import newest_job, process_is_gone, run_remote, wait_for
-from test_holds import _end_holds_left_open, ended, hold_state, open_hold, ready, worker_pid  # noqa: F401
+from test_holds import (  # noqa: F401
+    _end_holds_left_open,
+    ended,
+    hold_state,
+    open_hold,
+    pbs,
+    ready,
+    worker_pid,
+)
 
-import rx_magic
-import rx_magic.flow.watch
-import rx_magic.targets
 from rx_magic.errors import ArrayFailed
-from rx_magic.flow.registry import default_registry
 from rx_magic.model.states import State
 from rx_magic.targets.target import get_target
 
@@ -97,38 +100,6 @@ def test_a_map_over_a_ready_ssh_hold_runs_side_by_side_reports_its_failing_eleme
 
 
 # ----------------------------------------------------------------------------- OpenPBS
-
-@pytest.fixture
-def pbs(tmp_path_factory, monkeypatch, configure_targets):
-    """Target ``pbs``: the suite's OpenPBS, reached as its user over a loopback sshd; the cluster is returned."""
-    from pbs import start_for_tests
-    cluster = start_for_tests(history=True)
-    try:
-        home = tmp_path_factory.mktemp("home")
-        cluster.server.ssh_config(home)
-        monkeypatch.setenv("HOME", str(home))
-        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-        configure_targets(pbs={"host": "rxtest", "scheduler": "pbs", "python": "/usr/bin/python3",
-                               "setup": cluster.python_setup, "workdir": str(cluster.root / "{user}" / "jobs"),
-                               "poll_interval": 3})
-        yield cluster
-    finally:
-        end_holds_on(cluster)
-        rx_magic.flow.watch.stop_monitors()
-        rx_magic.targets.close_all()
-        cluster.stop()
-
-
-def end_holds_on(cluster) -> None:
-    """qdel the batch job of every hold still open, and wait until PBS has finished it (its output copied back):
-    the next test's PBS start wants a free node, and removing the folders first makes the copy retry for 30 s."""
-    jobs = [hold.scheduler_id for hold in default_registry().holds() if hold.scheduler_id]
-    for scheduler_id in jobs:
-        cluster.as_user(f"qdel {scheduler_id}")
-    for scheduler_id in jobs:
-        wait_for(lambda: "job_state = F" in cluster.job_says(scheduler_id) or not cluster.job_says(scheduler_id),
-                 f"PBS to finish job {scheduler_id}", timeout=180)
-
 
 def test_a_map_over_a_ready_openpbs_hold_runs_in_its_job_side_by_side_and_reports_its_failing_element(ip, pbs):
     hold = open_hold(ip, "pbs --ncpus 2 --walltime 10m --idle 5m")
