@@ -62,6 +62,7 @@ def wait_ready(hold_id: str, timeout: float = 120) -> None:
 
 
 def main() -> None:
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     quick = "--quick" in sys.argv
     map_only = "--map-only" in sys.argv
     repeats = 5 if quick else 15
@@ -158,7 +159,8 @@ def main() -> None:
     width = max(len(row[0]) for row in rows)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     if load:
-        print(f"load average {load[0]:.1f} on {os.cpu_count()} cores (figures from a busy machine are slower)")
+        print(f"load average {load_before[0]:.1f} at the start, {load[0]:.1f} at the end, on {os.cpu_count()} cores "
+              "(figures from a busy machine are slower)")
     print(f"{'what':<{width}}  {'through the hold':>16}  {'reference (same run)':<28} {'ratio':>6}  goal")
     for name, figure, reference, ratio, goal in rows:
         print(f"{name:<{width}}  {figure:>16}  {reference:<28} {ratio:>6}  {goal}")
