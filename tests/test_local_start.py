@@ -99,3 +99,17 @@ def test_a_setting_changed_between_cells_reaches_each_cell_as_it_is_then(ip):
             assert namespace["seen"] == width
     finally:
         matplotlib.rcParams["lines.linewidth"] = default
+
+
+def test_a_cell_compiled_here_for_a_python_that_reads_other_bytecode_is_compiled_by_the_job(ip, monkeypatch):
+    import rx_magic.flow.submit as submit
+    compiled_here = submit.compiled_cell
+    # other code than the cell's, under a magic number no Python has: run, it would show itself
+    monkeypatch.setattr(submit, "compiled_cell",
+                        lambda code, first_line: {**compiled_here("y = 999\ny", first_line), "magic": "00000000"})
+    ip.user_ns["x"] = 20
+    result = ip.run_cell("%%remote local\ny = x + 1\ny")
+    assert result.error_in_exec is None and result.result == 21 and ip.user_ns["y"] == 21
+    result = ip.run_cell("%%remote local\nz = x + 2\nz / 0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert "z / 0" in str(result.error_in_exec.__cause__)

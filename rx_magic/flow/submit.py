@@ -8,7 +8,10 @@ folder appears under its final name only once it is complete.
 from __future__ import annotations
 
 import ast
+import binascii
+import importlib.util
 import io
+import marshal
 import os
 import platform
 import posixpath
@@ -164,6 +167,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         cwd=os.getcwd() if chosen.is_local else paths.work, elements=array.size if array else 0,
     )
     enforce = {} if scheduler.enforces_limits else {"walltime": resources.walltime, "mem": resources.mem}
+    compiled = compiled_cell(code, first_line) if chosen.is_local else None     # this machine: most often its Python
     spec = new_spec(**{
         "job_id": job_id, "target": chosen.name,
         "source": source if source is not None else code, "code": code,
@@ -173,6 +177,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         "pull_if_changed": [] if array is not None else captured.pull_if_changed,
         "pull_if_rebound": [] if array is not None else captured.pull_if_rebound,
         "imports": captured.imports, "pull": captured.pull, "last_expression": ends_with_expression(code),
+        **({"compiled": compiled} if compiled is not None else {}),
         "limits": enforce, "resources": resources.to_json(), "files": shipment.digests,
         "pythonpath": [paths.lib] if shipment.modules else [],
         "use_ipython": "get_ipython" in code or "IPython" in code,
@@ -190,13 +195,42 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
 
 
 def ends_with_expression(code: str) -> bool:
-    """Whether the cell's last statement is an expression, whose value the notebook shows: when not, the job
-    compiles the cell without a syntax tree (making Python's syntax tree types alone takes 1 ms of every job)."""
+    """Whether the cell's last statement is an expression, whose value the notebook shows: when not, a job that
+    compiles the cell itself does so straight from its source, without a syntax tree round trip (half the time of
+    compiling it: ~5 ms for 300 lines)."""
     try:
         body = ast.parse(code).body
     except SyntaxError:     # the job's own compile says what is wrong, as before
         return True
     return bool(body) and isinstance(body[-1], ast.Expr)
+
+
+#: The file name the runner gives the cell's code (``runner.CELL_FILENAME``), which tracebacks show.
+CELL_FILENAME = "<remote cell>"
+
+
+def compiled_cell(code: str, first_line: int) -> dict | None:
+    """The cell compiled here as the runner compiles it (``runner._compiled_cell``: lines numbered from
+    ``first_line``, none of this module's ``__future__`` imports), as ``job.json``'s ``compiled``: its body and its
+    last expression as marshalled code objects (base64), that expression's name when it is a bare name, and this
+    Python's bytecode ``magic``. A job whose Python reads this bytecode runs it as it is: the first compile() in a
+    fresh Python makes its syntax tree types, 1.6 ms of every job on this machine. None when it does not compile."""
+    try:
+        tree = ast.parse("\n" * (first_line - 1) + code)
+        last = last_name = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            node = tree.body.pop().value
+            last = compile(ast.Expression(node), CELL_FILENAME, "eval", dont_inherit=True, optimize=0)
+            last_name = node.id if isinstance(node, ast.Name) else None
+        body = compile(tree, CELL_FILENAME, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError):
+        return None
+    return {"magic": importlib.util.MAGIC_NUMBER.hex(), "body": _base64(marshal.dumps(body)),
+            "last": _base64(marshal.dumps(last)) if last is not None else None, "last_name": last_name}
+
+
+def _base64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def map_key(array: ArrayRequest) -> str:

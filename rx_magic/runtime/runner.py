@@ -98,6 +98,23 @@ def _compiled_cell(code: str, first_line: int, last_expression: bool = True) -> 
     return found
 
 
+def _shipped_cell(spec: dict) -> tuple | None:
+    """The cell as the notebook compiled it (``job.json``'s ``compiled``: body, last expression, its name), when
+    this Python reads that bytecode; else None, and the cell is compiled here."""
+    shipped = spec.get("compiled")
+    machinery = sys.modules.get("_frozen_importlib_external")
+    if not shipped or machinery is None or shipped.get("magic") != machinery.MAGIC_NUMBER.hex():
+        return None
+    try:
+        import binascii
+        import marshal
+        body = marshal.loads(binascii.a2b_base64(shipped["body"]))
+        last = marshal.loads(binascii.a2b_base64(shipped["last"])) if shipped.get("last") else None
+    except Exception:
+        return None
+    return body, last, shipped.get("last_name")
+
+
 def _compile_warning_filters(entries: list) -> None:
     """Compile the notebook's warning filters' patterns as ``warnings.filterwarnings`` does, into ``re``'s cache,
     which the elements forked from here find them in (each element applies the filters anew)."""
@@ -1041,29 +1058,33 @@ class CellProcess:
         # the cell's lines are there for whatever reads them (a traceback, a warning, inspect) once it imports
         # linecache, which (with tokenize) a cell that fails and warns of nothing does without
         process_state.when_imported("linecache", show_sources)
-        body, last, last_code = _compiled_cell(code, first_line, self.spec.get("last_expression", True))
+        shipped = _shipped_cell(self.spec)
+        if shipped is not None:
+            body, last_code, last_name = shipped
+        else:
+            body, last, last_code = _compiled_cell(code, first_line, self.spec.get("last_expression", True))
+            last_name = last.body.id if last is not None and type(last.body).__name__ == "Name" else None
         exec(body, namespace)
-        if last is not None:
+        if last_code is not None:
             value = eval(last_code, namespace)
             if value is not None and not _ends_with_semicolon(code):
                 sys.stdout.flush()
                 self.outputs.add("execute_result", *self.outputs.bundle(value))
                 self.outputs.flush_figures()    # first: a figure pickled while open reopens in the notebook
-                self.write_result(last.body, value)
+                self.write_result(last_name, value)
 
     #: A last expression's value bigger than this is shown as the target rendered it, not brought back.
     RESULT_LIMIT = 16 * 2**20
 
-    def write_result(self, node, value) -> None:
+    def write_result(self, name: str | None, value) -> None:
         """The last expression's value, for the notebook's own formatter: a name the notebook has (pulled, or
-        pushed and so there already, updated if it changed) by name; anything else pickled, up to a limit."""
+        pushed and so there already, updated if it changed) by name; anything else pickled, up to a limit.
+        ``name``: the expression's, when it is a bare name."""
         if self.element is not None:        # a job array shows each element's result as rendered here
             return
-        import _ast
         import io
-        if isinstance(node, _ast.Name) and (node.id in self.spec.get("pull", [])
-                                           or node.id in self.spec.get("push", {})):
-            shown = ("name", node.id)
+        if name is not None and (name in self.spec.get("pull", []) or name in self.spec.get("push", {})):
+            shown = ("name", name)
         else:
             shown = ("value", value)
         limit, temporary = self.RESULT_LIMIT, self.paths.result + ".part"
