@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import _thread     # threading's locks and locals, without importing threading
 import copyreg
-import hashlib
 import importlib
 import io
 import mmap
@@ -197,7 +196,7 @@ def _origin(klass: type, data: bytes) -> str:
     with _origins_lock:
         found = _origins.get(klass)
         if found is None:
-            found = _origins[klass] = hashlib.sha256(data).hexdigest()[:32]
+            found = _origins[klass] = _new_hash(data, 'sha256').hexdigest()[:32]
         return found
 
 
@@ -792,6 +791,13 @@ _pool = None
 _pool_pid = None
 
 
+def _new_hash(data=b"", name: str = HASH_NAME):
+    """``hashlib.new(name, data)``, hashlib imported when first needed: a job with no value to check starts
+    without it (its OpenSSL start-up is ~3 ms of a trivial cell's)."""
+    import hashlib
+    return hashlib.new(name, data)
+
+
 def _hash_pool():
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():  # a forked child has none of its parent's threads
@@ -803,11 +809,11 @@ def _hash_pool():
 
 
 def _leaf_digest(view: memoryview) -> bytes:
-    return hashlib.new(HASH_NAME, view).digest()
+    return _new_hash(view).digest()
 
 
 def _pieces_digest(pieces: list) -> bytes:
-    leaf = hashlib.new(HASH_NAME)
+    leaf = _new_hash()
     for piece in pieces:
         leaf.update(piece)
     return leaf.digest()
@@ -865,11 +871,11 @@ def _leaf_digests(leaf: memoryview, fast, known: tuple | None) -> tuple[bytes, b
     is the one it holds, the leaf holds the bytes it did then, and its sha256 digest is taken from it.
     """
     if fast is None:
-        return hashlib.new(HASH_NAME, leaf).digest(), None
+        return _new_hash(leaf).digest(), None
     quick = fast(leaf)
     if known is not None and known[1] == quick:
         return known[0], quick
-    return hashlib.new(HASH_NAME, leaf).digest(), quick
+    return _new_hash(leaf).digest(), quick
 
 
 class _BufferHash:
@@ -1359,7 +1365,7 @@ def frame_sections(data) -> list[bytes]:
 
 def digest_of_sections(sections: list[bytes]) -> str:
     """The digest of a frame from its sections' parts (:func:`frame_sections`)."""
-    return hashlib.new(HASH_NAME, DIGEST_DOMAIN + b"".join(sections)).hexdigest()
+    return _new_hash(DIGEST_DOMAIN + b"".join(sections)).hexdigest()
 
 
 def frame_digest(data) -> str:
