@@ -44,6 +44,7 @@ BEAT_EVERY = 2.0        # seconds between two heartbeats (the notebook sees beat
 NO_ELEMENT = struct.pack("q", -1)     # what a lane's ``current`` holds between elements
 SPARE_AFTER = 0.05      # seconds after the last start before a spare child is forked (not while a cell starts)
 STOP_GRACE = 8.0        # seconds running cells get to record their end once the hold is stopped
+KILL_AFTER = 5.0        # seconds a cancelled cell with no supervisor has after SIGTERM before SIGKILL (as the runner's)
 ENDINGS = {
     "released": "the hold was released",
     "idle": "the hold ended, idle",
@@ -139,6 +140,7 @@ class Worker:
         self.releasing = False
         self.wake: list[int] = []               # the wake FIFO: the end it is read from, and one held open for writing
         self.spare: tuple[int, int] | None = None   # a child forked ahead, waiting for a cell: its pid, its pipe
+        self.kill_at: dict[int, float] = {}     # pid -> when a cancelled unit with no supervisor gets SIGKILL
         self.last_start = 0.0
 
     # ------------------------------------------------------------------ the loop
@@ -161,6 +163,7 @@ class Worker:
             "python": "%d.%d.%d" % sys.version_info[:3]})
         while True:
             self._reap()
+            self._kill_overdue()
             if self.signalled is not None:
                 elapsed = time.time() - self.started
                 at_walltime = self.walltime and elapsed >= self.walltime - min(60.0, self.walltime * 0.1)
@@ -279,6 +282,8 @@ class Worker:
             for pid, unit in list(self.running.items()):
                 if unit.job_id == job_id:
                     _signal(pid, unit, signal.SIGTERM)
+                    if unit.direct or unit.lane:    # no supervisor of its own to insist: the worker does
+                        self.kill_at.setdefault(pid, time.monotonic() + KILL_AFTER)
             for unit in [unit for unit in self.pending if unit.job_id == job_id]:
                 self.pending.remove(unit)
                 self._ended(unit, 0, reason="cancelled")
@@ -286,6 +291,17 @@ class Worker:
                 os.remove(os.path.join(self.paths.cancel_dir, job_id))
             except OSError:
                 pass
+
+    def _kill_overdue(self) -> None:
+        """SIGKILL a cancelled cell (or lane) that outlived its SIGTERM by ``KILL_AFTER`` seconds (its own handler
+        caught it), as a supervisor does to its cell."""
+        now = time.monotonic()
+        for pid, when in list(self.kill_at.items()):
+            if pid not in self.running:
+                del self.kill_at[pid]
+            elif now >= when:
+                _signal(pid, self.running[pid], signal.SIGKILL)
+                del self.kill_at[pid]
 
     def _free(self) -> tuple[int, int]:
         cores = self.cores - sum(unit.ncpus for unit in self.running.values())
