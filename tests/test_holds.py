@@ -547,6 +547,24 @@ def test_a_cell_runs_in_a_hold_held_by_an_openpbs_job_over_ssh(ip, pbs):
     two_kernels_share_the_hold_and_the_second_releases_it(ip, hold, "pbs", cluster.user_dir / "go", timeout=180)
 
 
+def the_waiting_cell_goes_to_pbs_when_the_hold_dies_under_the_running_one(ip, hold, running, kill, capsys):
+    """With ``running`` taking the one-core PBS ``hold``, a second cell waits in its queue; ``kill`` ends the hold
+    (qdel, or the worker killed): the running cell fails saying so, and the waiting one goes to PBS with qsub."""
+    run_remote(ip, f"pbs --bg --hold {hold.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
+    waiting = newest_job()
+    assert waiting.record.scheduler_id.startswith("hold:")
+    capsys.readouterr()
+    kill()
+    assert running.wait(timeout=180) is State.FAILED
+    assert running.reason == "the hold was killed while the cell ran"
+    assert ended(hold, timeout=120).reason == "killed"
+    assert waiting.wait(timeout=240) is State.DONE
+    assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
+    assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
+    ip.run_cell("1")
+    assert ip.user_ns["later"] == waiting.record.scheduler_id
+
+
 def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_running_cell_with_that_reason(
         ip, pbs, capsys):
     cluster = pbs
@@ -559,21 +577,11 @@ def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_runn
     run_remote(ip, f"pbs --bg --hold {deleted.id}", "import time\ntime.sleep(600)")
     running = newest_job()
     wait_for(lambda: running.state is State.RUNNING, "the cell to start in the hold", timeout=120)
-    # the hold's one core is taken: this cell waits in its queue, and goes to PBS once the hold is gone
-    run_remote(ip, f"pbs --bg --hold {deleted.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
-    waiting = newest_job()
-    assert waiting.record.scheduler_id.startswith("hold:")
-    capsys.readouterr()
-    done = cluster.as_user(f"qdel {deleted.scheduler_id}")
-    assert done.returncode == 0, done.stderr
-    assert running.wait(timeout=180) is State.FAILED
-    assert running.reason == "the hold was killed while the cell ran"
-    assert ended(deleted, timeout=120).reason == "killed"
-    assert waiting.wait(timeout=240) is State.DONE
-    assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
-    assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
-    ip.run_cell("1")
-    assert ip.user_ns["later"] == waiting.record.scheduler_id
+
+    def qdel():
+        done = cluster.as_user(f"qdel {deleted.scheduler_id}")
+        assert done.returncode == 0, done.stderr
+    the_waiting_cell_goes_to_pbs_when_the_hold_dies_under_the_running_one(ip, deleted, running, qdel, capsys)
     # the shortest walltime worth asking: the cell still running then fails with the hold's walltime
     short = open_hold(ip, "pbs --ncpus 1 --walltime 1m --idle 5m")
     ready(short, timeout=180)

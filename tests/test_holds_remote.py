@@ -19,6 +19,7 @@ from test_holds import (  # noqa: F401
     open_hold,
     pbs,
     ready,
+    the_waiting_cell_goes_to_pbs_when_the_hold_dies_under_the_running_one,
     worker_pid,
 )
 
@@ -124,20 +125,10 @@ def test_an_openpbs_hold_whose_worker_is_killed_mid_cell_fails_the_cell_and_send
     running = newest_job()
     wait_for(lambda: started.exists() and started.read_text(), "the first cell to start in the hold", timeout=120)
     cell_pid = int(started.read_text())
-    # the hold's one core is taken: this cell waits in its queue
-    run_remote(ip, f"pbs --bg --hold {hold.id}", "import os\nlater = os.environ.get('PBS_JOBID')")
-    waiting = newest_job()
-    assert waiting.record.scheduler_id.startswith("hold:")
-    capsys.readouterr()
-    os.kill(worker_pid(hold), signal.SIGKILL)   # PBS's MoM is this machine, and the test runs as root
-    assert running.wait(timeout=180) is State.FAILED
-    assert running.reason == "the hold was killed while the cell ran"
-    assert ended(hold, timeout=120).reason == "killed"
-    assert waiting.wait(timeout=240) is State.DONE
-    assert not waiting.record.scheduler_id.startswith("hold:")     # qsub's job id: a PBS job of its own
-    assert f"before job {waiting.id} started: sent it to the pbs scheduler" in capsys.readouterr().err
-    ip.run_cell("1")
-    assert ip.user_ns["later"] == waiting.record.scheduler_id
+    # the hold's one core is taken: the next cell waits in its queue, and goes to PBS once the worker is killed
+    # (PBS's MoM is this machine, and the test runs as root)
+    the_waiting_cell_goes_to_pbs_when_the_hold_dies_under_the_running_one(
+        ip, hold, running, lambda: os.kill(worker_pid(hold), signal.SIGKILL), capsys)
     # the hold's batch job has ended, and the cell it was running with it
     wait_for(lambda: process_is_gone(cell_pid), "the killed hold's cell process to end", timeout=120)
     assert hold_state(hold).reason == "killed"
