@@ -488,13 +488,20 @@ def test_a_slurm_hold_ends_idle_and_one_whose_worker_is_killed_fails_its_cell_an
 def test_a_cell_running_when_a_slurm_hold_reaches_its_walltime_fails_with_that_reason(
         ip, slurm, configure_targets, tmp_path):
     configure_targets(hpc={"scheduler": "slurm", "workdir": str(tmp_path / "jobs"), "python": sys.executable})
-    hold = open_hold(ip, "hpc --ncpus 1 --mem 300MB --walltime 1m --idle 5m")
-    ready(hold, timeout=120)
-    run_remote(ip, f"hpc --bg --mem 100MB --hold {hold.id}", "import time\ntime.sleep(600)")
+    a_cell_running_at_the_holds_walltime_fails_with_that_reason(ip, "hpc --ncpus 1 --mem 300MB", "--mem 100MB")
+
+
+def a_cell_running_at_the_holds_walltime_fails_with_that_reason(ip, hold_line: str, cell_options: str = ""):
+    """Open a hold on ``hold_line`` (target and resources) with the shortest walltime worth asking, one minute, and
+    run a cell in it that outlives it: the cell fails with the hold's walltime, and the hold ends with it."""
+    hold = open_hold(ip, f"{hold_line} --walltime 1m --idle 5m")
+    ready(hold, timeout=180)
+    target = hold_line.split()[0]
+    run_remote(ip, f"{target} --bg {cell_options} --hold {hold.id}", "import time\ntime.sleep(600)")
     job = newest_job()
-    assert job.wait(timeout=240) is State.FAILED
+    assert job.wait(timeout=300) is State.FAILED
     assert job.reason == "the hold reached its walltime while the cell ran"
-    assert ended(hold, timeout=60).reason == "walltime"
+    assert ended(hold, timeout=120).reason == "walltime"
 
 
 @pytest.fixture
@@ -582,14 +589,7 @@ def test_an_openpbs_hold_deleted_by_qdel_or_reaching_its_walltime_fails_its_runn
         done = cluster.as_user(f"qdel {deleted.scheduler_id}")
         assert done.returncode == 0, done.stderr
     the_waiting_cell_goes_to_pbs_when_the_hold_dies_under_the_running_one(ip, deleted, running, qdel, capsys)
-    # the shortest walltime worth asking: the cell still running then fails with the hold's walltime
-    short = open_hold(ip, "pbs --ncpus 1 --walltime 1m --idle 5m")
-    ready(short, timeout=180)
-    run_remote(ip, f"pbs --bg --hold {short.id}", "import time\ntime.sleep(600)")
-    cut = newest_job()
-    assert cut.wait(timeout=300) is State.FAILED
-    assert cut.reason == "the hold reached its walltime while the cell ran"
-    assert ended(short, timeout=120).reason == "walltime"
+    a_cell_running_at_the_holds_walltime_fails_with_that_reason(ip, "pbs --ncpus 1")
 
 
 # ----------------------------------------------------------------------------- cost on a site that charges
