@@ -61,16 +61,6 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _die_with_parent() -> None:
-    """A cell stops with its worker, as it would with its batch job (Linux ``PR_SET_PDEATHSIG``)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-        except Exception:
-            pass
-
-
 def _with_limits(spec: dict) -> dict:
     """The job's spec with the limits the runner enforces in a hold: the batch system enforces a fresh job's; in a
     hold the cell's own walltime and memory are the runner's to enforce."""
@@ -422,7 +412,7 @@ class Worker:
         """In a child: the default signal actions, death with the worker, none of the worker's descriptors."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, signal.SIG_DFL)
-        _die_with_parent()
+        runner.die_with_parent()     # a cell stops with its worker, as it would with its batch job
         for fd in [*self.wake, *(fd for fd in self.ends.values() if fd is not None)]:
             try:
                 os.close(fd)
