@@ -13,6 +13,7 @@ shipped file that no longer hashes to its name is not used.
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from helpers import newest_job, run_remote
 from rx_magic.flow.capture import capture_cell
 from rx_magic.flow.secrets import looks_generated, looks_secret, secret_shape
 from rx_magic.model.local_dirs import data_home
+from rx_magic.transport.local import command_environment
 
 # Built from pieces so that no real-looking secret sits in the source.
 SENTINEL = "rx-sentinel-" + "5f1c0d9e7a"
@@ -285,7 +287,10 @@ def test_a_slurm_job_submitted_from_this_machine_sees_none_of_the_kernels_enviro
     assert result.error_in_exec is None
     assert ip.user_ns["seen"] is None
     assert ip.user_ns["slurm_job"] == newest_job().record.scheduler_id
-    assert ip.user_ns["path"] == os.environ["PATH"]
+    # sbatch runs in the user's login shell, as it would be typed there, and exports that shell's PATH
+    login_path = subprocess.run(["bash", "-lc", 'printf %s "$PATH"'], env=command_environment(),
+                                capture_output=True, text=True, check=True).stdout
+    assert ip.user_ns["path"] == login_path
     assert_nowhere_in(tmp_path / "jobs", SENTINEL)
 
 
