@@ -5,6 +5,12 @@ Against the real loopback sshd: a big upload and download go through an ssh proc
 refuses fails the transfer with rx_magic's host-key message, never falling back to paramiko; a host whose
 login needs a second factor keeps to paramiko and still works; an interrupt during a handed-off upload
 removes the partial file. The thresholds are lowered to 1 MiB so the tests move tens of MiB, not hundreds.
+
+After a transfer through ssh, the transport keeps one spare ssh logged in for the next (handoff.Spare): the next
+upload and download take it (``spares_used``, its pid seen alive before), and arrive intact; it ends with the
+transport, when idle past its limit, and with an interrupted upload; its refused login fails the transfer
+with the host-key message; one logged in before the host's key changed is used as paramiko's connection is,
+until a reconnect, which checks the key again.
 """
 
 import hashlib
@@ -45,9 +51,9 @@ def parts(folder):
     return [name for name in os.listdir(folder) if name.endswith(".part")]
 
 
-def upload_until_handed_off(transport, path, extra_pieces=3, mode=0o600):
-    """Write distinct pieces (256 KiB every 20 ms) until the upload went to ssh, then ``extra_pieces`` of 4 MiB;
-    the sha256 of what was written."""
+def upload_until_handed_off(transport, path, extra_pieces=3, mode=0o600, then=None):
+    """Write distinct pieces (256 KiB every 20 ms) until the upload went to ssh, then ``extra_pieces`` of 4 MiB
+    (``then()`` called before them); the sha256 of what was written."""
     digest = hashlib.sha256()
     before = transport.handoffs
     base = bytearray(os.urandom(PIECE))
@@ -58,6 +64,9 @@ def upload_until_handed_off(transport, path, extra_pieces=3, mode=0o600):
             assert time.monotonic() < deadline, f"no handoff within {WAIT} s: {transport.handoff_off}"
             base[:8] = index.to_bytes(8, "little")
             if transport.handoffs > before:
+                if then is not None:
+                    then, call = None, then
+                    call()
                 extra_pieces -= 1
                 piece = bytes(base)
             else:
@@ -129,6 +138,160 @@ def test_a_host_key_ssh_refuses_fails_the_transfer_with_the_host_key_message(ssh
     transport.close()
     with pytest.raises(ConnectError, match="has CHANGED"):     # and paramiko itself refuses it too
         transport.connect()
+
+
+def alive(pid):
+    """Is ``pid`` a process of this user's that has not ended (a zombie has ended)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def command_of(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read().split(b"\0")
+
+
+def test_the_next_big_transfers_take_a_spare_ssh_logged_in_before_them(ssh_target, folder, sshd):
+    transport = rx_magic.targets.get_target("ws").transport
+    try:
+        upload_until_handed_off(transport, folder / "first")
+        assert (transport.handoffs, transport.spares_used) == (1, 0)      # the first logs ssh in itself
+        assert transport.wait_spare(WAIT)
+        spare = transport.spare_pid
+        assert alive(spare) and command_of(spare)[0].endswith(b"ssh")
+        logins = sshd.log.read_text().count("Accepted publickey")
+
+        target = folder / "second, through the spare's \\ 'quoted' $(path)"
+        expected = upload_until_handed_off(transport, target, extra_pieces=4)
+        assert (transport.handoffs, transport.spares_used) == (2, 1)
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == expected
+        assert target.stat().st_mode & 0o777 == 0o600
+        assert not parts(folder)
+        assert not alive(spare)         # it took the upload and ended with it
+        assert transport.wait_spare(WAIT) and transport.spare_pid != spare     # the next one is waiting
+
+        with transport.open_read(str(target)) as file:
+            assert file.wait_for_ssh(WAIT)
+            received = hashlib.sha256(file.read())
+        assert received.hexdigest() == expected
+        assert (transport.handoffs, transport.spares_used) == (3, 2)
+        # ssh logged in once for each spare (the third waits now), never at a transfer's start
+        assert transport.wait_spare(WAIT)
+        assert sshd.log.read_text().count("Accepted publickey") == logins + 2
+
+        spare = transport.spare_pid     # a path with a newline never goes through a spare: ssh logs in for it
+        expected = upload_until_handed_off(transport, folder / "new\nline")
+        assert (transport.handoffs, transport.spares_used) == (4, 2)
+        assert hashlib.sha256((folder / "new\nline").read_bytes()).hexdigest() == expected
+        assert transport.spare_pid == spare and alive(spare)
+    finally:
+        transport.close()
+    assert transport.spare_pid is None and not alive(spare)     # closing the transport ended it
+
+
+def test_a_spare_unused_past_its_idle_limit_ends(ssh_target, folder, monkeypatch):
+    monkeypatch.setattr(handoff, "SPARE_IDLE_SECONDS", 1.0)
+    transport = rx_magic.targets.get_target("ws").transport
+    try:
+        upload_until_handed_off(transport, folder / "first", extra_pieces=1)
+        spare = transport.spare_pid
+        assert spare is not None
+        deadline = time.monotonic() + WAIT
+        while transport.spare_pid is not None or alive(spare):
+            assert time.monotonic() < deadline, "the idle spare is still there"
+            time.sleep(0.1)
+        expected = upload_until_handed_off(transport, folder / "second", extra_pieces=1)   # ssh logs in again
+        assert (transport.handoffs, transport.spares_used) == (2, 0)
+        assert hashlib.sha256((folder / "second").read_bytes()).hexdigest() == expected
+    finally:
+        transport.close()
+
+
+def test_a_spare_logged_in_before_the_host_key_changed_serves_only_until_the_reconnect(ssh_target, ssh_home, folder,
+                                                                                       sshd):
+    """The spare is a session to the host paramiko's open connection verified, trusted as that connection is: a
+    transfer takes it though known_hosts changed since, but a reconnect (which checks the key again) ends it."""
+    transport = rx_magic.targets.get_target("ws").transport
+    try:
+        upload_until_handed_off(transport, folder / "first", extra_pieces=1)
+        assert transport.wait_spare(WAIT)
+        spare = transport.spare_pid
+        other = (sshd.root / "id_other.pub").read_text().split()      # another ed25519 key: the host's "changed"
+        (ssh_home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+        expected = upload_until_handed_off(transport, folder / "second", extra_pieces=1)
+        assert (transport.handoffs, transport.spares_used) == (2, 1)
+        assert hashlib.sha256((folder / "second").read_bytes()).hexdigest() == expected
+        transport._chain[-1].close()        # the connection drops: the next use reconnects
+        with pytest.raises(ConnectError, match="has CHANGED"):
+            transport.connect()
+        assert transport.spare_pid is None and not alive(spare)
+    finally:
+        transport.close()
+
+
+def test_a_spare_whose_login_is_refused_fails_the_transfer_with_the_host_key_message(ssh_target, ssh_home, folder,
+                                                                                      sshd):
+    transport = rx_magic.targets.get_target("ws").transport
+    known_hosts = ssh_home / ".ssh" / "known_hosts"
+    other = (sshd.root / "id_other.pub").read_text().split()
+
+    def change_the_key():       # while the first upload goes through ssh: the spare started after it is refused
+        known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+
+    try:
+        upload_until_handed_off(transport, folder / "first", extra_pieces=1, then=change_the_key)
+        assert transport.spare_pid is not None
+        with pytest.raises(ConnectError, match="has CHANGED") as failure:
+            upload_until_handed_off(transport, folder / "refused")
+        assert "ssh-keygen -R" in str(failure.value)
+        assert transport.handoffs == 1
+        assert not (folder / "refused").exists() and not parts(folder)
+    finally:
+        transport.close()
+
+
+KEEPER = r"""
+import os, sys, time
+import rx_magic.targets
+from rx_magic.transport import handoff
+handoff.HANDOFF_BYTES = 2**20
+transport = rx_magic.targets.get_target("ws").transport
+with transport.open_atomic(os.path.join(sys.argv[1], "first")) as file:
+    while transport.handoffs == 0:
+        file.write(os.urandom(2**18))
+        time.sleep(0.02)
+assert transport.wait_spare(120)
+print(transport.spare_pid, flush=True)
+if sys.argv[2] == "is killed":
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kernel", ["exits", "is killed"])
+def test_a_spare_never_outlives_the_kernel(ssh_target, folder, tmp_path, kernel):
+    """Its own session keeps the notebook's Stop from it, so the kernel ends it: at exit, and when killed (its
+    stdin, a pipe only the kernel held, ends, and the spare's script with it)."""
+    script = tmp_path / "keeper.py"
+    script.write_text(KEEPER)
+    kernel_process = subprocess.Popen([sys.executable, str(script), str(folder), kernel], stdout=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        spare = int(kernel_process.stdout.readline())
+        if kernel == "is killed":
+            assert alive(spare)
+            kernel_process.kill()
+        assert kernel_process.wait(timeout=WAIT) == (0 if kernel == "exits" else -9)
+        deadline = time.monotonic() + WAIT
+        while alive(spare):
+            assert time.monotonic() < deadline, f"the spare ssh outlived the kernel that {kernel}"
+            time.sleep(0.1)
+    finally:
+        if kernel_process.poll() is None:
+            kernel_process.kill()
+            kernel_process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -216,14 +379,21 @@ import os, signal, sys, threading, time
 import rx_magic.targets
 from rx_magic.transport import handoff
 handoff.HANDOFF_BYTES = 2**20
-folder, to = sys.argv[1], sys.argv[2]
+folder, to, spare = sys.argv[1], sys.argv[2], sys.argv[3] == "spare"
 transport = rx_magic.targets.get_target("ws").transport
 piece = os.urandom(4 * 2**20)
 signal.signal(signal.SIGINT, signal.default_int_handler)    # as ipykernel does while a cell runs
+if spare:       # a first upload through ssh, and the spare it leaves logged in for the interrupted one
+    with transport.open_atomic(os.path.join(folder, "first")) as file:
+        while transport.handoffs == 0:
+            file.write(piece[:2**18])
+            time.sleep(0.02)
+    assert transport.wait_spare(120)
+before = transport.handoffs
 
 
 def interrupt_once_handed_off():
-    while transport.handoffs == 0:      # evidence: the rest of the upload goes through ssh now
+    while transport.handoffs == before:     # evidence: the rest of the upload goes through ssh now
         time.sleep(0.01)
     time.sleep(0.05)
     if to == "group":                   # as the notebook's Stop does
@@ -238,28 +408,29 @@ try:
     with transport.open_atomic(os.path.join(folder, "big")) as file:
         for _ in range(2**30 // len(piece)):
             file.write(piece)
-            if transport.handoffs == 0:
+            if transport.handoffs == before:
                 time.sleep(0.05)        # at most 80 MB/s until ssh has logged in, however long that takes
     sys.exit("1 GiB written and no KeyboardInterrupt: it was lost")
 except KeyboardInterrupt:
     pass
-print("stopped", sorted(os.listdir(folder)), transport.handoffs, flush=True)
+print("stopped", sorted(os.listdir(folder)), transport.handoffs, transport.spares_used, flush=True)
 transport.write_bytes(os.path.join(folder, "after"), b"after")
 print(transport.read_bytes(os.path.join(folder, "after")).decode(), flush=True)
 """
 
 
-@pytest.mark.parametrize("to", ["process", "group"])
-def test_an_interrupt_during_a_handed_off_upload_removes_the_part(ssh_target, folder, tmp_path, to):
+@pytest.mark.parametrize("to, spare", [("process", "new ssh"), ("group", "new ssh"), ("group", "spare")])
+def test_an_interrupt_during_a_handed_off_upload_removes_the_part(ssh_target, folder, tmp_path, to, spare):
     script = tmp_path / "uploader.py"
     script.write_text(UPLOADER)
     try:
-        done = subprocess.run([sys.executable, str(script), str(folder), to], stdin=subprocess.DEVNULL,
+        done = subprocess.run([sys.executable, str(script), str(folder), to, spare], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=300, check=False, start_new_session=True)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"an interrupted upload hung; it printed: {exc.stdout!r}, {exc.stderr!r}") from None
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["stopped [] 1", "after"], done.stderr
+    expected = "stopped ['first'] 2 1" if spare == "spare" else "stopped [] 1 0"
+    assert done.stdout.splitlines() == [expected, "after"], done.stderr
     assert not parts(folder)
 
 

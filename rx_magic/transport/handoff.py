@@ -17,16 +17,28 @@ never a reason to fall back: the transfer fails with rx_magic's own host-key mes
 
 The ssh process runs in its own session: the notebook's Stop (SIGINT to the kernel's process group)
 reaches only the kernel, which ends ssh itself and removes the partial file.
+
+Every big transfer after the first on a connection skips ssh's login: once a transfer through ssh has ended,
+the transport starts one *spare* ssh (``Spare``, the same command line) that logs in, says "R", and waits for
+the next transfer to write its kind and path on its stdin (``_SPARE``; the path is the script's ``$1``, never
+part of its text, and a path with a newline never goes through a spare). The spare ends with its connection
+(the transport's close, and a reconnect, which checks the host key again), when unused for
+``SPARE_IDLE_SECONDS``, at interpreter exit, and by itself when the kernel dies (its stdin, a pipe only the
+kernel holds, ends, and the script's ``read`` with it). A spare that logged in is a session to the host
+paramiko's connection had verified, as trustworthy as that connection and no longer; one still logging in
+is taken as it is, and its refused login says what a new ssh's would.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import select
 import shlex
 import shutil
 import subprocess
+import weakref
 from collections import deque
 from typing import Sequence
 
@@ -43,6 +55,9 @@ HANDOFF_BYTES = 64 * 2**20
 READ_HANDOFF_BYTES = 512 * 2**20
 SSH_FAILED = 255            # ssh's own exit code when it could not connect or log in
 NOT_THERE = 3               # the scripts' exit code when the file is not there to append to or read
+NO_GNU_DD = 4               # the upload script's exit code when the host's dd lacks oflag=append or conv=nocreat
+#: a spare ssh unused this long is ended; the next big transfer logs in again
+SPARE_IDLE_SECONDS = 120.0
 PIPE_BYTES = 2**20          # the pipes to and from ssh (Linux's default 64 KiB keeps ssh waiting on us)
 # AES-GCM first, as the paramiko transport asks, then OpenSSH's other defaults (a list, not "^...": older OpenSSH
 # takes no "^", and ssh that refused its options would leave every transfer to paramiko)
@@ -58,6 +73,12 @@ _APPEND = 'dd if=/dev/null of=/dev/null oflag=append conv=notrunc,nocreat status
 # the download goes on from the byte the reader names on ssh's stdin (how far SFTP got meanwhile)
 _READ_FROM = f'[ -f "$1" ] && [ -r "$1" ] || exit {NOT_THERE}; printf R; ' \
              'read -r offset && exec tail -c +"$((offset + 1))" -- "$1"'
+
+# a spare: "R" once logged in; then the transfer's kind (a: append, r: read) and path, one line each, from
+# its stdin, and the script above for it with the path as "$1" (exit 5: its stdin ended, the kernel gone)
+_SPARE = 'printf R; IFS= read -r kind && IFS= read -r path || exit 5; set -- "$path"; ' \
+         f'case "$kind" in a) {_APPEND};; r) {_READ_FROM};; esac; exit 5'
+_KINDS = {_APPEND: b"a", _READ_FROM: b"r"}
 
 HOST_KEY_REFUSALS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                      "host key is known", "Host key for", "REVOKED HOST KEY")
@@ -106,9 +127,9 @@ def _widen(fd: int) -> None:
 class SSHFailed(Exception):
     """ssh ended before it logged in and ran the command: its exit code and what it said."""
 
-    def __init__(self, code: int, stderr: str):
+    def __init__(self, code: int, stderr: str, *, logged_in: bool = False):
         super().__init__(stderr.strip() or f"exit {code}")
-        self.code, self.stderr = code, stderr
+        self.code, self.stderr, self.logged_in = code, stderr, logged_in
 
     @property
     def host_key(self) -> bool:
@@ -116,24 +137,41 @@ class SSHFailed(Exception):
 
     @property
     def this_file_only(self) -> bool:
-        """ssh logged in, but the file was not there for it (another transfer may go through ssh)."""
-        return self.code == NOT_THERE
+        """ssh logged in, but the file was not there for it, or a spare that had logged in ended (another transfer
+        may go through ssh)."""
+        return self.code == NOT_THERE or (self.logged_in and self.code != NO_GNU_DD)
 
 
 class _Process:
-    """One ssh process running ``sh -c SCRIPT rx PATH`` on the host, in a session of its own."""
+    """One ssh process running ``sh -c SCRIPT rx PATH`` on the host, in a session of its own; or, given a
+    ``spare``, that spare's ssh told to run ``SCRIPT`` on ``path``."""
 
-    def __init__(self, argv: list[str], script: str, path: str, *, upload: bool):
-        command = shlex.join(["sh", "-c", script, "rx", path])
+    def __init__(self, argv: list[str], script: str, path: str, *, upload: bool, spare: Spare | None = None):
+        self.failure: SSHFailed | None = None
+        self.ready = False
+        if spare is None:
+            self._run([*argv, shlex.join(["sh", "-c", script, "rx", path])])
+            _widen((self.process.stdin if upload else self.process.stdout).fileno())
+            return
+        if "\n" in path:
+            raise ValueError("a path with a newline never goes through a spare")
+        self.process, spare.process = spare.process, None
+        self.logged_in = spare.logged_in
+        self._owed = spare._owed + 1        # the spare's own "R" if it is still logging in, and the script's
+        _SPARES.discard(spare)
         try:
-            self.process = subprocess.Popen([*argv, command], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                                            start_new_session=True)
+            os.write(self.process.stdin.fileno(), _KINDS[script] + b"\n" + os.fsencode(path) + b"\n")
+        except OSError:     # it ended just now; wait_ready says how
+            pass
+
+    def _run(self, command: list[str]) -> None:
+        try:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
         except OSError as exc:
             raise SSHFailed(-1, f"cannot run ssh: {exc}") from exc
-        _widen((self.process.stdin if upload else self.process.stdout).fileno())
-        self.ready = False
-        self.failure: SSHFailed | None = None
+        self.logged_in = False
+        self._owed = 1          # the "R"s still to come before the command runs
 
     def wait_ready(self, timeout: float | None) -> bool:
         """True once the command runs on the host ("R" came); False if ``timeout`` passed first; else SSHFailed."""
@@ -141,13 +179,18 @@ class _Process:
             return True
         if self.failure is not None:
             raise self.failure
-        if not select.select([self.process.stdout], [], [], timeout)[0]:
+        while select.select([self.process.stdout], [], [], timeout)[0]:
+            if os.read(self.process.stdout.fileno(), 1) != b"R":
+                break
+            self.logged_in = True
+            self._owed -= 1
+            if not self._owed:
+                self.ready = True
+                return True
+        else:
             return False
-        if os.read(self.process.stdout.fileno(), 1) == b"R":
-            self.ready = True
-            return True
         self.kill()
-        self.failure = SSHFailed(self.process.returncode, self._stderr())
+        self.failure = SSHFailed(self.process.returncode, self._stderr(), logged_in=self.logged_in)
         raise self.failure
 
     def _stderr(self) -> str:
@@ -167,11 +210,15 @@ class _Process:
             raise TransportError(f"{what} failed (through ssh): {said}")
 
     def kill(self) -> None:
+        if self.process is None:
+            return
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
 
     def close_pipes(self) -> None:
+        if self.process is None:
+            return
         for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
             if pipe is not None:
                 try:
@@ -180,11 +227,53 @@ class _Process:
                     pass
 
 
-class HandoffUpload(_Process):
-    """ssh appending to an upload's partial file: ``write`` once ``wait_ready`` said True; ``finish`` at the end."""
+class Spare(_Process):
+    """ssh logged in (or logging in) ahead of its connection's next big transfer, waiting for it (``_SPARE``).
 
-    def __init__(self, argv: list[str], partial: str):
-        super().__init__(argv, _APPEND, partial, upload=True)
+    A transfer takes it by passing it as ``spare`` to ``HandoffUpload`` or ``HandoffReader``; ``abandon``
+    ends one unused. ``timer`` is its connection's to set (the idle limit)."""
+
+    def __init__(self, argv: list[str]):
+        self._run([*argv, shlex.join(["sh", "-c", _SPARE, "rx"])])
+        _widen(self.process.stdin.fileno())
+        _widen(self.process.stdout.fileno())
+        self.failure: SSHFailed | None = None
+        self.ready = False
+        self.timer = None
+        _SPARES.add(self)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def abandon(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        _SPARES.discard(self)
+        self.kill()
+        self.close_pipes()
+
+
+_SPARES: weakref.WeakSet[Spare] = weakref.WeakSet()      # spares not taken or ended yet
+
+
+@atexit.register
+def _end_spares() -> None:
+    """No spare outlives the interpreter (it would end by itself once its stdin did; this ends it now)."""
+    for spare in list(_SPARES):
+        spare.abandon()
+
+
+class HandoffUpload(_Process):
+    """ssh appending to an upload's partial file: ``write`` once ``wait_ready`` said True; ``finish`` at the end.
+    Given a ``spare``, that ssh does it (``spare_ready``: it had logged in before)."""
+
+    def __init__(self, argv: list[str], partial: str, spare: Spare | None = None):
+        self.spare_ready = spare is not None and spare.ready
+        super().__init__(argv, _APPEND, partial, upload=True, spare=spare)
         self.sent = 0
 
     def write(self, view: memoryview) -> None:
@@ -220,20 +309,24 @@ class HandoffReader:
     ssh has logged in, and once it has, tells it the byte to go on from and reads the rest out of
     ``ssh ... tail``. So ssh's login, which ``scp`` waits for, costs no time here. The bytes are checked
     to be ``size`` in all, and ssh to have ended well; ssh that could not log in goes to ``refused(failure)``
-    (which raises for a refused host key) and the rest of the file comes over SFTP.
+    (which raises for a refused host key) and the rest of the file comes over SFTP. Given a ``spare``, that
+    ssh reads it; ``finished()`` is called once the whole file came through ssh and the reader is closed.
     """
 
     WINDOW = 8 * 2**20
 
-    def __init__(self, argv: list[str], path: str, size: int, what: str, read_head, settle, close_head, refused):
+    def __init__(self, argv: list[str], path: str, size: int, what: str, read_head, settle, close_head, refused,
+                 spare: Spare | None = None, finished=None):
         self.size, self.what = size, what
+        self.spare_ready = spare is not None and spare.ready
+        self._finished = finished
         self._read_head, self._settle, self._close_head, self._refused = read_head, settle, close_head, refused
         self.position = 0               # bytes handed to the caller
         self._held: deque = deque()     # fetched over SFTP, not yet handed out (memoryviews)
         self._fetched = 0               # the file's bytes fetched over SFTP so far
         self._stream = None             # ssh's output, once switched
         self.switched = False
-        self._ssh: _Process | None = _Process(argv, _READ_FROM, path, upload=False)
+        self._ssh: _Process | None = _Process(argv, _READ_FROM, path, upload=False, spare=spare)
 
     # -- where the next bytes come from
 
@@ -382,6 +475,9 @@ class HandoffReader:
         if not self.switched:
             self._close_head()
         self._held.clear()
+        finished, self._finished = self._finished, None
+        if finished is not None and self.switched and self.position == self.size:
+            finished()
 
     def __enter__(self):
         return self

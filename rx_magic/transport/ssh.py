@@ -26,7 +26,8 @@ which OpenSSH does by its own RekeyLimit.
 
 paramiko's Python work per 32 KiB packet still leaves it behind ``scp`` on a fast link, so big files
 (``handoff.HANDOFF_BYTES`` up, ``handoff.READ_HANDOFF_BYTES`` down) move through the user's own ``ssh``
-where it can log in unasked, checking the host key against the same known_hosts files (transport/handoff.py).
+where it can log in unasked, checking the host key against the same known_hosts files (transport/handoff.py);
+after the first, one spare ssh per connection is kept logged in for the next (``handoff.Spare``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from . import handoff
 from .base import CommandResult, Transport
 from .command_agent import END_WATCH_SCRIPT, AgentUnavailable, CommandAgent, check_write_reply, read_reply, write_request
 from .end_watch import EndWatches
-from .handoff import HandoffReader, HandoffUpload, SSHFailed, SwitchingWriter, ssh_argv, ssh_program
+from .handoff import HandoffReader, HandoffUpload, Spare, SSHFailed, SwitchingWriter, ssh_argv, ssh_program
 
 WINDOW_SIZE = 4 * 2**20
 MAX_PACKET_SIZE = 256 * 2**10
@@ -804,6 +805,8 @@ class SSHTransport(Transport):
         self._handoff: list[str] | None = None      # the ssh command for big transfers on this connection
         self.handoff_off = ""                       # why big transfers stay with paramiko on this connection
         self.handoffs = 0                           # transfers that went through the user's ssh (transport/handoff.py)
+        self._spare: Spare | None = None            # ssh logged in ahead of the next big transfer (handoff.Spare)
+        self.spares_used = 0                        # big transfers that found their ssh already logged in
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -901,6 +904,7 @@ class SSHTransport(Transport):
     def close(self) -> None:
         self._watches.close_all()       # before the lock: a watch's thread may be opening its session
         with self._lock:
+            self._end_spare()
             if self._agent is not None:
                 self._agent.close()
                 self._agent = None
@@ -1108,6 +1112,67 @@ class SSHTransport(Transport):
                         connect_timeout=self.connect_timeout)
             return self._handoff
 
+    def _start_spare(self) -> None:
+        """A big transfer through ssh ended: log one ssh in ahead of the next (none if one is there already)."""
+        with self._lock:
+            if self._spare is not None or not self.connected or self._handoff is None or self.handoff_off:
+                return
+            try:
+                spare = Spare(self._handoff)
+            except SSHFailed:
+                return
+            spare.timer = threading.Timer(handoff.SPARE_IDLE_SECONDS, self._end_spare, (spare,))
+            spare.timer.daemon = True
+            spare.timer.start()
+            self._spare = spare
+
+    def _end_spare(self, spare: Spare | None = None) -> None:
+        """End the connection's spare ssh (only if it is still ``spare``, when given: the idle timer's)."""
+        with self._lock:
+            if self._spare is None or (spare is not None and self._spare is not spare):
+                return
+            spare, self._spare = self._spare, None
+        spare.abandon()
+
+    def _take_spare(self, path: str) -> Spare | None:
+        """The connection's spare ssh for a big transfer of ``path``: one logged in, or still logging in (its
+        refused login goes where a new ssh's would); None where a new ssh must log in."""
+        with self._lock:
+            spare = self._spare
+            if spare is None or "\n" in path:
+                return None
+            self._spare = None
+        spare.timer.cancel()
+        try:
+            ready = spare.wait_ready(0)         # one that ended says why: its output ended
+        except SSHFailed as failure:
+            spare.abandon()
+            # a refused host key raises here, a refused login turns the handoff off, as a new ssh's would; one
+            # that had logged in and ended since leaves it to a new ssh
+            self._handoff_refused(failure)
+            return None
+        if not spare.alive():
+            spare.abandon()
+            return None
+        if ready:
+            self.spares_used += 1
+        return spare
+
+    def wait_spare(self, timeout: float) -> bool:
+        """Wait until the connection's spare ssh has logged in; False if there is none or it did not.
+        For tests and benchmarks that must see it ready whatever the machine's speed."""
+        spare = self._spare
+        try:
+            return spare is not None and spare.wait_ready(timeout)
+        except SSHFailed:
+            return False
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The process id of the connection's spare ssh, if there is one."""
+        spare = self._spare
+        return None if spare is None else spare.pid
+
     def _handoff_refused(self, failure: SSHFailed) -> None:
         """ssh could not log in: paramiko keeps this connection's transfers, unless ssh refused the host key."""
         if failure.host_key:
@@ -1144,6 +1209,12 @@ class SSHTransport(Transport):
         argv = self._handoff_command()
         if argv is None:
             return None
+        spare = self._take_spare(path)
+        argv = self._handoff_command()      # None if the spare's failed login turned the handoff off
+        if argv is None:
+            if spare is not None:
+                spare.abandon()
+            return None
         file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
 
         def read_head(offset: int, length: int) -> list[bytes]:
@@ -1162,12 +1233,13 @@ class SSHTransport(Transport):
 
         def settle() -> None:       # the rest comes through ssh
             close_head()
-            self._count(3)          # a connection of its own, the command, its end
+            self._count(1 if reader.spare_ready else 3)     # (a connection of its own, the command,) its end
             self.handoffs += 1
 
         try:
-            return HandoffReader(argv, path, size, f"reading {path} on {self.alias}", read_head, settle, close_head,
-                                 self._handoff_refused)
+            reader = HandoffReader(argv, path, size, f"reading {path} on {self.alias}", read_head, settle, close_head,
+                                   self._handoff_refused, spare, self._start_spare)
+            return reader
         except SSHFailed as failure:
             self._handoff_refused(failure)
             return None
@@ -1198,9 +1270,12 @@ class SSHTransport(Transport):
                 sftp.chmod(temporary, mode | stat.S_IWUSR)
 
                 def start_handoff() -> HandoffUpload | None:
-                    argv = self._handoff_command()
+                    spare = self._take_spare(temporary) if self._handoff_command() is not None else None
+                    argv = self._handoff_command()      # None if the spare's failed login turned the handoff off
+                    if argv is None and spare is not None:
+                        spare.abandon()
                     try:
-                        return None if argv is None else HandoffUpload(argv, temporary)
+                        return None if argv is None else HandoffUpload(argv, temporary, spare)
                     except SSHFailed as failure:
                         self._handoff_refused(failure)
                         return None
@@ -1208,7 +1283,7 @@ class SSHTransport(Transport):
                 def settle() -> None:       # the SFTP part ends: the rest goes through ssh
                     sent.finish()
                     file.close()            # waits for every pipelined write to be acknowledged
-                    self._count(3)          # a connection of its own, the command, its end
+                    self._count(1 if writer.upload.spare_ready else 3)  # (its own connection, the command,) its end
                     self.handoffs += 1
 
                 sent = _PipelinedWriter(file, f"upload of {path}")
@@ -1224,6 +1299,8 @@ class SSHTransport(Transport):
                 if not mode & stat.S_IWUSR:
                     sftp.chmod(temporary, mode)
                 sftp.posix_rename(temporary, path)
+            if writer.switched:
+                self._start_spare()     # the next big transfer finds ssh logged in
         except BaseException as exc:
             interrupted = not isinstance(exc, Exception)
             try:
