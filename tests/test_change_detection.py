@@ -303,9 +303,9 @@ class _CountingHashes:
     def __init__(self, real):
         self.real, self.leaf_bytes = real, 0
 
-    def __call__(self, data=b"", name=wire.HASH_NAME):
+    def __call__(self, data=b"", name=wire.HASH_NAME, size=None):
         self.leaf_bytes += memoryview(data).nbytes
-        return self.real(data, name)
+        return self.real(data, name, size)
 
 
 def test_an_unchanged_array_pushed_again_is_not_hashed_with_sha256_and_a_changed_leaf_alone_is(monkeypatch):

@@ -257,3 +257,71 @@ def test_todays_job_json_is_format_2_and_the_runner_refuses_another_format(tmp_p
     assert f"{copy.job_json} is in format 1" in ran.stderr
     assert f"this runner reads format {SPEC_FORMAT}" in ran.stderr
     assert not Path(copy.status_json).exists()     # nothing ran
+
+
+# ----------------------------------------------------------------------------- the runner's own JSON and ids
+
+JSON_VALUES = [
+    {"state": "done", "reason": None, "elapsed": 0.0165, "exit_code": 0, "peak_memory": 10256384, "ok": True},
+    {"lines": ["print('é')\n", "x = \"\\t\"\n", "\u2028\x00\x1f"], "nested": {"a": [[], {}, [1, [2.5e-7]]]}},
+    [float("inf"), -float("inf"), 1e308, -0.0, 10**40, -(2**63)], "text", 3, None,
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES)
+def test_the_runners_json_is_jsons_text_and_values(value):
+    from rx_magic.runtime import jsontext
+    assert jsontext._scan is not None and jsontext._encode is not None     # the fast path, not the fallback
+    text = json.dumps(value)
+    assert jsontext.dumps(value) == text
+    assert repr(jsontext.loads(text)) == repr(json.loads(text))
+    assert repr(jsontext.loads(f" \n{json.dumps(value, indent=2)}\n ")) == repr(value)
+    assert repr(jsontext.loads(text.encode())) == repr(json.loads(text.encode()))     # a file read as bytes
+    nan = jsontext.loads(jsontext.dumps([float("nan")]))[0]
+    assert nan != nan
+
+
+@pytest.mark.parametrize("text", ["", "  ", "{", "[1,]", "1 2", "{'a': 1}", "[1] x", '"\x01"', "nan"])
+def test_the_runners_json_refuses_what_json_refuses(text):
+    from rx_magic.runtime import jsontext
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        jsontext.loads(text)
+
+
+def test_the_runners_json_refuses_what_json_cannot_hold():
+    from rx_magic.runtime import jsontext
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        jsontext.dumps({"a": {1}})
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        jsontext.dumps(loop)
+
+
+@pytest.mark.parametrize("name, job, hold", [
+    ("rx-20261203-153904-b4f68e", True, False), ("rx-20261203-153904-b4f6", True, False),
+    ("hold-20261203-153904-b4f68e12", False, True), ("rx-20261203-153904-b4f", False, False),
+    ("rx-20261203-153904-b4f68e123", False, False), ("rx-20261203-153904-B4F68E", False, False),
+    ("rx-2026120-153904-b4f68e", False, False), ("rx-20261203-153904-b4f68e\n", False, False),
+    ("rx-20261203-15390x-b4f68e", False, False), ("rx-٢٠٢٦١٢٠٣-153904-b4f68e", False, False),
+    ("rx-20261203-153904-b4f68e.part", False, False), ("../rx-20261203-153904-b4f68e", False, False),
+    ("rx-20261203-153904-b4f68e-", False, False), ("", False, False),
+])
+def test_job_and_hold_ids_are_recognised_exactly(name, job, hold):
+    from rx_magic.runtime.layout import is_hold_id, is_job_id
+    assert (is_job_id(name), is_hold_id(name)) == (job, hold)
+
+
+def test_a_trivial_job_imports_neither_json_nor_re_nor_hashlib(ip):
+    """What a job imports is what it pays for at every start: json, re, enum and hashlib's OpenSSL cost a
+    trivial job ~15 ms together, and its small values need none of them."""
+    from helpers import newest_job, run_remote
+    ip.user_ns["x"] = 20
+    result = run_remote(ip, "local", "import sys\ny = x + 1\nseen = sorted(set(sys.modules) & "
+                                     "{'json', 're', 'enum', 'hashlib', 'pickle', 'signal', 'dill'})")
+    assert result.error_in_exec is None
+    assert ip.user_ns["y"] == 21
+    assert ip.user_ns["seen"] == []
+    assert newest_job().record.state is State.DONE

@@ -41,14 +41,14 @@ from ..model.record import HoldRecord, JobRecord
 from ..model.resources import format_size_human
 from ..runtime.layout import (
     FINAL_STATES,
-    HOLD_ID_PATTERN,
-    JOB_ID_PATTERN,
     SPEC_FORMAT,
     STAGING_PREFIX,
     JobPaths,
     WorkdirPaths,
     blob_name,
     element_entry,
+    is_hold_id,
+    is_job_id,
 )
 from ..targets.config import TargetConfig, load_configs
 from ..targets.target import Target, get_target
@@ -221,7 +221,7 @@ class _Visit:
             if name.startswith(STAGING_PREFIX):
                 in_use |= self._staging(transport, shared, name, mtime, now)
         entries = transport.listdir_times(workdir)
-        present = {name for name in entries if JOB_ID_PATTERN.match(name)}
+        present = {name for name in entries if is_job_id(name)}
         tally.listed.setdefault(workdir, set()).update(present)
         for job_id in sorted(present):
             self._check_time()
@@ -265,7 +265,7 @@ class _Visit:
         present = transport.listdir_times(holds_dir)
         self.tally.listed_holds.setdefault(shared.workdir, set()).update(present)
         for hold_id, mtime in sorted(present.items()):
-            if not HOLD_ID_PATTERN.match(hold_id):
+            if not is_hold_id(hold_id):
                 continue
             self._check_time()
             folder = posixpath.join(holds_dir, hold_id)

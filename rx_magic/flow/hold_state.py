@@ -30,7 +30,7 @@ from ..model.jobspec import JobSpecError, read_spec
 from ..model.record import HoldRecord, JobRecord
 from ..model.resources import Resources
 from ..model.states import Disappearance, SchedulerState, State
-from ..runtime.layout import JOB_ID_PATTERN, HoldPaths, JobPaths, check_job_id
+from ..runtime.layout import HoldPaths, JobPaths, check_job_id, is_job_id
 from ..schedulers import JobScript
 from ..targets.target import Target
 from .registry import Registry, default_registry
@@ -143,8 +143,8 @@ def look(target: Target, record: HoldRecord, *, ask_scheduler: bool = True, tick
     transport, paths = target.transport, HoldPaths(record.workdir, record.id)
     seen = HoldLook(record, "queued")
     # an ended hold's tickets still say which cells it left waiting (to send on) and which it was running
-    seen.queued = sorted(name for name in transport.listdir(paths.queue_dir) if JOB_ID_PATTERN.match(name))
-    seen.taken = sorted(name for name in transport.listdir(paths.taken_dir) if JOB_ID_PATTERN.match(name))
+    seen.queued = sorted(name for name in transport.listdir(paths.queue_dir) if is_job_id(name))
+    seen.taken = sorted(name for name in transport.listdir(paths.taken_dir) if is_job_id(name))
     if record.state == "ended":
         seen.state, seen.reason = "ended", record.reason.split(":")[0]
         return seen

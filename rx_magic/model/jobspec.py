@@ -30,7 +30,7 @@ import re
 import time
 
 from ..errors import RxError
-from ..runtime.layout import JOB_ID_PATTERN, SPEC_FORMAT
+from ..runtime.layout import SPEC_FORMAT, is_job_id
 
 _DIGEST = re.compile(r"^[0-9a-f]{16,128}$")
 
@@ -94,7 +94,7 @@ def validate(spec: dict, where: str = "job.json") -> None:
     for key, kind in _TYPES.items():
         if not isinstance(spec.get(key), kind):
             problems.append(f"{key} missing or not a {kind.__name__}")
-    if isinstance(spec.get("job_id"), str) and not JOB_ID_PATTERN.match(spec["job_id"]):
+    if isinstance(spec.get("job_id"), str) and not is_job_id(spec["job_id"]):
         problems.append(f"job_id {spec['job_id']!r} is not an rx_magic job id")
     for name, digest in (spec.get("push") or {}).items() if isinstance(spec.get("push"), dict) else ():
         if not isinstance(digest, str) or not _DIGEST.match(digest):

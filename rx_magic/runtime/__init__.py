@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 #: The files copied to the target, ``runner.py`` last: its presence means the folder is complete.
-RUNTIME_FILES = ("wire.py", "layout.py", "process_state.py", "worker.py", "runner.py")
+RUNTIME_FILES = ("wire.py", "layout.py", "jsontext.py", "process_state.py", "worker.py", "runner.py")
 
 _snapshot: tuple[tuple, str, dict[str, bytes]] | None = None     # (files' stats, version, contents)
 _snapshot_lock = threading.Lock()

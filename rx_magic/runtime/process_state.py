@@ -19,9 +19,13 @@ there, and one that cannot be read on the other side is skipped alone.
 from __future__ import annotations
 
 import binascii     # base64's own functions, without the base64 module: one less import in every job
-import pickle
 import sys
 import warnings
+
+try:        # as wire.py: without pickle.py's imports of re and enum
+    import _pickle as pickle
+except ImportError:
+    import pickle
 
 PROTOCOL = 4
 
@@ -262,9 +266,52 @@ def _add_filter(warnings_module, entry: tuple) -> None:
     if message is None and from_module is None:
         if (action, None, category_name, None, lineno) not in _WarningsFilters.read(warnings_module):
             warnings_module.simplefilter(action, category, lineno, append=not in_front)
-    else:
+    elif "re" in sys.modules or not hasattr(warnings_module, "_add_filter"):
         warnings_module.filterwarnings(action, message or "", category, from_module or "", lineno,
                                        append=not in_front)
+    else:   # what filterwarnings adds, with patterns compiled when a warning is first checked against them
+        warnings_module._add_filter(action, _Pattern(message, _IGNORECASE) if message else None, category,
+                                    _Pattern(from_module, 0) if from_module else None, lineno, append=not in_front)
+
+
+_IGNORECASE, _UNICODE = 2, 32       # re.IGNORECASE and re.UNICODE (implied for a str pattern)
+
+
+class _Pattern:
+    """A warnings filter's pattern, compiled by ``re`` when a warning is first checked against it.
+
+    Nearly every notebook has filters with patterns (numpy adds three as it is imported), and
+    ``warnings.filterwarnings`` compiles them at once: ``re`` (with ``enum``) costs a job 3-9 ms to
+    import, and most cells warn nothing. It matches, compares equal to and reads as the ``re.Pattern``
+    ``filterwarnings`` would have made (``pattern``, ``flags``, ``match``). A pattern ``re`` cannot
+    compile here (the notebook's Python compiled it) matches nothing.
+    """
+
+    __slots__ = ("pattern", "flags", "_compiled")
+
+    def __init__(self, pattern: str, flags: int):
+        self.pattern, self.flags, self._compiled = pattern, flags | _UNICODE, None
+
+    def match(self, text: str, *args):
+        if self._compiled is None:
+            import re
+            try:
+                self._compiled = re.compile(self.pattern, self.flags)
+            except re.error:
+                self._compiled = False
+        return self._compiled.match(text, *args) if self._compiled else None
+
+    def __eq__(self, other):
+        if not (isinstance(other, _Pattern) or type(other).__name__ == "Pattern"):
+            return NotImplemented
+        return (self.pattern, self.flags) == (getattr(other, "pattern", None), getattr(other, "flags", None))
+
+    def __hash__(self):
+        return hash((self.pattern, self.flags))
+
+    def __repr__(self):
+        flags = ", re.IGNORECASE" if self.flags & _IGNORECASE else ""
+        return f"re.compile({self.pattern!r}{flags})"
 
 
 SECTIONS = {

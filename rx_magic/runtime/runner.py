@@ -15,11 +15,10 @@ values, the rich outputs and any exception.
 
 from __future__ import annotations
 
+import _signal as signal  # signal's functions and numbers without its enums: enum costs a job ~5 ms of its start
 import errno
-import json
 import os
 import select
-import signal
 import sys
 import time
 
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The runtime's own modules are compiled once, into __pycache__ in its private folder, even where
 # PYTHONDONTWRITEBYTECODE is set: compiling wire.py alone takes longer than starting Python.
 _DONT_WRITE_BYTECODE, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+import jsontext  # noqa: E402 - json.loads/dumps without json's imports of re and enum (~8 ms)
 import layout  # noqa: E402 - the job folder's file names
 sys.dont_write_bytecode = _DONT_WRITE_BYTECODE
 
@@ -42,16 +42,25 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 def _write_json(path: str, data) -> None:
     temporary = f"{path}.part"
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        json.dump(data, file)
+        file.write(jsontext.dumps(data))
     os.replace(temporary, path)
 
 
 def _read_json(path: str):
     try:
         with open(path) as file:
-            return json.load(file)
+            return jsontext.loads(file.read())
     except (OSError, ValueError):
         return None
+
+
+def _signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9: the signal module's names, imported only for a job that ends by a signal."""
+    import signal as signals
+    try:
+        return signals.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _sibling(name: str):
@@ -433,9 +442,9 @@ class Supervisor:
             return "failed", f"memory limit exceeded ({_size(self.mem)})", 125
         if killed_for and killed_for.startswith("signal:"):
             signum = int(killed_for.split(":")[1])
-            return "failed", f"terminated by signal {signal.Signals(signum).name}", 128 + signum
+            return "failed", f"terminated by signal {_signal_name(signum)}", 128 + signum
         if os.WIFSIGNALED(status):
-            name = signal.Signals(os.WTERMSIG(status)).name
+            name = _signal_name(os.WTERMSIG(status))
             hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
             tail = _tail(self.paths.stderr)
             return "failed", f"the cell's process was killed by {name}{hint}" + (f": {tail}" if tail else ""), \
@@ -821,7 +830,7 @@ class CellProcess:
         stamp = self._stamp_path(digest)
         try:
             with open_own_file(stamp, f"the stamp {stamp}", f"use the stamp {stamp}") as file:
-                found = json.loads(file.read())
+                found = jsontext.loads(file.read())
             sections = [bytes.fromhex(section) for section in found["sections"]]
             if (found["format"] == 1 and found["digest"] == digest and found["file"] == _file_identity(info)
                     and self.wire.digest_of_sections(sections) == digest):
@@ -846,8 +855,8 @@ class CellProcess:
                 return
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
             with os.fdopen(fd, "w") as file:
-                json.dump({"format": 1, "digest": digest, "file": _file_identity(before),
-                           "sections": [section.hex() for section in sections]}, file)
+                file.write(jsontext.dumps({"format": 1, "digest": digest, "file": _file_identity(before),
+                                           "sections": [section.hex() for section in sections]}))
             os.replace(part, stamp)
         except OSError:
             try:

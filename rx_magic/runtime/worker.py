@@ -251,7 +251,7 @@ class Worker:
         except OSError:
             return []
         for entry in entries:
-            if not layout.JOB_ID_PATTERN.match(entry.name):
+            if not layout.is_job_id(entry.name):
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -264,7 +264,7 @@ class Worker:
     def _cancel_asked(self) -> None:
         """Stop the jobs the notebook asked to cancel (``cancel/{job_id}``): their supervisors record the end."""
         try:
-            asked = {name for name in os.listdir(self.paths.cancel_dir) if layout.JOB_ID_PATTERN.match(name)}
+            asked = {name for name in os.listdir(self.paths.cancel_dir) if layout.is_job_id(name)}
         except OSError:
             return
         for job_id in asked:

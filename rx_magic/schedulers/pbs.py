@@ -21,7 +21,7 @@ import signal
 from ..errors import ConfigError, ResourceError, SchedulerError
 from ..model.resources import Resources, format_size, format_walltime
 from ..model.states import SchedulerState, State, scheduler_array_state
-from ..runtime.layout import JOB_ID_PATTERN
+from ..runtime.layout import is_job_id
 from ..transport import CommandResult, Transport
 from . import gadi
 from .base import JobScript, Scheduler, render_body
@@ -413,7 +413,7 @@ def job_name(script: JobScript) -> str:
     name = script.resources.name
     if not name:
         parts = script.job_id.split("-")
-        name = f"rx-{parts[2]}-{parts[3]}" if JOB_ID_PATTERN.match(script.job_id) else script.job_id
+        name = f"rx-{parts[2]}-{parts[3]}" if is_job_id(script.job_id) else script.job_id
     return job_name_of(name)
 
 
