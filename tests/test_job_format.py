@@ -317,11 +317,22 @@ def test_job_and_hold_ids_are_recognised_exactly(name, job, hold):
 def test_a_trivial_job_imports_neither_json_nor_re_nor_hashlib(ip):
     """What a job imports is what it pays for at every start: json, re, enum and hashlib's OpenSSL cost a
     trivial job ~15 ms together, and its small values need none of them."""
+    import warnings
+
     from helpers import newest_job, run_remote
     ip.user_ns["x"] = 20
-    result = run_remote(ip, "local", "import sys\ny = x + 1\nseen = sorted(set(sys.modules) & "
-                                     "{'json', 're', 'enum', 'hashlib', 'pickle', 'signal', 'dill'})")
-    assert result.error_in_exec is None
-    assert ip.user_ns["y"] == 21
-    assert ip.user_ns["seen"] == []
-    assert newest_job().record.state is State.DONE
+    # as numpy's import leaves in nearly every notebook: filters with patterns, which warnings compiles with re
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="numpy.ndarray size changed")
+        warnings.filterwarnings("error", message="rx test: .*fails", category=UserWarning)
+        result = run_remote(ip, "local", "import sys\ny = x + 1\nseen = sorted(set(sys.modules) & "
+                                         "{'json', 're', 'enum', 'hashlib', 'pickle', 'signal', 'dill'})")
+        assert result.error_in_exec is None
+        assert ip.user_ns["y"] == 21
+        assert ip.user_ns["seen"] == []
+        assert newest_job().record.state is State.DONE
+        # the filters still act as in the notebook once a warning comes
+        result = run_remote(ip, "local", "import warnings\nwarnings.warn('numpy.ndarray size changed, ok')\n"
+                                         "warnings.warn('RX TEST: this fails')")
+    assert isinstance(result.error_in_exec, UserWarning)
+    assert "RX TEST: this fails" in str(result.error_in_exec)
