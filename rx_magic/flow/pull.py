@@ -11,6 +11,7 @@ import importlib
 import os
 import io
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,8 +245,13 @@ def remote_exception(results: Results, job_id: str) -> BaseException:
 
 
 def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: Results) -> Path:
-    """``job.ipynb``: the cell as written, with everything it output, for people to open later."""
-    import nbformat
+    """``job.ipynb``: the cell as written, with everything it output, for people to open later.
+
+    Written as nbformat 4.5 JSON directly, laid out as ``nbformat.write`` lays it out (one-space indent,
+    sorted keys, text as lines): importing nbformat, and the jsonschema it validates with, costs a kernel
+    0.3-1 s (more on a busy machine) before its first remote cell's value appears.
+    ``tests/test_local_target.py`` checks the file against nbformat's schema.
+    """
     outputs = []
     for name, text in (("stdout", stdout), ("stderr", stderr)):
         if text:
@@ -254,25 +260,38 @@ def write_notebook(path: Path, source: str, stdout: str, stderr: str, results: R
                 half = NOTEBOOK_LOG_LIMIT // 2
                 cut = len(text) - 2 * half
                 clipped = f"{text[:half]}\nrx_magic: ... {cut} characters of {name} cut here\n{text[-half:]}"
-            outputs.append(nbformat.v4.new_output("stream", name=name, text=clipped))
+            outputs.append({"output_type": "stream", "name": name, "text": _lines(clipped)})
     for output in results.outputs:
+        shown = {"output_type": "display_data", "data": _notebook_data(output["data"]),
+                 "metadata": output.get("metadata") or {}}
         if output["output_type"] == "execute_result":
-            outputs.append(nbformat.v4.new_output("execute_result", data=output["data"],
-                                                  metadata=output.get("metadata") or {}, execution_count=1))
-        else:
-            outputs.append(nbformat.v4.new_output("display_data", data=output["data"],
-                                                  metadata=output.get("metadata") or {}))
+            shown.update(output_type="execute_result", execution_count=1)
+        outputs.append(shown)
     if results.error and results.error.get("type"):
-        outputs.append(nbformat.v4.new_output("error", ename=results.error["type"],
-                                              evalue=results.error.get("message", ""),
-                                              traceback=results.error.get("traceback", "").splitlines()))
-    cell = nbformat.v4.new_code_cell(source, outputs=outputs, execution_count=1)
-    notebook = nbformat.v4.new_notebook(cells=[cell])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        outputs.append({"output_type": "error", "ename": results.error["type"],
+                        "evalue": results.error.get("message", ""),
+                        "traceback": results.error.get("traceback", "").splitlines()})
+    cell = {"cell_type": "code", "execution_count": 1, "id": uuid.uuid4().hex[:8], "metadata": {},
+            "outputs": outputs, "source": _lines(source)}
+    notebook = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
     private_folder(path.parent)
     temporary = path.with_suffix(".part")
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as file:
         os.fchmod(file.fileno(), 0o600)     # a .part left by an older version may be world-readable
-        nbformat.write(notebook, file)
+        json.dump(notebook, file, indent=1, sort_keys=True, ensure_ascii=False)
+        file.write("\n")
     temporary.replace(path)
     return path
+
+
+def _lines(text: str) -> list[str]:
+    """A notebook's multi-line string as nbformat writes it: a list of lines, each keeping its newline."""
+    return text.splitlines(keepends=True)
+
+
+def _notebook_data(data: dict) -> dict:
+    """An output's mime bundle as nbformat writes it: text as lines; JSON and pictures as they are."""
+    return {mime: _lines(value) if isinstance(value, str) and mime.startswith("text/") else value
+            for mime, value in data.items()}
+
