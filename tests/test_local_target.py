@@ -312,6 +312,7 @@ def test_finished_job_has_a_notebook_with_the_cell_and_its_error(ip):
     """)
     job = newest_job()
     notebook = nbformat.read(cache_home() / "jobs" / job.id / "job.ipynb", as_version=4)
+    nbformat.validate(notebook)     # rx_magic writes it without nbformat
     (only,) = notebook.cells
     assert only.source.startswith("%%remote local\n")
     assert 'raise ValueError("kept in the notebook")' in only.source
@@ -319,6 +320,26 @@ def test_finished_job_has_a_notebook_with_the_cell_and_its_error(ip):
     assert "about to fail" in kinds["stream"].text
     assert kinds["error"].ename == "ValueError"
     assert kinds["error"].evalue == "kept in the notebook"
+
+
+def test_a_jobs_notebook_holds_its_rich_outputs_as_nbformat_would_write_them(ip):
+    ip.run_cell("from IPython.display import HTML, Markdown, display")
+    run_remote(ip, "local", """
+        print("line one\\nline two")
+        display(HTML("<b>bold</b>\\n<i>and more</i>"), Markdown("# Title"))
+        {"shown": "last"}
+    """)
+    path = cache_home() / "jobs" / newest_job().id / "job.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert path.read_text() == nbformat.writes(notebook) + "\n"     # laid out as nbformat lays it out
+    (only,) = notebook.cells
+    assert [output.output_type for output in only.outputs] == ["stream", "display_data", "display_data",
+                                                               "execute_result"]
+    assert only.outputs[0].text == "line one\nline two\n"
+    assert only.outputs[1].data["text/html"] == "<b>bold</b>\n<i>and more</i>"
+    assert only.outputs[2].data["text/markdown"] == "# Title"
+    assert only.outputs[3].data["text/plain"] == "{'shown': 'last'}"
 
 
 # ----------------------------------------------------------------------------- limits

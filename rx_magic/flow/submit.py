@@ -19,6 +19,7 @@ import signal
 import socket
 import stat
 import threading
+import types
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,19 @@ class Plan:
         return "\n".join(lines)
 
 
+def uses_ipython(code: str, captured: Capture) -> bool:
+    """Whether the job needs an IPython shell: the cell names IPython, or uses something of IPython's that an
+    earlier cell imported (``display``, ``HTML``), which shows rich output only with a shell, as in the notebook."""
+    return ("get_ipython" in code or "IPython" in code
+            or any("IPython" in line for line in captured.imports.values())
+            or any(_module_of(value).partition(".")[0] == "IPython" for value in captured.push.values()))
+
+
+def _module_of(value) -> str:
+    module = getattr(value, "__module__", None) if isinstance(value, (type, types.FunctionType)) else None
+    return module if isinstance(module, str) else type(value).__module__
+
+
 def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None,
               resources: Resources | None = None, push=(), pull=None, no_pull: bool = False,
               source: str | None = None, header: tuple[str, ...] = (), first_line: int = 1,
@@ -180,7 +194,7 @@ def plan_cell(code: str, target: str = "local", *, namespace: dict | None = None
         **({"compiled": compiled} if compiled is not None else {}),
         "limits": enforce, "resources": resources.to_json(), "files": shipment.digests,
         "pythonpath": [paths.lib] if shipment.modules else [],
-        "use_ipython": "get_ipython" in code or "IPython" in code,
+        "use_ipython": uses_ipython(code, captured),
         "sources": notebook_sources(captured.push),
         "process_state": process_state, "figure_formats": inline_figure_formats(),
         "traceback": traceback_look(numbered=bool(header)),
