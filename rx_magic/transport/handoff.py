@@ -310,7 +310,7 @@ class HandoffReader:
     ``ssh ... tail``. So ssh's login, which ``scp`` waits for, costs no time here. The bytes are checked
     to be ``size`` in all, and ssh to have ended well; ssh that could not log in goes to ``refused(failure)``
     (which raises for a refused host key) and the rest of the file comes over SFTP. Given a ``spare``, that
-    ssh reads it; ``finished()`` is called once the whole file came through ssh and the reader is closed.
+    ssh reads it; ``finished()`` is called once the whole file was read and the reader is closed.
     """
 
     WINDOW = 8 * 2**20
@@ -476,7 +476,7 @@ class HandoffReader:
             self._close_head()
         self._held.clear()
         finished, self._finished = self._finished, None
-        if finished is not None and self.switched and self.position == self.size:
+        if finished is not None and self.position == self.size:
             finished()
 
     def __enter__(self):

@@ -1299,8 +1299,8 @@ class SSHTransport(Transport):
                 if not mode & stat.S_IWUSR:
                     sftp.chmod(temporary, mode)
                 sftp.posix_rename(temporary, path)
-            if writer.switched:
-                self._start_spare()     # the next big transfer finds ssh logged in
+            if writer.upload is not None:
+                self._start_spare()     # ssh started for this one (or a spare was taken): the next finds one logged in
         except BaseException as exc:
             interrupted = not isinstance(exc, Exception)
             try:
