@@ -190,11 +190,12 @@ class Bench:
 
     @staticmethod
     def handoff_at(threshold):
-        """Set the sizes from which transfers go through the user's ssh (up, down); returns the settings replaced."""
+        """Set the sizes from which transfers go through the user's ssh (up, down, up to a spare already logged
+        in); returns the settings replaced."""
         from rx_magic.transport import handoff
-        old = handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES
-        both = threshold if isinstance(threshold, tuple) else (threshold, threshold)
-        handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES = both
+        old = handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES, handoff.SPARE_HANDOFF_BYTES
+        every = threshold if isinstance(threshold, tuple) else (threshold,) * 3
+        handoff.HANDOFF_BYTES, handoff.READ_HANDOFF_BYTES, handoff.SPARE_HANDOFF_BYTES = every
         return old
 
     def paramiko_alone(self, action):

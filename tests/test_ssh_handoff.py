@@ -192,6 +192,21 @@ def test_the_next_big_transfers_take_a_spare_ssh_logged_in_before_them(ssh_targe
     assert transport.spare_pid is None and not alive(spare)     # closing the transport ended it
 
 
+def test_an_upload_goes_to_a_spare_already_logged_in_from_a_lower_threshold(ssh_target, folder, monkeypatch):
+    transport = rx_magic.targets.get_target("ws").transport
+    try:
+        upload_until_handed_off(transport, folder / "first", extra_pieces=1)
+        assert transport.wait_spare(WAIT)
+        monkeypatch.setattr(handoff, "HANDOFF_BYTES", 2**40)        # no new ssh would start for this one
+        monkeypatch.setattr(handoff, "SPARE_HANDOFF_BYTES", MiB)
+        expected = upload_until_handed_off(transport, folder / "second", extra_pieces=1)
+        assert (transport.handoffs, transport.spares_used) == (2, 1)
+        assert hashlib.sha256((folder / "second").read_bytes()).hexdigest() == expected
+        assert (folder / "second").stat().st_mode & 0o777 == 0o600
+    finally:
+        transport.close()
+
+
 def test_a_spare_unused_past_its_idle_limit_ends(ssh_target, folder, monkeypatch):
     monkeypatch.setattr(handoff, "SPARE_IDLE_SECONDS", 1.0)
     transport = rx_magic.targets.get_target("ws").transport

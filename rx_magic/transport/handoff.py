@@ -53,6 +53,8 @@ from ..errors import TransportError
 #: cores than a loopback server leaves, ssh's would not be slowed by the server's work).
 HANDOFF_BYTES = 64 * 2**20
 READ_HANDOFF_BYTES = 512 * 2**20
+#: where a spare ssh has logged in already (no login to wait for), an upload goes to it from this many bytes
+SPARE_HANDOFF_BYTES = 16 * 2**20
 SSH_FAILED = 255            # ssh's own exit code when it could not connect or log in
 NOT_THERE = 3               # the scripts' exit code when the file is not there to append to or read
 NO_GNU_DD = 4               # the upload script's exit code when the host's dd lacks oflag=append or conv=nocreat
@@ -489,8 +491,9 @@ class HandoffReader:
 class SwitchingWriter:
     """An upload's writer that moves from SFTP to ssh part way.
 
-    Bytes go to ``first`` (the SFTP session's writer) until ``HANDOFF_BYTES`` went; then ``start()`` starts
-    ssh beside it (or returns None: this upload stays with SFTP). Between pieces of ``STEP`` bytes the
+    Bytes go to ``first`` (the SFTP session's writer) until ``HANDOFF_BYTES`` went (``SPARE_HANDOFF_BYTES``
+    where ``spare_ready()`` says a spare ssh has logged in); then ``start()`` starts ssh beside it, or takes
+    the spare (or returns None: this upload stays with SFTP). Between pieces of ``STEP`` bytes the
     writer looks, without waiting, whether ssh has logged in; once it has, ``settle()`` ends the SFTP part
     (every write acknowledged, the partial file that long) and the rest goes through ssh, appended.
     ssh that could not log in goes to ``refused(failure)``, which raises for a refused host key and
@@ -499,8 +502,9 @@ class SwitchingWriter:
 
     STEP = 4 * 2**20
 
-    def __init__(self, first, start, settle, refused):
+    def __init__(self, first, start, settle, refused, spare_ready=None):
         self.first = first
+        self._spare_ready = spare_ready
         self.written = 0
         self._start, self._settle, self._refused = start, settle, refused
         self.upload: HandoffUpload | None = None
@@ -536,7 +540,8 @@ class SwitchingWriter:
 
     def _look(self) -> None:
         if self.upload is None:
-            if self._start is not None and self.written >= HANDOFF_BYTES:
+            if self._start is not None and (self.written >= HANDOFF_BYTES or (
+                    self.written >= SPARE_HANDOFF_BYTES and self._spare_ready is not None and self._spare_ready())):
                 start, self._start = self._start, None
                 self.upload = start()
             return

@@ -1158,6 +1158,14 @@ class SSHTransport(Transport):
             self.spares_used += 1
         return spare
 
+    def _spare_ready(self) -> bool:
+        """Has the connection's spare ssh logged in (looked at without waiting)?"""
+        spare = self._spare
+        try:
+            return spare is not None and spare.alive() and spare.wait_ready(0)
+        except SSHFailed:
+            return False        # a big transfer takes it and says why
+
     def wait_spare(self, timeout: float) -> bool:
         """Wait until the connection's spare ssh has logged in; False if there is none or it did not.
         For tests and benchmarks that must see it ready whatever the machine's speed."""
@@ -1255,7 +1263,8 @@ class SSHTransport(Transport):
         partial file over a new session; the connection stays usable for the next cell.
 
         Past ``handoff.HANDOFF_BYTES`` the user's ssh is started beside the SFTP session and, once logged
-        in, takes the rest of the bytes (appended to the same partial file; ``handoff.SwitchingWriter``).
+        in, takes the rest of the bytes (appended to the same partial file; ``handoff.SwitchingWriter``);
+        past ``handoff.SPARE_HANDOFF_BYTES`` where a spare ssh has logged in already.
         """
         folder, name = posixpath.split(path)
         temporary = posixpath.join(folder, f".{name}.{os.urandom(4).hex()}.part")
@@ -1287,7 +1296,7 @@ class SSHTransport(Transport):
                     self.handoffs += 1
 
                 sent = _PipelinedWriter(file, f"upload of {path}")
-                writer = SwitchingWriter(sent, start_handoff, settle, self._handoff_refused)
+                writer = SwitchingWriter(sent, start_handoff, settle, self._handoff_refused, self._spare_ready)
                 yield writer
                 writer.finish(f"writing {path} on {self.alias}")
                 if not writer.switched:
