@@ -5,6 +5,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from helpers import process_is_gone, wait_for
 
 import rx_magic
@@ -12,9 +13,10 @@ from rx_magic.model.states import State
 from rx_magic.schedulers import DirectScheduler
 
 
-def test_a_cells_module_named_runner_is_the_notebooks_own_not_rx_magics(ip):
-    (Path.cwd() / "runner.py").write_text("WHO = 'the notebook folder'\n")
-    job = rx_magic.submit("import runner\nwho = runner.WHO", "local")
+@pytest.mark.parametrize("name", ["runner", "layout", "wire", "process_state", "jsontext"])
+def test_a_cells_module_named_as_one_of_the_runtimes_is_the_notebooks_own_not_rx_magics(ip, name):
+    (Path.cwd() / f"{name}.py").write_text("WHO = 'the notebook folder'\n")
+    job = rx_magic.submit(f"import {name}\nwho = {name}.WHO", "local")
     assert job.wait(timeout=120) is State.DONE, job.reason
     namespace = {}
     job.pull(namespace)

@@ -28,7 +28,7 @@ SIZE = 14 * 2**20 + 8 * 123
 NO_PAGEMAP = ("import sys\n"
               "def _refused():\n"
               "    raise PermissionError(13, 'Permission denied', '/proc/self/pagemap')\n"
-              "sys.modules['wire']._open_pagemap = _refused\n")
+              "sys.modules['_rx_wire']._open_pagemap = _refused\n")
 
 
 @pytest.fixture(autouse=True)

@@ -64,12 +64,31 @@ def _signal_name(signum: int) -> str:
 
 
 def _sibling(name: str):
-    """A runtime module beside this file, imported when first needed; compiled once, into its ``__pycache__``."""
+    """A runtime module beside this file, imported when first needed; compiled once, into its ``__pycache__``.
+    Kept here once imported: ``_hide_siblings`` takes it out of ``sys.modules`` before a cell runs."""
+    module = _siblings.get(name)
+    if module is not None:
+        return module
     dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
     try:
-        return __import__(name)
+        module = _siblings[name] = __import__(name)
+        return module
     finally:
         sys.dont_write_bytecode = dont_write
+
+
+_siblings = {"layout": layout, "jsontext": jsontext}
+
+
+def _hide_siblings() -> None:
+    """Take the runtime's modules (and, where the runner was imported as one, ``runner``) out of ``sys.modules``,
+    so that a cell's ``import layout`` or ``import wire`` finds the notebook's own module of that name, as in the
+    notebook; the runtime keeps its own references. (wire's loaders are found by pickles as ``_rx_wire``.)"""
+    runtime = os.path.dirname(os.path.abspath(__file__))
+    for name in (*_siblings, "runner", "worker"):
+        module = sys.modules.get(name)
+        if module is not None and os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or "")) == runtime:
+            del sys.modules[name]
 
 
 #: process_state.py, imported by the cell process when it starts (the supervisor does without it)
@@ -744,6 +763,7 @@ class CellProcess:
         self._link_files()
         sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != runtime]
         sys.path[0:0] = ["", *self.spec.get("pythonpath", [])]
+        _hide_siblings()
 
         import types
         main = types.ModuleType("__main__")
