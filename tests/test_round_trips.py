@@ -188,3 +188,26 @@ def test_a_kernel_that_exits_while_waiting_leaves_no_watching_process(ssh_target
             kernel.wait()
     wait_for(lambda: not watcher_processes(job.paths.folder), "the watching session to stop")
     job.cancel()
+
+
+def test_an_end_notice_whose_waiter_stopped_waiting_just_before_it_came_ends_quietly():
+    # the race CI met: the waiting cell closed its end of the pipe between the watch's poll and its write. A real
+    # session cannot be timed to land there, so the session here is a pipe whose receive() closes the waiter's end
+    # first (as the waiter may at that moment), then hands over the line the remote watch prints
+    from rx_magic.transport.end_watch import EndWatch
+    session_read, session_write = os.pipe()
+    failures = []
+    previous_hook, threading.excepthook = threading.excepthook, lambda args: failures.append(args.exc_value)
+    try:
+        def receive():
+            os.close(watch.fd)
+            return os.read(session_read, 100)
+
+        watch = EndWatch(lambda: (session_read, receive, lambda: os.close(session_read)))
+        os.write(session_write, b"ended\n")
+        watch.thread.join(30)
+    finally:
+        threading.excepthook = previous_hook
+        os.close(session_write)
+    assert not watch.thread.is_alive()
+    assert watch.ended and failures == []

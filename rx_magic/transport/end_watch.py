@@ -69,7 +69,10 @@ class EndWatch:
                     seen += piece
                     if b"ended" in seen:
                         self.ended = True
-                        os.write(self._write, ENDED)
+                        try:
+                            os.write(self._write, ENDED)
+                        except BrokenPipeError:     # the waiter closed its end since the poll: nobody waits
+                            pass
                         return
         finally:
             try:
