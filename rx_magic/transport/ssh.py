@@ -1158,6 +1158,19 @@ class SSHTransport(Transport):
             self.spares_used += 1
         return spare
 
+    def _handoff_ssh(self, path: str) -> tuple[list[str], Spare | None] | None:
+        """For a big transfer of ``path``: the ssh command and the connection's spare ssh to run it (None: a new ssh
+        logs in); None when the transfer stays with paramiko."""
+        if self._handoff_command() is None:
+            return None
+        spare = self._take_spare(path)
+        argv = self._handoff_command()      # None if the spare's failed login turned the handoff off
+        if argv is None:
+            if spare is not None:
+                spare.abandon()
+            return None
+        return argv, spare
+
     def _spare_ready(self) -> bool:
         """Has the connection's spare ssh logged in (looked at without waiting)?"""
         spare = self._spare
@@ -1214,15 +1227,10 @@ class SSHTransport(Transport):
 
     def _handoff_read(self, path: str, file: paramiko.SFTPFile, size: int) -> HandoffReader | None:
         """The file read over SFTP while ssh logs in, and through ssh from then on (``handoff.HandoffReader``)."""
-        argv = self._handoff_command()
-        if argv is None:
+        chosen = self._handoff_ssh(path)
+        if chosen is None:
             return None
-        spare = self._take_spare(path)
-        argv = self._handoff_command()      # None if the spare's failed login turned the handoff off
-        if argv is None:
-            if spare is not None:
-                spare.abandon()
-            return None
+        argv, spare = chosen
         file.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE       # undocumented: see tests/test_private_internals.py
 
         def read_head(offset: int, length: int) -> list[bytes]:
@@ -1279,12 +1287,9 @@ class SSHTransport(Transport):
                 sftp.chmod(temporary, mode | stat.S_IWUSR)
 
                 def start_handoff() -> HandoffUpload | None:
-                    spare = self._take_spare(temporary) if self._handoff_command() is not None else None
-                    argv = self._handoff_command()      # None if the spare's failed login turned the handoff off
-                    if argv is None and spare is not None:
-                        spare.abandon()
+                    chosen = self._handoff_ssh(temporary)
                     try:
-                        return None if argv is None else HandoffUpload(argv, temporary, spare)
+                        return None if chosen is None else HandoffUpload(chosen[0], temporary, chosen[1])
                     except SSHFailed as failure:
                         self._handoff_refused(failure)
                         return None
