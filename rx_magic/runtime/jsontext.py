@@ -47,16 +47,12 @@ def loads(text: str | bytes):
         return json.loads(text)
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
-    start, end = 0, len(text)
-    while start < end and text[start] in _WHITESPACE:
-        start += 1
-    while end > start and text[end - 1] in _WHITESPACE:
-        end -= 1
+    text = text.strip(_WHITESPACE)      # JSON's whitespace only, as json.loads skips it
     try:
-        value, stop = _scan(text, start)
+        value, stop = _scan(text, 0)
     except StopIteration as exc:
         raise ValueError(f"no JSON value at character {exc.value}") from None
-    if stop != end:
+    if stop != len(text):
         raise ValueError(f"extra data after the JSON value at character {stop}")
     return value
 
