@@ -323,10 +323,11 @@ def test_finished_job_has_a_notebook_with_the_cell_and_its_error(ip):
 
 
 def test_a_jobs_notebook_holds_its_rich_outputs_as_nbformat_would_write_them(ip):
-    ip.run_cell("from IPython.display import HTML, Markdown, display")
+    ip.run_cell("from IPython.display import HTML, SVG, Markdown, display")
     run_remote(ip, "local", """
         print("line one\\nline two")
         display(HTML("<b>bold</b>\\n<i>and more</i>"), Markdown("# Title"))
+        display(SVG('<svg xmlns="http://www.w3.org/2000/svg">\\n<rect width="1" height="1"/>\\n</svg>'))
         {"shown": "last"}
     """)
     path = cache_home() / "jobs" / newest_job().id / "job.ipynb"
@@ -335,11 +336,12 @@ def test_a_jobs_notebook_holds_its_rich_outputs_as_nbformat_would_write_them(ip)
     assert path.read_text() == nbformat.writes(notebook) + "\n"     # laid out as nbformat lays it out
     (only,) = notebook.cells
     assert [output.output_type for output in only.outputs] == ["stream", "display_data", "display_data",
-                                                               "execute_result"]
+                                                               "display_data", "execute_result"]
     assert only.outputs[0].text == "line one\nline two\n"
     assert only.outputs[1].data["text/html"] == "<b>bold</b>\n<i>and more</i>"
     assert only.outputs[2].data["text/markdown"] == "# Title"
-    assert only.outputs[3].data["text/plain"] == "{'shown': 'last'}"
+    assert "<rect" in only.outputs[3].data["image/svg+xml"]
+    assert only.outputs[4].data["text/plain"] == "{'shown': 'last'}"
 
 
 # ----------------------------------------------------------------------------- limits

@@ -290,8 +290,11 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _notebook_data(data: dict) -> dict:
-    """An output's mime bundle as nbformat writes it: text as lines; JSON and pictures as they are."""
-    return {mime: _lines(value) if isinstance(value, str) and mime.startswith("text/") else value
-            for mime, value in data.items()}
+#: Besides ``text/*``, the types whose text nbformat writes as lines (``nbformat.v4.rwbase._non_text_split_mimes``)
+_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
 
+
+def _notebook_data(data: dict) -> dict:
+    """An output's mime bundle as nbformat writes it: text (and SVG, JavaScript) as lines; the rest as it is."""
+    return {mime: _lines(value) if isinstance(value, str) and (mime.startswith("text/") or mime in _SPLIT_MIMES)
+            else value for mime, value in data.items()}
